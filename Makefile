@@ -1,0 +1,32 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Each sets up .venv first.
+PY ?= python3
+VENV := .venv
+VPY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint venv clean
+
+venv: $(STAMP)
+
+# torch==2.13.0 is the CPU build the dev machines keep on disk; install it only when no torch is
+# importable, so a machine that already has a (CUDA) torch keeps it.
+$(STAMP): pyproject.toml
+	test -x $(VPY) || $(PY) -m venv $(VENV)
+	$(VPY) -m pip install -q --upgrade pip
+	$(VPY) -c "import torch" 2>/dev/null || $(VPY) -m pip install -q torch==2.13.0
+	$(VPY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check cosmos_t2 tests scripts
+	$(VENV)/bin/ruff format --check cosmos_t2 tests scripts
+
+test: $(STAMP)
+	$(MAKE) lint
+	$(VENV)/bin/pytest -q -m "not slow and not gpu" -n 2 --timeout 900
+
+demo: $(STAMP)
+	$(VENV)/bin/cosmos-t2 validate examples/robot/edge.json
+
+clean:
+	rm -rf $(VENV) results .snakemake
