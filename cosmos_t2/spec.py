@@ -1,0 +1,344 @@
+"""The spec model: one sample of NVIDIA's `examples/inference.py` input, validated and resolved.
+
+Keys, types, ranges and defaults follow `cosmos_transfer2/config.py` (`InferenceArguments` and the
+control configs) of nvidia-cosmos/cosmos-transfer2.5. Where we differ, on purpose:
+- `name` may be left out (the file's stem, or `<stem>_<line>` in a JSONL) and `output_dir` may sit in
+  the file (the form of NVIDIA's inference guide); it is the default output folder.
+- Unknown keys are errors inside control blocks too (upstream ignores them there).
+- `resolution` also takes "tiny" (our CPU demo model) and accepts 720/480 as numbers.
+- `sigma_max` takes a number or a numeric string (upstream: a string) and is checked against 0..200.
+- `prompt` and `prompt_path` together are an error (upstream silently prefers `prompt`).
+- Relative paths in `--set` overrides resolve against the working directory, those in the file
+  against the file's folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cosmos_t2.errors import CosmosError
+from cosmos_t2.spec_fields import Fields, Source, is_integer, show
+from cosmos_t2.spec_parse import RawSample, apply_overrides, flatten_overrides, read_spec_file
+
+MODALITIES = ("edge", "vis", "depth", "seg")
+RESOLUTIONS = ("720", "480", "tiny")
+PRESETS = ("very_low", "low", "medium", "high", "very_high")
+DEFAULT_NEGATIVE_PROMPT = (
+    "The video captures a game playing, with bad crappy graphics and cartoonish frames. It represents a "
+    "recording of old outdated games. The lighting looks very fake. The textures are very raw and basic. The "
+    "geometries are very primitive. The images are very pixelated and of poor CG quality. There are many "
+    "subtitles in the footage. Overall, the video is unrealistic at all."
+)
+SEG_PROMPT_WORDS = 128  # upstream's default seg control_prompt: the prompt's first 128 words
+
+_CONTROL_KEYS = ("control_path", "control_weight", "mask_path", "mask_prompt")
+_MODALITY_KEYS = {
+    "edge": ("preset_edge_threshold",),
+    "vis": ("preset_blur_strength",),
+    "depth": (),
+    "seg": ("control_prompt",),
+}
+
+
+@dataclass(frozen=True)
+class ControlSpec:
+    """One control block (edge, vis, depth or seg).
+
+    `control_path` None means the control is computed from the input video. `control_weight` is kept
+    as given; see `normalized_control_weights` for how several weights combine. With both `mask_path`
+    and `mask_prompt`, upstream uses `mask_path` (and warns); so do we. Keys that belong to another
+    modality stay None (e.g. `preset_blur_strength` on edge).
+    """
+
+    modality: str
+    control_path: Path | None = None
+    control_weight: float = 1.0
+    mask_path: Path | None = None
+    mask_prompt: str | None = None
+    preset_edge_threshold: str | None = None  # edge only; default "medium"
+    preset_blur_strength: str | None = None  # vis only; default "medium"
+    control_prompt: str | None = None  # seg only; default: first 128 words of the prompt (computed seg)
+
+    def to_dict(self) -> dict[str, Any]:
+        keys = _CONTROL_KEYS + _MODALITY_KEYS[self.modality]
+        return {key: _jsonable(getattr(self, key)) for key in keys}
+
+
+@dataclass(frozen=True)
+class Spec:
+    """One resolved sample: every key has its value (defaults filled), paths are absolute and exist.
+
+    `prompt` holds the text (read from `prompt_path` when that was given). `prompt_path` is kept for
+    the record only: it is left out of `to_dict()` and of equality, so a job spec written with the
+    prompt text loads back to an equal Spec.
+    """
+
+    name: str
+    prompt: str
+    video_path: Path
+    controls: dict[str, ControlSpec]  # ordered edge, vis, depth, seg; at least one
+    prompt_path: Path | None = field(default=None, compare=False)
+    negative_prompt: str = DEFAULT_NEGATIVE_PROMPT
+    output_dir: Path | None = None
+    seed: int = 2025
+    guidance: int = 3
+    num_steps: int = 35
+    resolution: str = "720"
+    num_video_frames_per_chunk: int = 93
+    num_conditional_frames: int = 1
+    max_frames: int | None = None
+    sigma_max: float | None = None
+    keep_input_resolution: bool = True
+    show_control_condition: bool = False
+    show_input: bool = False
+    image_context_path: Path | None = None
+    context_frame_index: int | None = None
+    guided_generation_mask: Path | None = None
+    guided_generation_step_threshold: int = 25
+    guided_generation_foreground_labels: tuple[int, ...] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able, absolute paths; `load_specs` on this data gives back an equal Spec."""
+        out: dict[str, Any] = {}
+        for key in _TOP_KEYS:
+            if key == "prompt_path":
+                continue
+            if key in MODALITIES:
+                if key in self.controls:
+                    out[key] = self.controls[key].to_dict()
+                continue
+            out[key] = _jsonable(getattr(self, key))
+        return out
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, tuple):
+        return list(value)
+    return value
+
+
+def normalized_control_weights(spec: Spec) -> dict[str, float]:
+    """The weights the model applies when several controls are used together.
+
+    Upstream (`resize_control_weight` in `vid2vid_model_control_vace_rectified_flow.py`) stacks the
+    per-modality weight maps (weight × mask, per latent position), sums over modalities and, where that
+    sum exceeds 1, divides every weight there by the sum: weights are scaled to sum to at most 1, never
+    scaled up. This is the mask-free case of that rule (a mask's white area gets these values; where a
+    mask is black that modality's weight is 0 and the others renormalise per position).
+    """
+    weights = {m: c.control_weight for m, c in spec.controls.items()}
+    scale = 1.0 / max(sum(weights.values()), 1.0)
+    return {m: w * scale for m, w in weights.items()}
+
+
+# --- validation ------------------------------------------------------------------------------
+
+_TOP_KEYS = (
+    "name", "prompt", "prompt_path", "negative_prompt", "video_path", "output_dir", "seed", "guidance",
+    "num_steps", "resolution", "num_video_frames_per_chunk", "num_conditional_frames", "max_frames",
+    "sigma_max", "keep_input_resolution", "show_control_condition", "show_input", "image_context_path",
+    "context_frame_index", "guided_generation_mask", "guided_generation_step_threshold",
+    "guided_generation_foreground_labels", *MODALITIES,
+)  # fmt: skip
+
+
+def _control(src: Source, modality: str, block: Any, prompt: str) -> ControlSpec:
+    if not isinstance(block, dict):
+        raise src.error(
+            modality, f"expected an object (a control block; {{}} for defaults), got {show(block)}"
+        )
+    f = Fields(src, block, prefix=f"{modality}.")
+    f.check_keys(_CONTROL_KEYS + _MODALITY_KEYS[modality])
+    control_path = f.path("control_path")
+    extra: dict[str, Any] = {}
+    if modality == "edge":
+        extra["preset_edge_threshold"] = f.choice("preset_edge_threshold", PRESETS, "medium")
+    elif modality == "vis":
+        extra["preset_blur_strength"] = f.choice("preset_blur_strength", PRESETS, "medium")
+    elif modality == "seg":
+        control_prompt = f.text("control_prompt")
+        if control_prompt is None and control_path is None:  # upstream fills it only for computed seg
+            control_prompt = " ".join(prompt.split()[:SEG_PROMPT_WORDS])
+        extra["control_prompt"] = control_prompt
+    return ControlSpec(
+        modality=modality,
+        control_path=control_path,
+        control_weight=f.number("control_weight", 1.0, 0.0, 1.0),
+        mask_path=f.path("mask_path"),
+        mask_prompt=f.text("mask_prompt"),
+        **extra,
+    )
+
+
+def _prompt(f: Fields) -> tuple[str, Path | None]:
+    if f.given("prompt") and f.given("prompt_path"):
+        raise f.error("prompt", "give either 'prompt' or 'prompt_path', not both")
+    if f.given("prompt"):
+        return f.text("prompt"), None
+    path = f.path("prompt_path")
+    if path is None:
+        raise f.error("prompt", "missing: give 'prompt' (the text) or 'prompt_path' (a .txt file)")
+    try:
+        return path.read_text(encoding="utf-8").strip(), path
+    except (OSError, UnicodeDecodeError) as exc:
+        raise f.error("prompt_path", f"cannot read {path}: {exc}") from None
+
+
+def _resolution(f: Fields) -> str:
+    value = f.data.get("resolution")
+    if is_integer(value) and str(int(value)) in RESOLUTIONS:
+        return str(int(value))  # `--set resolution=480` arrives as a number
+    return f.choice("resolution", RESOLUTIONS, "720")
+
+
+def _name(f: Fields, default: str) -> str:
+    name = f.text("name", default)
+    if not name.strip() or name in (".", "..") or any(c in name for c in "/\\\0"):
+        raise f.error(
+            "name", f"expected a non-empty name without '/' or '\\' (it names output files), got {name!r}"
+        )
+    return name
+
+
+def validate_sample(data: dict[str, Any], src: Source, default_name: str) -> Spec:
+    """Check one sample's data and resolve it into a Spec; errors name src.where and the key path."""
+    f = Fields(src, data)
+    f.check_keys(_TOP_KEYS)
+    prompt, prompt_path = _prompt(f)
+    video_path = f.path("video_path")
+    if video_path is None:
+        raise f.error("video_path", "missing: the input video is required")
+    # null blocks count as absent, as with upstream's Optional fields (so `--set vis=null` drops one)
+    controls = {m: _control(src, m, data[m], prompt) for m in MODALITIES if f.given(m)}
+    if not controls:
+        raise src.error(
+            None, f'no control block: give at least one of {", ".join(MODALITIES)} (e.g. "edge": {{}})'
+        )
+    spec = Spec(
+        name=_name(f, default_name),
+        prompt=prompt,
+        prompt_path=prompt_path,
+        video_path=video_path,
+        controls=controls,
+        negative_prompt=f.text("negative_prompt", DEFAULT_NEGATIVE_PROMPT),
+        output_dir=f.path("output_dir", must_exist=False),
+        seed=f.integer("seed", 2025),
+        guidance=f.integer("guidance", 3, lo=0, hi=7),
+        num_steps=f.integer("num_steps", 35, lo=1),
+        resolution=_resolution(f),
+        num_video_frames_per_chunk=f.integer("num_video_frames_per_chunk", 93, lo=1),
+        num_conditional_frames=f.integer("num_conditional_frames", 1, lo=0, hi=2),
+        max_frames=f.integer("max_frames", None, lo=1),
+        sigma_max=f.number("sigma_max", None, 0.0, 200.0, from_text=True),
+        keep_input_resolution=f.boolean("keep_input_resolution", True),
+        show_control_condition=f.boolean("show_control_condition", False),
+        show_input=f.boolean("show_input", False),
+        image_context_path=f.path("image_context_path"),
+        context_frame_index=f.integer("context_frame_index", None, lo=1),
+        guided_generation_mask=f.path("guided_generation_mask", allow_dir=True),
+        guided_generation_step_threshold=f.integer("guided_generation_step_threshold", 25),
+        guided_generation_foreground_labels=f.integers("guided_generation_foreground_labels"),
+    )
+    if "vis" in spec.controls and spec.image_context_path is not None:
+        raise f.error(
+            "image_context_path",
+            "conflicts with the 'vis' control: both transfer style, so give only one (as upstream requires)",
+        )
+    return spec
+
+
+# --- loading ---------------------------------------------------------------------------------
+
+
+def _sample_spec(raw: RawSample, path: Path, flat_overrides: dict[str, Any]) -> Spec:
+    overridden = frozenset(flat_overrides)
+    data = apply_overrides(raw.data, flat_overrides, raw.where)
+    src = Source(where=raw.where, base_dir=path.resolve().parent, overridden=overridden)
+    default_name = path.stem if raw.line is None else f"{path.stem}_{raw.line}"
+    return validate_sample(data, src, default_name)
+
+
+def _load_located(path: Path, flat: dict[str, Any]) -> list[tuple[Spec, str]]:
+    """Specs of one file with where each came from; names must be unique within the file."""
+    located: list[tuple[Spec, str]] = []
+    seen: dict[str, str] = {}
+    for raw in read_spec_file(path):
+        spec = _sample_spec(raw, path, flat)
+        if spec.name in seen:
+            raise CosmosError(
+                f"duplicate name {spec.name!r} (first at {seen[spec.name]})", file=raw.where, key="name"
+            )
+        seen[spec.name] = raw.where
+        located.append((spec, raw.where))
+    return located
+
+
+def _pick(specs: list[Spec], name: str | None, where: str) -> list[Spec]:
+    if name is None:
+        return specs
+    picked = [s for s in specs if s.name == name]
+    if not picked:
+        names = ", ".join(repr(s.name) for s in specs)
+        raise CosmosError(
+            f"no sample named {name!r} (--name); the samples are {names}", file=where, key="name"
+        )
+    return picked
+
+
+def load_specs(
+    path: str | Path, overrides: dict[str, Any] | None = None, *, name: str | None = None
+) -> list[Spec]:
+    """Load a .json/.jsonc (one sample) or .jsonl (one per line) spec, or a job spec, into Specs.
+
+    `overrides` maps dotted key paths to values (`{"depth.control_weight": 0.5, "seed": 7}`; nested
+    dicts are flattened the same way) and wins over the file. `name` keeps only that sample.
+    Every problem is a CosmosError naming the file (and line) and the key path.
+    """
+    path = Path(path)
+    specs = [spec for spec, _ in _load_located(path, flatten_overrides(overrides or {}))]
+    return _pick(specs, name, str(path))
+
+
+def load_batch(
+    paths: Iterable[str | Path], overrides: dict[str, Any] | None = None, *, name: str | None = None
+) -> list[Spec]:
+    """Load several spec files as one batch: sample names must be unique across all of them."""
+    paths = [Path(p) for p in paths]
+    flat = flatten_overrides(overrides or {})
+    specs: list[Spec] = []
+    first_at: dict[str, str] = {}
+    for path in paths:
+        for spec, where in _load_located(path, flat):
+            if spec.name in first_at:
+                raise CosmosError(
+                    f"duplicate name {spec.name!r} in the batch (first at {first_at[spec.name]})",
+                    file=where,
+                    key="name",
+                )
+            first_at[spec.name] = where
+            specs.append(spec)
+    return _pick(specs, name, ", ".join(str(p) for p in paths))
+
+
+def write_job_spec(spec: Spec, path: str | Path) -> Path:
+    """Write one resolved Spec as a job spec JSON, atomically (temp file in the same folder + rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(spec.to_dict(), f, indent=2)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
