@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -36,6 +37,40 @@ def version() -> None:
 
 
 # --- commands added by each stage go below; keep each one thin -------------------------------
+
+
+@app.command()
+def validate(
+    specs: Annotated[
+        list[Path],
+        typer.Argument(metavar="SPEC...", help="Spec files: .json/.jsonc (one sample), .jsonl (one a line)."),
+    ],
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Override a key: [bold]--set depth.control_weight=0.5[/] (repeatable)."),
+    ] = None,
+    name: Annotated[str | None, typer.Option("--name", help="Keep only the sample with this name.")] = None,
+    json_out: Annotated[
+        Path | None, typer.Option("--json-out", help="Write the one resolved sample here as a job spec.")
+    ] = None,
+) -> None:
+    """Check spec files and print the resolved spec(s) as JSON (one object, or a list for several)."""
+    import json
+
+    from cosmos_t2.spec import load_batch, write_job_spec
+    from cosmos_t2.spec_parse import parse_set_options
+
+    resolved = load_batch(specs, parse_set_options(set_ or []), name=name)
+    if json_out is not None:
+        if len(resolved) != 1:
+            names = ", ".join(s.name for s in resolved)
+            raise CosmosError(
+                f"--json-out writes one job spec, but there are {len(resolved)} samples ({names}); pick one with --name",
+                file=", ".join(map(str, specs)),
+            )
+        write_job_spec(resolved[0], json_out)
+    dicts = [s.to_dict() for s in resolved]
+    typer.echo(json.dumps(dicts[0] if len(dicts) == 1 else dicts, indent=2))
 
 
 def main() -> None:
