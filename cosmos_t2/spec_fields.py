@@ -33,11 +33,12 @@ class Source:
 
 
 def show(value: Any) -> str:
-    """A value as the user wrote it, shortened, with its JSON type."""
+    """A value as the user wrote it, shortened, with its JSON type unless it is a number."""
     text = repr(value) if isinstance(value, str) else json.dumps(value)
     if len(text) > 60:
         text = text[:57] + "..."
-    return f"{text} ({type_name(value)})"
+    is_number = isinstance(value, int | float) and not isinstance(value, bool)
+    return text if is_number else f"{text} ({type_name(value)})"
 
 
 def is_integer(value: Any) -> bool:
@@ -102,12 +103,13 @@ class Fields:
     def number(
         self, name: str, default: float | None, lo: float, hi: float, *, from_text: bool = False
     ) -> Any:
-        def convert(v: Any) -> float:
-            if from_text and isinstance(v, str):
+        def convert(given: Any) -> float:
+            v = given
+            if from_text and isinstance(v, str):  # upstream types sigma_max as a string
                 with contextlib.suppress(ValueError):
                     v = float(v)
             if isinstance(v, bool) or not isinstance(v, int | float) or not lo <= v <= hi:
-                raise self.error(name, f"expected a number in [{lo:g}, {hi:g}], got {show(v)}")
+                raise self.error(name, f"expected a number in [{lo:g}, {hi:g}], got {show(given)}")
             return float(v)
 
         return self._get(name, default, convert)
