@@ -307,6 +307,15 @@ def load_specs(
     return _pick(specs, name, str(path))
 
 
+def load_job(path: str | Path, *, name: str | None = None, overrides: dict[str, Any] | None = None) -> Spec:
+    """The one sample a command works on: a job spec, a one-sample spec, or `--name` of a JSONL."""
+    specs = load_specs(path, overrides, name=name)
+    if len(specs) != 1:
+        names = ", ".join(repr(s.name) for s in specs)
+        raise CosmosError(f"{len(specs)} samples here ({names}); pick one with --name", file=path)
+    return specs[0]
+
+
 def load_batch(
     paths: Iterable[str | Path], overrides: dict[str, Any] | None = None, *, name: str | None = None
 ) -> list[Spec]:

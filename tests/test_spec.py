@@ -16,6 +16,7 @@ from cosmos_t2.spec import (
     ControlSpec,
     Spec,
     load_batch,
+    load_job,
     load_specs,
     normalized_control_weights,
     write_job_spec,
@@ -201,6 +202,9 @@ def test_jsonl_names_comments_and_pick(ws: Path) -> None:
     assert [s.seed for s in specs] == [2025, 1, 2]
     (picked,) = load_specs(path, name="second")
     assert picked == specs[1]
+    assert load_job(path, name="second") == specs[1]
+    with pytest.raises(CosmosError, match=r"batch\.jsonl: 3 samples here .*pick one with --name"):
+        load_job(path)
 
 
 def test_overrides_win_and_resolve_paths_against_cwd(ws: Path, monkeypatch: pytest.MonkeyPatch) -> None:
