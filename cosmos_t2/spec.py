@@ -72,7 +72,8 @@ class ControlSpec:
 
 @dataclass(frozen=True)
 class Spec:
-    """One resolved sample: every key has its value (defaults filled), paths are absolute and exist.
+    """One resolved sample: every key has its value (defaults filled); paths are absolute, and input
+    files exist (checked when loaded).
 
     `prompt` holds the text (read from `prompt_path` when that was given). `prompt_path` is kept for
     the record only: it is left out of `to_dict()` and of equality, so a job spec written with the
@@ -131,8 +132,8 @@ def normalized_control_weights(spec: Spec) -> dict[str, float]:
     Upstream (`resize_control_weight` in `vid2vid_model_control_vace_rectified_flow.py`) stacks the
     per-modality weight maps (weight × mask, per latent position), sums over modalities and, where that
     sum exceeds 1, divides every weight there by the sum: weights are scaled to sum to at most 1, never
-    scaled up. This is the mask-free case of that rule (a mask's white area gets these values; where a
-    mask is black that modality's weight is 0 and the others renormalise per position).
+    scaled up. This is the mask-free case of that rule; with masks the pipeline applies the same rule
+    per position to weight × mask (where a mask is black that modality counts 0 there).
     """
     weights = {m: c.control_weight for m, c in spec.controls.items()}
     scale = 1.0 / max(sum(weights.values()), 1.0)
