@@ -1,0 +1,363 @@
+"""Context parallelism (sequence split + exact all-to-all attention) and CFG parallelism.
+
+One job on N processes, as NVIDIA's inference does under ``torchrun --nproc_per_node=N``:
+
+- The token sequence ``(B, T*H*W, D)`` is split along *frames* (T padded up to a multiple of the
+  context-parallel size), so per-frame tensors (timesteps, AdaLN modulation, RoPE tables) split the
+  same way as tokens. Everything but self-attention is token-wise and runs on the local shard.
+- Self-attention is exact: Ulysses all-to-all turns ``(B, L/N, H, D)`` into ``(B, L, H/N, D)``
+  (each rank sees every token for a slice of heads), padded keys are dropped, attention runs, and a
+  second all-to-all brings the output back. When N does not divide the heads, a ring variant passes
+  K/V blocks around the ranks and merges them with a running log-sum-exp.
+- CFG parallel: with 2 or more ranks and guidance > 1 the conditional and unconditional passes run on
+  two halves of the ranks; an all-gather across the halves gives every rank both predictions, so
+  every rank takes the identical sampler step.
+
+Backends: NCCL on CUDA, gloo on CPU (how CI proves it). World size 1 never touches
+``torch.distributed``: the plain path stays the plain path.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, TypeVar
+
+import torch
+import torch.distributed as dist
+from einops import rearrange
+
+from cosmos_t2.errors import CosmosError
+
+T = TypeVar("T")
+
+# A collective that waits longer than this means a peer is gone; fail instead of hanging.
+DEFAULT_TIMEOUT_S = float(os.environ.get("COSMOS_T2_DIST_TIMEOUT_S", "900"))
+
+
+@dataclass(frozen=True)
+class ParallelContext:
+    """Who this process is in the job and which groups it talks to.
+
+    Rank layout with CFG parallel: ranks ``[0, cp)`` run the conditional pass, ``[cp, 2cp)`` the
+    unconditional one; rank ``r`` has ``cp_rank = r % cp`` and ``cfg_rank = r // cp``.
+    """
+
+    world_size: int = 1
+    rank: int = 0
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    cp_size: int = 1
+    cp_rank: int = 0
+    cp_group: Any = None  # dist.ProcessGroup | None (None: no sequence split)
+    cfg_size: int = 1  # 2 when the two CFG passes run on different ranks
+    cfg_rank: int = 0  # 0: conditional pass, 1: unconditional pass
+    cfg_group: Any = None
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0 is the only one that writes files or prints results."""
+        return self.rank == 0
+
+
+def _env_int(name: str, default: int) -> int:
+    return int(os.environ.get(name, default))
+
+
+def init_distributed(
+    device: str | torch.device = "cpu", *, cfg_parallel: bool = False, timeout_s: float | None = None
+) -> ParallelContext:
+    """Join the job described by torchrun's environment (WORLD_SIZE, RANK, LOCAL_RANK, MASTER_*).
+
+    Without that environment (or with WORLD_SIZE=1) this returns a single-process context and does
+    not initialise ``torch.distributed`` at all.
+    """
+    device = torch.device(device)
+    world_size = _env_int("WORLD_SIZE", 1)
+    if world_size <= 1:
+        return ParallelContext(device=device)
+    rank, local_rank = _env_int("RANK", 0), _env_int("LOCAL_RANK", 0)
+    if device.type == "cuda":
+        if torch.cuda.device_count() <= local_rank:
+            raise CosmosError(
+                f"rank {rank} needs GPU {local_rank} but only {torch.cuda.device_count()} are visible"
+            )
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    if cfg_parallel and world_size % 2:
+        raise CosmosError(f"CFG parallel needs an even number of processes, got {world_size}")
+    if not dist.is_initialized():
+        dist.init_process_group(
+            backend="nccl" if device.type == "cuda" else "gloo",
+            timeout=timedelta(seconds=timeout_s or DEFAULT_TIMEOUT_S),
+            rank=rank,
+            world_size=world_size,
+        )
+    cfg_size = 2 if cfg_parallel else 1
+    cp_size = world_size // cfg_size
+    # Every rank must create every group, in the same order.
+    cp_groups = [dist.new_group(list(range(c * cp_size, (c + 1) * cp_size))) for c in range(cfg_size)]
+    cfg_groups = [dist.new_group([i, i + cp_size]) for i in range(cp_size)] if cfg_parallel else []
+    return ParallelContext(
+        world_size=world_size,
+        rank=rank,
+        device=device,
+        cp_size=cp_size,
+        cp_rank=rank % cp_size,
+        cp_group=cp_groups[rank // cp_size] if cp_size > 1 else None,
+        cfg_size=cfg_size,
+        cfg_rank=rank // cp_size,
+        cfg_group=cfg_groups[rank % cp_size] if cfg_parallel else None,
+    )
+
+
+def shutdown_distributed() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+@contextmanager
+def parallel_job(
+    device: str | torch.device = "cpu", *, cfg_parallel: bool = False
+) -> Iterator[ParallelContext]:
+    """The body of one rank: join the job, record a failure for the launcher, leave cleanly.
+
+    On failure the group is deliberately not destroyed: peers may be blocked on this rank (NCCL's
+    teardown can then hang) and the message must be recorded before this rank's sockets close, so
+    that the launcher sees it as the first failure.
+    """
+    from cosmos_t2.launch import failures_recorded
+
+    with failures_recorded():
+        ctx = init_distributed(device, cfg_parallel=cfg_parallel)
+        yield ctx
+    shutdown_distributed()
+
+
+# --- sequence split along frames -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SequenceShard:
+    """How ``frames`` latent frames are dealt out to ``size`` ranks (T padded to a multiple of size)."""
+
+    frames: int
+    size: int
+    rank: int
+
+    @property
+    def padded_frames(self) -> int:
+        return -(-self.frames // self.size) * self.size
+
+    @property
+    def local_frames(self) -> int:
+        return self.padded_frames // self.size
+
+    @classmethod
+    def of(cls, frames: int, ctx: ParallelContext) -> SequenceShard:
+        return cls(frames=frames, size=ctx.cp_size, rank=ctx.cp_rank)
+
+
+def _per_frame(n: int, shard: SequenceShard) -> int:
+    if n % shard.frames:
+        raise ValueError(f"axis of length {n} is not a whole number of {shard.frames} frames")
+    return n // shard.frames
+
+
+def split_frames(x: torch.Tensor, shard: SequenceShard, dim: int = 1) -> torch.Tensor:
+    """This rank's frames of ``x``, whose axis ``dim`` is frame-major (tokens ``T*H*W``, per-frame
+    values ``T``, RoPE rows ``T*H*W``); the tail is zero-padded to whole frames for every rank."""
+    if shard.size == 1:
+        return x
+    dim = dim % x.ndim
+    per = _per_frame(x.shape[dim], shard)
+    pad = (shard.padded_frames - shard.frames) * per
+    if pad:
+        shape = list(x.shape)
+        shape[dim] = pad
+        x = torch.cat([x, x.new_zeros(shape)], dim=dim)
+    return x.narrow(dim, shard.rank * shard.local_frames * per, shard.local_frames * per)
+
+
+def gather_frames(x: torch.Tensor, shard: SequenceShard, ctx: ParallelContext, dim: int = 1) -> torch.Tensor:
+    """Inverse of :func:`split_frames`: every rank gets the whole, unpadded axis."""
+    if shard.size == 1:
+        return x
+    dim = dim % x.ndim
+    parts = [torch.empty_like(x) for _ in range(shard.size)]
+    dist.all_gather(parts, x.contiguous(), group=ctx.cp_group)
+    full = torch.cat(parts, dim=dim)
+    per = x.shape[dim] // shard.local_frames
+    return full.narrow(dim, 0, shard.frames * per)
+
+
+# --- exact attention across the split -------------------------------------------------------------
+
+AttnFn = Callable[..., torch.Tensor]
+
+
+def _all_to_all(x: torch.Tensor, group: Any) -> torch.Tensor:
+    """Exchange chunk ``j`` of axis 0 with rank ``j``; returns what every rank sent to this one."""
+    x = x.contiguous()
+    out = torch.empty_like(x)
+    dist.all_to_all_single(out, x, group=group)
+    return out
+
+
+def ulysses_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    shard: SequenceShard,
+    ctx: ParallelContext,
+    attn_fn: AttnFn,
+    **kwargs: Any,
+) -> torch.Tensor:
+    """Exact self-attention over the whole sequence from local shards ``(B, L/N, H, D)``.
+
+    One all-to-all carries Q, K and V together (fewer, larger messages); ``attn_fn`` sees
+    ``(B, L, H/N, D)`` with padded frames removed, so no mask is needed.
+    """
+    n = shard.size
+    if n == 1:
+        return attn_fn(q, k, v, **kwargs)
+    heads = q.shape[2]
+    if heads % n:
+        raise ValueError(f"{heads} heads do not split over {n} ranks; use ring attention")
+    qkv = torch.stack([q, k, v])  # (3, B, l, H, D)
+    qkv = _all_to_all(rearrange(qkv, "c b l (n h) d -> n c b l h d", n=n), ctx.cp_group)
+    qkv = rearrange(qkv, "n c b l h d -> c b (n l) h d")
+    per = q.shape[1] // shard.local_frames
+    length = shard.frames * per
+    out = attn_fn(qkv[0, :, :length], qkv[1, :, :length], qkv[2, :, :length], **kwargs)
+    out = torch.nn.functional.pad(out, (0, 0, 0, 0, 0, qkv.shape[2] - length))
+    out = _all_to_all(rearrange(out, "b (n l) h d -> n b l h d", n=n), ctx.cp_group)
+    return rearrange(out, "n b l h d -> b l (n h) d")
+
+
+def ring_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    shard: SequenceShard,
+    ctx: ParallelContext,
+    scale: float | None = None,
+) -> torch.Tensor:
+    """Exact softmax attention for any number of ranks: K/V blocks travel around the ring while
+    each rank folds them into its queries with a running max and sum (fp32 accumulators).
+
+    Plain math, not a fused kernel: for more ranks than heads, not the fast path.
+    """
+    n, b, lq, h, d = shard.size, *q.shape
+    scale = scale if scale is not None else d**-0.5
+    qf = rearrange(q, "b l h d -> b h l d").float() * scale
+    per = lq // shard.local_frames
+    length = shard.frames * per
+    acc = qf.new_zeros(b, h, lq, d)
+    run_max = qf.new_full((b, h, lq, 1), float("-inf"))
+    run_sum = qf.new_zeros(b, h, lq, 1)
+    kv = torch.stack([k, v]).contiguous()
+    group_ranks = [dist.get_global_rank(ctx.cp_group, r) for r in range(n)] if n > 1 else [0]
+    for step in range(n):
+        src = (shard.rank - step) % n
+        pending: list[Any] = []
+        if step < n - 1:
+            incoming = torch.empty_like(kv)
+            pending = [
+                dist.isend(kv, group_ranks[(shard.rank + 1) % n], group=ctx.cp_group),
+                dist.irecv(incoming, group_ranks[(shard.rank - 1) % n], group=ctx.cp_group),
+            ]
+        valid = min(max(length - src * lq, 0), lq)  # keys of this block that are real tokens
+        if valid:
+            kb = rearrange(kv[0, :, :valid], "b l h d -> b h l d").float()
+            vb = rearrange(kv[1, :, :valid], "b l h d -> b h l d").float()
+            scores = qf @ kb.transpose(-1, -2)
+            new_max = torch.maximum(run_max, scores.amax(dim=-1, keepdim=True))
+            p = torch.exp(scores - new_max)
+            rescale = torch.exp(run_max - new_max)
+            acc = acc * rescale + p @ vb
+            run_sum = run_sum * rescale + p.sum(dim=-1, keepdim=True)
+            run_max = new_max
+        for work in pending:
+            work.wait()
+        if pending:
+            kv = incoming
+    out = acc / run_sum.clamp_min(torch.finfo(acc.dtype).tiny)  # all-padding query rows stay zero
+    return rearrange(out, "b h l d -> b l h d").to(q.dtype)
+
+
+def sequence_parallel_attention(shard: SequenceShard, ctx: ParallelContext, attn_fn: AttnFn) -> AttnFn:
+    """An attention function with ``attn_fn``'s call signature that works on local shards:
+    Ulysses when the heads split evenly over the ranks, ring otherwise."""
+
+    def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+        if shard.size == 1:
+            return attn_fn(q, k, v, **kwargs)
+        if q.shape[2] % shard.size == 0:
+            return ulysses_attention(q, k, v, shard=shard, ctx=ctx, attn_fn=attn_fn, **kwargs)
+        unsupported = {key for key, value in kwargs.items() if value is not None and key != "scale"}
+        if unsupported:
+            raise ValueError(f"ring attention does not support {sorted(unsupported)}")
+        return ring_attention(q, k, v, shard=shard, ctx=ctx, scale=kwargs.get("scale"))
+
+    return attend
+
+
+# --- CFG parallel ---------------------------------------------------------------------------------
+
+
+def cfg_pair(
+    ctx: ParallelContext, cond: Callable[[], torch.Tensor], uncond: Callable[[], torch.Tensor]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(conditional, unconditional) predictions. With CFG parallel each half of the ranks runs one
+    pass and an all-gather gives every rank both; otherwise both run here, one after the other."""
+    if ctx.cfg_size == 1:
+        return cond(), uncond()
+    mine = (cond if ctx.cfg_rank == 0 else uncond)().contiguous()
+    both = [torch.empty_like(mine) for _ in range(2)]
+    dist.all_gather(both, mine, group=ctx.cfg_group)
+    return both[0], both[1]
+
+
+# --- rank 0 writes, every rank agrees -------------------------------------------------------------
+
+
+def on_main(ctx: ParallelContext, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T | None:
+    """Run ``fn`` (a file write, a print) on rank 0 only; other ranks get None."""
+    return fn(*args, **kwargs) if ctx.is_main else None
+
+
+def broadcast_from_main(ctx: ParallelContext, x: torch.Tensor) -> torch.Tensor:
+    """Make ``x`` bit-identical on every rank (rank 0's copy wins)."""
+    if ctx.distributed:
+        x = x.contiguous()
+        dist.broadcast(x, src=0)
+    return x
+
+
+def map_over_ranks(ctx: ParallelContext, items: Sequence[T], fn: Callable[[T], Any]) -> list[Any] | None:
+    """Apply ``fn`` to independent work items dealt round-robin over all ranks; rank 0 gets the
+    results in order, other ranks None.
+
+    For the VAE this is exact only across independent decode calls (separate chunks or videos): the
+    causal decoder carries a per-frame cache through every frame of one call, so time slices of one
+    call are not independent.
+    """
+    mine = {i: fn(items[i]) for i in range(ctx.rank, len(items), ctx.world_size)}
+    if not ctx.distributed:
+        return [mine[i] for i in range(len(items))]
+    cpu = {i: (r.cpu() if isinstance(r, torch.Tensor) else r) for i, r in mine.items()}
+    gathered: list[Any] = [None] * ctx.world_size if ctx.is_main else []
+    dist.gather_object(cpu, gathered if ctx.is_main else None, dst=0)
+    if not ctx.is_main:
+        return None
+    merged = {i: r for part in gathered for i, r in part.items()}
+    return [merged[i] for i in range(len(items))]

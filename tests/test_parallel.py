@@ -1,0 +1,95 @@
+"""Context and CFG parallelism on gloo CPU processes: exact attention over a split sequence,
+torchrun relaunch, rank-0-only writes and failure propagation."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from parallel_worker import attention_errors, run_ranks, sdpa
+
+from cosmos_t2.errors import CosmosError
+from cosmos_t2.launch import maybe_relaunch_under_torchrun, run_torchrun
+from cosmos_t2.parallel import (
+    ParallelContext,
+    SequenceShard,
+    cfg_pair,
+    init_distributed,
+    sequence_parallel_attention,
+    split_frames,
+)
+
+WORKER = str(Path(__file__).with_name("parallel_worker.py"))
+
+# (frames, tokens per frame, heads): frames not a multiple of the world size, odd tokens per frame,
+# one frame for four ranks (three ranks hold only padding), and 3 heads (ring attention, since 3
+# heads do not split over 2 or 4 ranks).
+CASES = [(3, 5, 4), (5, 3, 4), (1, 7, 4), (3, 5, 3), (6, 4, 2)]
+
+
+@pytest.fixture(scope="module", params=[2, 4], ids=lambda n: f"{n}ranks")
+def errors(request: pytest.FixtureRequest) -> dict[str, float]:
+    return run_ranks(request.param, attention_errors, CASES)
+
+
+def test_sharded_attention_matches_full_attention(errors: dict[str, float]) -> None:
+    # fp32; the only differences are summation order inside attention.
+    assert len(errors) == 2 * len(CASES)
+    assert max(errors.values()) <= 1e-5, errors
+
+
+def test_world_size_one_is_the_plain_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    ctx = init_distributed("cpu")
+    assert ctx == ParallelContext() and not ctx.distributed
+    shard = SequenceShard.of(3, ctx)
+    x = torch.randn(2, 15, 4, 8)
+    assert split_frames(x, shard) is x
+    calls = []
+
+    def attn(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        calls.append(q)
+        return sdpa(q, k, v)
+
+    out = sequence_parallel_attention(shard, ctx, attn)(x, x, x)
+    assert calls[0] is x and torch.equal(out, sdpa(x, x, x))
+    assert cfg_pair(ctx, lambda: x, lambda: -x)[1].equal(-x)
+
+
+def test_split_pads_frames_to_the_world_size() -> None:
+    x = torch.arange(3 * 4).reshape(1, 12)  # 3 frames x 4 tokens
+    parts = [split_frames(x, SequenceShard(frames=3, size=2, rank=r)) for r in range(2)]
+    assert [p.tolist() for p in parts] == [[list(range(8))], [[8, 9, 10, 11, 0, 0, 0, 0]]]
+    per_frame = torch.tensor([10, 11, 12])  # per-frame tensors split the same way
+    assert split_frames(per_frame, SequenceShard(frames=3, size=2, rank=1), dim=0).tolist() == [12, 0]
+    with pytest.raises(ValueError, match="whole number"):
+        split_frames(torch.zeros(1, 10), SequenceShard(frames=3, size=2, rank=0))
+
+
+def test_torchrun_ranks_share_noise_and_only_rank0_writes(tmp_path: Path) -> None:
+    run_torchrun(2, [WORKER, "write", str(tmp_path)], device="cpu")
+    assert [p.name for p in tmp_path.iterdir()] == ["noise-rank0.pt"]
+
+
+def test_failing_rank_ends_the_job_with_its_message() -> None:
+    start = time.monotonic()
+    with pytest.raises(CosmosError) as info:
+        run_torchrun(2, [WORKER, "fail"], device="cpu")
+    # Rank 0 sits in a barrier with a 15-minute timeout; the agent must stop it at once.
+    assert time.monotonic() - start < 60
+    assert str(info.value) == "rank 1 failed: out/x.mp4: rank one broke: disk full"
+
+
+def test_relaunch_decision(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    assert maybe_relaunch_under_torchrun(1, "cpu", ["infer"]) is False
+    with pytest.raises(CosmosError, match="at least 1"):
+        maybe_relaunch_under_torchrun(0, "cpu", [])
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert maybe_relaunch_under_torchrun(2, "cpu", ["infer"]) is False  # already a rank: do the work
+    with pytest.raises(CosmosError, match="torchrun started 2"):
+        maybe_relaunch_under_torchrun(4, "cpu", [])
