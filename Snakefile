@@ -1,0 +1,49 @@
+# cosmos-t2 sweep: specs x grid -> videos -> one HTML report. Run with
+#   snakemake --profile profiles/local          (CPU, tiny model, the bundled example)
+#   snakemake --profile profiles/slurm-h100     (SLURM, H100 nodes)
+# Each rule's shell line is one `cosmos-t2` command; cosmos_t2.workflow_support plans the jobs.
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+
+configfile: "config.yaml"
+
+
+validate(config, "workflow/schemas/config.schema.yaml")
+
+
+report: "workflow/report/workflow.rst"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/specs.smk"
+include: "workflow/rules/decode.smk"
+include: "workflow/rules/controls.smk"
+include: "workflow/rules/masks.smk"
+include: "workflow/rules/prompts.smk"
+include: "workflow/rules/diffuse.smk"
+include: "workflow/rules/encode.smk"
+include: "workflow/rules/bench.smk"
+include: "workflow/rules/report.smk"
+
+
+wildcard_constraints:
+    key="[0-9a-f]{16}",
+    job="[0-9a-f]{16}",
+    stage="job|decode|controls|masks|prompt",
+    name="[^/]+",
+    preset="[A-Za-z0-9_]+",
+
+
+localrules:
+    all,
+    spec,
+    manifest,
+    report,
+
+
+rule all:
+    default_target: True
+    input:
+        config["report"],

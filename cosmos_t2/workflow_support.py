@@ -1,0 +1,446 @@
+"""Plan a sweep for the Snakemake workflow: specs × grid → jobs, and a content key for every stage.
+
+A stage's output path is its key, and its key is a hash of exactly what that stage reads: the decoded
+input depends on the video's bytes, the resolution and the frame limit; the control videos add the
+modalities and presets; the prompt embeddings depend on the prompt text and the encoder; the diffusion
+job depends on everything. Jobs that agree on what a stage reads share that stage's file, so a sweep
+over control weights re-runs only diffusion and rendering.
+
+Everything here is a pure function of the config and the files it names (plus a small on-disk cache of
+file digests keyed by size and mtime), so the DAG is the same on every machine that sees the same files.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import itertools
+import json
+import os
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cosmos_t2.errors import CosmosError
+
+KEY_LEN = 16
+MODALITIES = ("edge", "vis", "depth", "seg")
+PRESET_KEYS = {"edge": "preset_edge_threshold", "vis": "preset_blur_strength"}
+# Resolved fields the decoded input depends on (besides the video's bytes).
+DECODE_FIELDS = ("resolution", "max_frames")
+# Top-level fields that name files; their contents, not their paths, enter the keys.
+FILE_FIELDS = ("video_path", "image_context_path", "guided_generation_mask")
+PROMPT_FIELDS = ("prompt", "prompt_path", "negative_prompt")
+STAGES = ("job", "decode", "controls", "masks", "prompt")
+# Grid dimensions that set one top-level sample key each.
+SCALAR_GRID_KEYS = ("seed", "guidance", "num_steps")
+
+
+def stable_hash(obj: Any) -> str:
+    """A short, order-independent digest of JSON-like data."""
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:KEY_LEN]
+
+
+class FileHasher:
+    """sha256 of file contents, remembered by (size, mtime) so re-planning a big sweep stays fast."""
+
+    def __init__(self, cache_path: Path | None = None) -> None:
+        self.cache_path = cache_path
+        self._cache: dict[str, list[Any]] = {}
+        self._dirty = False
+        if cache_path is not None and cache_path.is_file():
+            try:
+                self._cache = json.loads(cache_path.read_text())
+            except (OSError, json.JSONDecodeError):
+                self._cache = {}  # a damaged cache only costs re-hashing
+
+    def __call__(self, path: Path) -> str:
+        path = path.resolve()
+        try:
+            st = path.stat()
+        except OSError as exc:
+            raise CosmosError("file not found", file=path) from exc
+        stamp = [st.st_size, st.st_mtime_ns]
+        hit = self._cache.get(str(path))
+        if hit is not None and hit[:2] == stamp:
+            return str(hit[2])
+        digest = hashlib.sha256()
+        with path.open("rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+        self._cache[str(path)] = [*stamp, digest.hexdigest()]
+        self._dirty = True
+        return digest.hexdigest()
+
+    def save(self) -> None:
+        if self.cache_path is None or not self._dirty:
+            return
+        self.cache_path.parent.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(self.cache_path, json.dumps(self._cache, indent=0, sort_keys=True))
+        self._dirty = False
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write through a temporary file in the same folder so readers never see half a file."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def expand_spec_entries(entries: Iterable[str], root: Path) -> list[Path]:
+    """Spec paths and globs from the config, relative to `root`, in order and without repeats."""
+    found: list[Path] = []
+    for entry in entries:
+        pattern = entry if os.path.isabs(entry) else str(root / entry)
+        matches = sorted(glob.glob(pattern)) if glob.has_magic(entry) else [pattern]
+        if not matches:
+            raise CosmosError(f"no spec file matches '{entry}'", key="specs")
+        for match in matches:
+            path = Path(match)
+            if not path.is_file():
+                raise CosmosError("spec file not found", file=path, key="specs")
+            if path not in found:
+                found.append(path)
+    return found
+
+
+def modalities_of(data: Mapping[str, Any]) -> list[str]:
+    return [m for m in MODALITIES if isinstance(data.get(m), Mapping)]
+
+
+def grid_points(grid: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The cartesian product of the grid's axes; an absent or empty axis keeps the spec's value."""
+    axes: list[tuple[str, list[Any]]] = []
+    for key in ("control_weight", *SCALAR_GRID_KEYS, "preset"):
+        values = grid.get(key) or []
+        if values:
+            axes.append((key, list(values)))
+    for dotted, values in sorted((grid.get("set") or {}).items()):
+        if values:
+            axes.append((f"set:{dotted}", list(values)))
+    names = [name for name, _ in axes]
+    return [dict(zip(names, combo, strict=True)) for combo in itertools.product(*(v for _, v in axes))]
+
+
+def point_overrides(data: Mapping[str, Any], point: Mapping[str, Any]) -> dict[str, Any]:
+    """Dotted-key overrides that apply one grid point to one sample.
+
+    `control_weight` sets the weight of every control the sample has and `preset` sets the edge
+    threshold and blur strength presets of the sample's edge and vis controls.
+    """
+    present = modalities_of(data)
+    out: dict[str, Any] = {}
+    for key, value in point.items():
+        if key == "control_weight":
+            out.update({f"{m}.control_weight": value for m in present})
+        elif key == "preset":
+            out.update({f"{m}.{PRESET_KEYS[m]}": value for m in present if m in PRESET_KEYS})
+        elif key in SCALAR_GRID_KEYS:
+            out[key] = value
+        elif key.startswith("set:"):
+            out[key.removeprefix("set:")] = value
+    return out
+
+
+def format_set_args(overrides: Mapping[str, Any]) -> list[str]:
+    """`--set key=value` arguments for `cosmos-t2 validate`; values as JSON so "7" stays a string."""
+    args: list[str] = []
+    for key in sorted(overrides):
+        args += ["--set", f"{key}={json.dumps(overrides[key])}"]
+    return args
+
+
+def _stage_of_override(dotted: str) -> set[str]:
+    """Which stage specs must carry an override: everything reaches the job; a few keys reach more."""
+    stages = {"job"}
+    head, _, leaf = dotted.partition(".")
+    if dotted in (*DECODE_FIELDS, "video_path"):
+        stages |= {"decode", "controls", "masks"}
+    if dotted in PROMPT_FIELDS:
+        stages |= {"prompt", "controls"}  # seg's control_prompt defaults to the prompt
+    if head in MODALITIES and (leaf.startswith("preset_") or leaf in ("control_path", "control_prompt")):
+        stages.add("controls")
+    if head in MODALITIES and leaf in ("mask_path", "mask_prompt"):
+        stages.add("masks")
+    if head in MODALITIES and not leaf:
+        stages |= {"controls", "masks"}  # a whole control block replaced
+    return stages
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """The model files each stage reads; part of the keys so a new checkpoint never reuses old files."""
+
+    tiny: bool = True
+    model_dir: str | None = None
+    text_encoder_dir: str | None = None
+    depth_model_dir: str | None = None
+    seg_model_dir: str | None = None
+
+    @classmethod
+    def from_config(cls, model: Mapping[str, Any]) -> ModelSettings:
+        def opt(key: str) -> str | None:
+            return str(model[key]) if model.get(key) else None
+
+        return cls(
+            tiny=bool(model.get("tiny", True)),
+            model_dir=opt("model_dir"),
+            text_encoder_dir=opt("text_encoder_dir"),
+            depth_model_dir=opt("depth_model_dir"),
+            seg_model_dir=opt("seg_model_dir"),
+        )
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """What `cosmos-t2 validate` needs to write one stage's spec: a sample and the overrides it reads."""
+
+    spec_file: str
+    name: str
+    overrides: dict[str, Any]
+
+    def sort_key(self) -> tuple[str, str, str]:
+        return (self.spec_file, self.name, json.dumps(self.overrides, sort_keys=True, default=str))
+
+    def validate_args(self) -> list[str]:
+        return ["--name", self.name, *format_set_args(self.overrides)]
+
+
+@dataclass(frozen=True)
+class Job:
+    """One diffusion job: a sample, a grid point, and the key of every stage it reads."""
+
+    key: str
+    name: str
+    spec_file: str
+    settings: dict[str, Any]  # the grid point, for the report
+    overrides: dict[str, Any]
+    modalities: list[str]
+    decode: str | None
+    controls: str | None
+    masks: str | None
+    prompt: str
+
+
+@dataclass
+class Sweep:
+    jobs: dict[str, Job] = field(default_factory=dict)
+    stage_specs: dict[tuple[str, str], StageSpec] = field(default_factory=dict)
+    decode_of: dict[str, str] = field(default_factory=dict)  # controls/masks key -> its decode key
+
+    def keys(self, stage: str) -> list[str]:
+        return sorted({key for st, key in self.stage_specs if st == stage})
+
+    def stage_spec(self, stage: str, key: str) -> StageSpec:
+        try:
+            return self.stage_specs[(stage, key)]
+        except KeyError as exc:
+            raise CosmosError(f"no {stage} spec with key {key} in this sweep") from exc
+
+    def _offer(self, stage: str, key: str, spec: StageSpec) -> None:
+        # The first sample in sorted order represents a shared stage, so the choice does not
+        # depend on grid order and a changed grid value leaves other stages' specs untouched.
+        held = self.stage_specs.get((stage, key))
+        if held is None or spec.sort_key() < held.sort_key():
+            self.stage_specs[(stage, key)] = spec
+
+
+def _digest_path(path: Path, hasher: Callable[[Path], str]) -> str:
+    """Content digest of a file, or of a folder's files (a mask folder) by relative name."""
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file())
+        return stable_hash({str(p.relative_to(path)): hasher(p) for p in files})
+    return hasher(path)
+
+
+def job_keys(
+    spec: Mapping[str, Any], model: ModelSettings, hasher: Callable[[Path], str]
+) -> dict[str, str | None]:
+    """The content key of every stage of one resolved sample (`Spec.to_dict()`: defaults filled, paths
+    absolute); None where the job does not need that stage.
+    """
+    mods = modalities_of(spec)
+    file_keys = [k for k in FILE_FIELDS if spec.get(k)]
+    file_keys += [f"{m}.{k}" for m in mods for k in ("control_path", "mask_path") if spec[m].get(k)]
+    files = {k: _digest_path(Path(_lookup(spec, k)), hasher) for k in file_keys}
+
+    decode_params = {k: spec.get(k) for k in DECODE_FIELDS}
+    decode = stable_hash(
+        {"stage": "decode", "video": files["video_path"], "tiny": model.tiny, **decode_params}
+    )
+
+    computed: dict[str, Any] = {}
+    for m in mods:
+        block = spec[m]
+        if block.get("control_path"):
+            continue
+        if m in PRESET_KEYS:
+            computed[m] = block.get(PRESET_KEYS[m]) or "medium"
+        elif m == "seg":
+            computed[m] = [block.get("control_prompt") or spec.get("prompt"), model.seg_model_dir]
+        else:
+            computed[m] = model.depth_model_dir
+    controls = (
+        stable_hash({"stage": "controls", "decode": decode, "controls": computed}) if computed else None
+    )
+
+    mask_params = {
+        m: [files.get(f"{m}.mask_path"), spec[m].get("mask_prompt")]
+        for m in mods
+        if spec[m].get("mask_path") or spec[m].get("mask_prompt")
+    }
+    masks = None
+    if mask_params:
+        masks = stable_hash(
+            {"stage": "masks", "decode": decode, "masks": mask_params, "seg": model.seg_model_dir}
+        )
+
+    encoder = "tiny" if model.tiny else model.text_encoder_dir
+    prompt = stable_hash(
+        {
+            "stage": "prompt",
+            "prompt": spec.get("prompt"),
+            "negative": spec.get("negative_prompt"),
+            "encoder": encoder,
+        }
+    )
+    # Paths are replaced by their files' digests: moving an input keeps its results, editing it does not.
+    settings = {k: v for k, v in spec.items() if k not in (*FILE_FIELDS, "output_dir")}
+    for m in mods:
+        settings[m] = {k: v for k, v in spec[m].items() if k not in ("control_path", "mask_path")}
+    job = stable_hash(
+        {
+            "stage": "job",
+            "settings": settings,
+            "files": files,
+            "keys": [decode, controls, masks, prompt],
+            "model": "tiny" if model.tiny else model.model_dir,
+        }
+    )
+    return {"job": job, "decode": decode, "controls": controls, "masks": masks, "prompt": prompt}
+
+
+def _lookup(data: Mapping[str, Any], dotted: str) -> Any:
+    node: Any = data
+    for part in dotted.split("."):
+        node = node[part]
+    return node
+
+
+def plan_sweep(config: Mapping[str, Any], root: Path, hasher: Callable[[Path], str] | None = None) -> Sweep:
+    """Every job of the config's sweep and one representative spec per stage key.
+
+    Samples are validated by `cosmos_t2.spec` (the same code `cosmos-t2 validate` runs), so a bad spec
+    fails when the DAG is built, and keys see the resolved values (defaults filled, paths absolute).
+    """
+    from cosmos_t2.spec import load_specs
+
+    hasher = hasher or FileHasher()
+    model = ModelSettings.from_config(config.get("model") or {})
+    points = grid_points(config.get("grid") or {})
+    wanted = set(config.get("samples") or [])
+    sweep = Sweep()
+    for spec_path in expand_spec_entries(config.get("specs") or [], root):
+        spec_file = os.path.relpath(spec_path, root)
+        for base in load_specs(spec_path):
+            if wanted and base.name not in wanted:
+                continue
+            for point in points:
+                overrides = point_overrides(base.to_dict(), point)
+                resolved = load_specs(spec_path, overrides, name=base.name)[0] if overrides else base
+                keys = job_keys(resolved.to_dict(), model, hasher)
+                job_key = str(keys["job"])
+                if job_key in sweep.jobs:
+                    continue  # e.g. a preset axis on a sample without edge or vis
+                sweep.jobs[job_key] = Job(
+                    key=job_key,
+                    name=base.name,
+                    spec_file=spec_file,
+                    settings=dict(point),
+                    overrides=overrides,
+                    modalities=list(resolved.controls),
+                    decode=keys["decode"] if keys["controls"] else None,
+                    controls=keys["controls"],
+                    masks=keys["masks"],
+                    prompt=str(keys["prompt"]),
+                )
+                for stage in ("controls", "masks"):
+                    if keys[stage]:
+                        sweep.decode_of[str(keys[stage])] = str(keys["decode"])
+                for stage in STAGES:
+                    key = keys[stage]
+                    if key is None or (stage == "decode" and keys["controls"] is None):
+                        continue  # only computed controls read the decoded input
+                    kept = {k: v for k, v in overrides.items() if stage in _stage_of_override(k)}
+                    sweep._offer(stage, key, StageSpec(spec_file, base.name, kept))
+    if not sweep.jobs:
+        raise CosmosError("the sweep has no jobs: check 'specs' and 'samples'", key="specs")
+    if isinstance(hasher, FileHasher):
+        hasher.save()
+    return sweep
+
+
+# Where each product lives under a run folder (`<results>/<hardware label>`); the rules and the
+# manifest the report reads both use these patterns.
+PATHS = {
+    "spec": "specs/{stage}/{key}.json",
+    "decoded": "decode/{key}/input.mkv",
+    "controls": "controls/{key}",
+    "masks": "masks/{key}",
+    "prompt": "prompts/{key}.safetensors",
+    "latents": "diffuse/{job}/{name}.latents.safetensors",
+    "diffuse_sidecar": "diffuse/{job}/{name}.json",
+    "video": "videos/{job}/{name}.mp4",
+    "bench": "bench/{preset}.json",
+    "manifest": "manifest.json",
+}
+
+
+def manifest(sweep: Sweep, hardware: Mapping[str, Any], bench: Iterable[str] = ()) -> dict[str, Any]:
+    """What the report needs to find every job's files, relative to the run folder."""
+    jobs = []
+    for job in sorted(sweep.jobs.values(), key=lambda j: (j.spec_file, j.sample, j.key)):
+        paths = {
+            "spec": PATHS["spec"].format(stage="job", key=job.key),
+            "prompt": PATHS["prompt"].format(key=job.prompt),
+            "latents": PATHS["latents"].format(job=job.key, name=job.name),
+            "diffuse_sidecar": PATHS["diffuse_sidecar"].format(job=job.key, name=job.name),
+            "video": PATHS["video"].format(job=job.key, name=job.name),
+        }
+        if job.controls:
+            paths["controls"] = PATHS["controls"].format(key=job.controls)
+        if job.masks:
+            paths["masks"] = PATHS["masks"].format(key=job.masks)
+        # benchmark files are benchmarks/<rule>/<this>.tsv
+        rules = {
+            "spec": f"job-{job.key}",
+            "decode": job.decode,
+            "controls": job.controls,
+            "masks": job.masks,
+            "prompt": job.prompt,
+            "diffuse": f"{job.key}/{job.name}",
+            "encode": f"{job.key}/{job.name}",
+        }
+        jobs.append(
+            {
+                "key": job.key,
+                "name": job.name,
+                "spec_file": job.spec_file,
+                "settings": job.settings,
+                "overrides": job.overrides,
+                "modalities": job.modalities,
+                "paths": paths,
+                "benchmarks": {rule: key for rule, key in rules.items() if key},
+            }
+        )
+    bench_paths = [PATHS["bench"].format(preset=p) for p in bench]
+    return {"version": 1, "hardware": dict(hardware), "jobs": jobs, "bench": bench_paths}
+
+
+def write_manifest(path: str | Path, data: Mapping[str, Any]) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")

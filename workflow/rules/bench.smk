@@ -1,0 +1,20 @@
+# Optional full-size benchmarks (config bench.presets); random weights are fine for speed.
+
+
+rule bench:
+    output:
+        json=run_path("bench"),
+    params:
+        args=bench_args,
+    log:
+        f"{RUN}/logs/bench/{{preset}}.log",
+    benchmark:
+        f"{RUN}/benchmarks/bench/{{preset}}.tsv"
+    resources:
+        gpu=gpus_if_device,
+        mem_mb=64000,
+        runtime=60,
+    conda:
+        "../envs/cosmos-t2.yaml"
+    shell:
+        "cosmos-t2 bench --preset {wildcards.preset} {params.args:q} --json-out {output.json:q} > {log:q} 2>&1"

@@ -1,0 +1,119 @@
+# Input functions and the sweep plan. Keys and paths come from cosmos_t2.workflow_support, so the
+# rules below only wire files; see that module for what each stage's key depends on.
+import os
+import sys
+from pathlib import Path
+
+from cosmos_t2.workflow_support import PATHS, FileHasher, manifest, plan_sweep
+
+RESULTS = config["results"]
+RUN = f"{RESULTS}/{config['hardware_label']}"
+SWEEP = plan_sweep(config, Path.cwd(), FileHasher(Path(RESULTS) / ".file-digests.json"))
+GPU_DEVICE = config["device"] == "cuda"
+BENCH = config["bench"]["presets"]
+
+# Rules call `cosmos-t2` and `torchrun`: find them beside the Python running Snakemake when the
+# environment was not activated (e.g. `.venv/bin/snakemake ...`).
+_bindir = os.path.dirname(sys.executable)
+if _bindir not in os.environ.get("PATH", "").split(os.pathsep):
+    os.environ.update(PATH=os.pathsep.join([_bindir, os.environ.get("PATH", "")]))
+
+
+def run_path(what, **wildcards):
+    """A path under the run folder; wildcards left out stay as {patterns} for rule outputs."""
+    pattern = PATHS[what]
+    return f"{RUN}/{pattern.format_map(_KeepMissing(wildcards))}"
+
+
+class _KeepMissing(dict):
+    def __missing__(self, key):
+        return f"{{{key}}}"
+
+
+def spec_args(wildcards):
+    return SWEEP.stage_spec(wildcards.stage, wildcards.key).validate_args()
+
+
+def spec_file(wildcards):
+    return SWEEP.stage_spec(wildcards.stage, wildcards.key).spec_file
+
+
+def stage_spec(stage):
+    return lambda wildcards: run_path("spec", stage=stage, key=wildcards.key)
+
+
+def decoded_input(wildcards):
+    return run_path("decoded", key=SWEEP.decode_of[wildcards.key])
+
+
+def diffuse_inputs(wildcards):
+    job = SWEEP.jobs[wildcards.job]
+    inputs = {
+        "spec": run_path("spec", stage="job", key=job.key),
+        "prompt": run_path("prompt", key=job.prompt),
+    }
+    if job.controls:
+        inputs["controls"] = run_path("controls", key=job.controls)
+    if job.masks:
+        inputs["masks"] = run_path("masks", key=job.masks)
+    return inputs
+
+
+def infer_args(wildcards, input, resources):
+    """Everything `cosmos-t2 infer` is told besides the job spec and the output folder."""
+    args = ["--latents-only", "--device", config["device"], "--prompt-embeddings", input.prompt]
+    if resources.gpu >= 1:
+        args += ["--gpus", str(resources.gpu)]
+    if "controls" in input.keys():
+        args += ["--controls-dir", input.controls]
+    if "masks" in input.keys():
+        args += ["--masks-dir", input.masks]
+    return args + model_args("model_dir")
+
+
+def launcher(wildcards, resources):
+    # One process per GPU, started here so SLURM sees one task; `infer --gpus N` inside torchrun
+    # runs as one rank instead of relaunching itself.
+    if resources.gpu > 1:
+        return f"torchrun --standalone --nproc_per_node={resources.gpu} -m cosmos_t2.launch"
+    return "cosmos-t2"
+
+
+def model_args(dir_key):
+    """--tiny, or the model folder the stage reads."""
+    if config["model"]["tiny"]:
+        return ["--tiny"]
+    folder = config["model"][dir_key]
+    flag = {"model_dir": "--model-dir", "text_encoder_dir": "--text-encoder-dir"}[dir_key]
+    return [flag, folder] if folder else []
+
+
+def tiny_flag():
+    return "--tiny" if config["model"]["tiny"] else ""
+
+
+def gpus_if_device(wildcards):
+    return 1 if GPU_DEVICE else 0
+
+
+def all_videos():
+    return [run_path("video", job=job.key, name=job.name) for job in SWEEP.jobs.values()]
+
+
+def all_bench():
+    return [run_path("bench", preset=preset) for preset in BENCH]
+
+
+def sweep_manifest():
+    hardware = {"label": config["hardware_label"], "device": config["device"], "tiny": config["model"]["tiny"]}
+    return manifest(SWEEP, hardware, BENCH)
+
+
+def bench_args(wildcards, resources):
+    bench = config["bench"]
+    args = ["--steps", str(bench["steps"]), "--controls", bench["controls"]]
+    if resources.gpu > 1:
+        args += ["--cp", str(resources.gpu)]
+    if bench["compare"]:
+        args += ["--compare", bench["compare"]]
+    return args

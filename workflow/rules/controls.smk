@@ -1,0 +1,25 @@
+# Control videos computed from the decoded input (edge, vis, depth, seg), one folder per distinct
+# input x set of modalities and presets.
+
+
+rule controls:
+    input:
+        spec=stage_spec("controls"),
+        video=decoded_input,
+    output:
+        folder=directory(run_path("controls")),
+    params:
+        device=config["device"],
+    log:
+        f"{RUN}/logs/controls/{{key}}.log",
+    benchmark:
+        f"{RUN}/benchmarks/controls/{{key}}.tsv"
+    resources:
+        gpu=gpus_if_device,
+        mem_mb=16000,
+        runtime=60,
+    conda:
+        "../envs/cosmos-t2.yaml"
+    shell:
+        "cosmos-t2 controls {input.spec:q} -o {output.folder:q} --input {input.video:q}"
+        " --device {params.device} > {log:q} 2>&1"

@@ -1,0 +1,23 @@
+# The input video, resized and cropped to the model's resolution, shared by every job that reads it.
+
+
+rule decode:
+    input:
+        spec=stage_spec("decode"),
+    output:
+        mkv=run_path("decoded"),
+        info=f"{RUN}/decode/{{key}}/input.json",
+    params:
+        outdir=lambda wildcards, output: os.path.dirname(output.mkv),
+        tiny=tiny_flag(),
+    log:
+        f"{RUN}/logs/decode/{{key}}.log",
+    benchmark:
+        f"{RUN}/benchmarks/decode/{{key}}.tsv"
+    resources:
+        mem_mb=8000,
+        runtime=30,
+    conda:
+        "../envs/cosmos-t2.yaml"
+    shell:
+        "cosmos-t2 decode {input.spec:q} -o {params.outdir:q} {params.tiny} > {log:q} 2>&1"

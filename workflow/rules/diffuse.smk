@@ -1,0 +1,26 @@
+# The diffusion job: latents from the job spec, its controls, masks and prompt embeddings. With
+# more than one GPU it runs under torchrun, one process per GPU (context parallel).
+
+
+rule diffuse:
+    input:
+        unpack(diffuse_inputs),
+    output:
+        latents=run_path("latents"),
+        sidecar=run_path("diffuse_sidecar"),
+    params:
+        launcher=launcher,
+        outdir=lambda wildcards, output: os.path.dirname(output.latents),
+        args=infer_args,
+    log:
+        f"{RUN}/logs/diffuse/{{job}}/{{name}}.log",
+    benchmark:
+        f"{RUN}/benchmarks/diffuse/{{job}}/{{name}}.tsv"
+    resources:
+        gpu=gpus_if_device,
+        mem_mb=32000,
+        runtime=120,
+    conda:
+        "../envs/cosmos-t2.yaml"
+    shell:
+        "{params.launcher} infer {input.spec:q} -o {params.outdir:q} {params.args:q} > {log:q} 2>&1"

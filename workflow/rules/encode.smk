@@ -1,0 +1,28 @@
+# VAE decode of the latents and the mp4 (with a JSON sidecar beside it).
+
+
+rule encode:
+    input:
+        latents=run_path("latents"),
+    output:
+        video=report(
+            run_path("video"),
+            caption="../report/video.rst",
+            category="Videos",
+            subcategory="{name}",
+            labels={"sample": "{name}", "job": "{job}"},
+        ),
+    params:
+        tiny=tiny_flag(),
+    log:
+        f"{RUN}/logs/encode/{{job}}/{{name}}.log",
+    benchmark:
+        f"{RUN}/benchmarks/encode/{{job}}/{{name}}.tsv"
+    resources:
+        gpu=gpus_if_device,
+        mem_mb=32000,
+        runtime=60,
+    conda:
+        "../envs/cosmos-t2.yaml"
+    shell:
+        "cosmos-t2 render {input.latents:q} -o {output.video:q} {params.tiny} > {log:q} 2>&1"

@@ -1,0 +1,20 @@
+# Binary mask videos for controls that have a mask_path or a mask_prompt.
+
+
+rule masks:
+    input:
+        spec=stage_spec("masks"),
+    output:
+        folder=directory(run_path("masks")),
+    log:
+        f"{RUN}/logs/masks/{{key}}.log",
+    benchmark:
+        f"{RUN}/benchmarks/masks/{{key}}.tsv"
+    resources:
+        gpu=gpus_if_device,
+        mem_mb=16000,
+        runtime=60,
+    conda:
+        "../envs/cosmos-t2.yaml"
+    shell:
+        "cosmos-t2 masks {input.spec:q} -o {output.folder:q} > {log:q} 2>&1"

@@ -1,0 +1,23 @@
+# Prompt and negative-prompt embeddings. The text encoder runs here alone, so the diffusion jobs
+# never hold it in memory and every job with the same prompt reuses one file.
+
+
+rule prompt:
+    input:
+        spec=stage_spec("prompt"),
+    output:
+        embeddings=run_path("prompt"),
+    params:
+        model=model_args("text_encoder_dir"),
+    log:
+        f"{RUN}/logs/prompt/{{key}}.log",
+    benchmark:
+        f"{RUN}/benchmarks/prompt/{{key}}.tsv"
+    resources:
+        gpu=gpus_if_device,
+        mem_mb=32000,
+        runtime=30,
+    conda:
+        "../envs/cosmos-t2.yaml"
+    shell:
+        "cosmos-t2 encode-prompt {input.spec:q} -o {output.embeddings:q} {params.model:q} > {log:q} 2>&1"

@@ -1,0 +1,36 @@
+# The sweep's manifest (which files belong to which job) and the HTML report over every run folder.
+
+
+rule manifest:
+    output:
+        json=run_path("manifest"),
+    params:
+        jobs=sorted(SWEEP.jobs),
+        bench=BENCH,
+    log:
+        f"{RUN}/logs/manifest.log",
+    benchmark:
+        f"{RUN}/benchmarks/manifest/manifest.tsv"
+    run:
+        from cosmos_t2.workflow_support import write_manifest
+
+        write_manifest(output.json, sweep_manifest())
+
+
+rule report:
+    input:
+        manifest=run_path("manifest"),
+        videos=all_videos(),
+        bench=all_bench(),
+    output:
+        html=report(config["report"], caption="../report/report.rst", category="Report"),
+    params:
+        results=lambda wildcards: RESULTS,
+    log:
+        f"{RUN}/logs/report.log",
+    benchmark:
+        f"{RUN}/benchmarks/report/report.tsv"
+    conda:
+        "../envs/cosmos-t2.yaml"
+    shell:
+        "cosmos-t2 report {params.results:q} -o {output.html:q} > {log:q} 2>&1"
