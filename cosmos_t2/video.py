@@ -1,0 +1,289 @@
+"""Video in and out: decode to uint8 frames, resize to the model's resolution, encode mp4 or a lossless cache.
+
+FFmpeg comes through PyAV (its wheels bundle the libraries), chosen over ffmpeg-python + imageio-ffmpeg's
+binary: it decoded 93 frames at 1280x704 faster here and keeps fps and errors in-process (numbers in README,
+script in scripts/bench_video_decode.py).
+
+Frames are `torch.uint8` tensors shaped (T, H, W, 3), RGB. Resizing follows the official Cosmos-Transfer2.5
+inference (`cosmos_transfer2/_src/transfer2/inference/utils.py`): the closest of five aspect ratios picks a
+size from the resolution table, frames are resized to it with OpenCV's INTER_AREA (no crop, so the small
+aspect difference becomes a slight stretch), and outputs go back to the input size with INTER_LANCZOS4.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+import torch
+
+from cosmos_t2.errors import CosmosError
+
+# (height, width) per resolution and aspect ratio "w,h". "480" and "720" are the official table
+# (`VIDEO_RES_SIZE_INFO` in cosmos_transfer2/_src/predict2/datasets/utils.py, stored there as (w, h)).
+# "tiny" is ours, for the tiny CPU model: about 64 px high, both sides multiples of 16 (VAE stride 8 x
+# patch 2) and each ratio as close to the label as that allows.
+RESOLUTIONS: dict[str, dict[str, tuple[int, int]]] = {
+    "720": {
+        "16,9": (704, 1280),
+        "4,3": (704, 960),
+        "1,1": (960, 960),
+        "3,4": (960, 704),
+        "9,16": (1280, 704),
+    },
+    "480": {"16,9": (432, 768), "4,3": (480, 640), "1,1": (480, 480), "3,4": (640, 480), "9,16": (768, 432)},
+    "tiny": {"16,9": (64, 112), "4,3": (64, 80), "1,1": (64, 64), "3,4": (80, 64), "9,16": (112, 64)},
+}
+_ASPECT_RATIOS = {"16,9": 16 / 9, "4,3": 4 / 3, "1,1": 1.0, "3,4": 3 / 4, "9,16": 9 / 16}
+
+CRF = 18  # visually lossless for previews and outputs; the model never reads these back
+_LOSSLESS_SUFFIXES = {".mkv"}
+
+
+@dataclass(frozen=True)
+class Video:
+    """Decoded frames and their rate. frames: (T, H, W, 3) uint8, RGB."""
+
+    frames: torch.Tensor
+    fps: float
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.frames.shape[0])
+
+    @property
+    def height(self) -> int:
+        return int(self.frames.shape[1])
+
+    @property
+    def width(self) -> int:
+        return int(self.frames.shape[2])
+
+
+@dataclass(frozen=True)
+class InputInfo:
+    """What `decode` records beside input.mkv: enough to undo the resize and keep the frame rate."""
+
+    source: str
+    fps: float
+    num_frames: int
+    source_height: int
+    source_width: int
+    height: int
+    width: int
+    resolution: str
+    aspect_ratio: str
+
+
+def read_video(path: str | Path, *, max_frames: int | None = None) -> Video:
+    """Decode every frame (or the first `max_frames`) of a video file to RGB uint8."""
+    path = Path(path)
+    if not path.is_file():
+        raise CosmosError("video file not found", file=path)
+    if max_frames is not None and max_frames <= 0:
+        raise CosmosError(f"max_frames must be positive, got {max_frames}", file=path)
+    frames: list[np.ndarray] = []
+    rate: Fraction | None = None
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise CosmosError("no video stream in file", file=path)
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+            expected = _expected_frames(stream, container.duration)
+            for frame in container.decode(stream):
+                frames.append(frame.to_ndarray(format="rgb24"))
+                if max_frames is not None and len(frames) >= max_frames:
+                    break
+    except av.EOFError:
+        pass  # a stream without packets ends here instead of yielding nothing; counted below
+    except av.FFmpegError as exc:
+        raise CosmosError(f"cannot decode video ({exc.strerror or exc})", file=path) from exc
+    if not frames:
+        raise CosmosError("video has no frames", file=path)
+    read_to_end = max_frames is None or len(frames) < max_frames
+    # A cut-off file decodes its first part without complaint; the header still knows the length.
+    if read_to_end and expected and len(frames) < 0.9 * expected and expected - len(frames) > 1:
+        raise CosmosError(f"truncated or corrupt: decoded {len(frames)} of {expected} frames", file=path)
+    if not rate:
+        raise CosmosError("video has no frame rate", file=path)
+    if any(f.shape != frames[0].shape for f in frames):
+        raise CosmosError("frame size changes within the video", file=path)
+    return Video(frames=torch.from_numpy(np.stack(frames)), fps=float(rate))
+
+
+def write_video(
+    path: str | Path, frames: torch.Tensor | np.ndarray, fps: float, *, lossless: bool = False
+) -> Path:
+    """Encode (T, H, W, 3) uint8 RGB frames, atomically.
+
+    Default: H.264 yuv420p at crf 18 (plays everywhere; needs even sides). `lossless=True`: FFV1 in
+    packed RGB (bgr0) inside .mkv, which decodes back to the same bytes, for caches between stages.
+    """
+    path = Path(path)
+    array = _as_uint8_frames(frames)
+    _, height, width, _ = array.shape
+    if fps <= 0:
+        raise CosmosError(f"fps must be positive, got {fps}", file=path)
+    if lossless and path.suffix.lower() not in _LOSSLESS_SUFFIXES:
+        raise CosmosError("a lossless video must be written as .mkv (FFV1)", file=path)
+    if not lossless and (height % 2 or width % 2):
+        raise CosmosError(f"H.264 yuv420p needs even height and width, got {height}x{width}", file=path)
+    # A Fraction keeps NTSC rates (30000/1001) exact in the container's time base.
+    rate = Fraction(fps).limit_denominator(1001)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with _atomic(path) as tmp:
+        try:
+            with av.open(str(tmp), "w") as container:
+                if lossless:
+                    stream = container.add_stream("ffv1", rate=rate)
+                    stream.pix_fmt = "bgr0"  # packed RGB: no colour conversion, so bit-exact
+                    stream.options = {"level": "3", "slices": "4"}
+                else:
+                    stream = container.add_stream("libx264", rate=rate)
+                    stream.pix_fmt = "yuv420p"
+                    stream.options = {"crf": str(CRF), "preset": "medium"}
+                stream.height, stream.width = height, width
+                stream.thread_type = "AUTO"
+                for image in array:
+                    container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+                container.mux(stream.encode(None))
+        except av.FFmpegError as exc:
+            raise CosmosError(f"cannot encode video ({exc.strerror or exc})", file=path) from exc
+    return path
+
+
+def model_resolution(resolution: str, height: int, width: int) -> tuple[int, int]:
+    """(height, width) the model runs at for an input of this size: the closest aspect ratio's entry."""
+    if resolution not in RESOLUTIONS:
+        raise CosmosError(
+            f"unknown resolution {resolution!r}; expected one of {sorted(RESOLUTIONS)}", key="resolution"
+        )
+    return RESOLUTIONS[resolution][aspect_ratio_key(height, width)]
+
+
+def aspect_ratio_key(height: int, width: int) -> str:
+    """The official table's aspect-ratio label ("16,9", ...) nearest to width / height."""
+    ratio = width / height
+    return min(_ASPECT_RATIOS, key=lambda key: (_ASPECT_RATIOS[key] - ratio) ** 2)
+
+
+def resize_to_model(frames: torch.Tensor, height: int, width: int, *, crop: bool = False) -> torch.Tensor:
+    """Resize (T, H, W, 3) uint8 frames to the model size with INTER_AREA, as the official inference does.
+
+    The official code stretches to the table entry. `crop=True` instead scales to cover the target and
+    cuts the centre, keeping the aspect ratio exactly (for inputs far from every table ratio).
+    """
+    array = _as_uint8_frames(frames)
+    if crop:
+        _, src_h, src_w, _ = array.shape
+        scale = max(height / src_h, width / src_w)
+        cover_h, cover_w = max(height, round(src_h * scale)), max(width, round(src_w * scale))
+        array = _resize(array, cover_h, cover_w, cv2.INTER_AREA)
+        top, left = (cover_h - height) // 2, (cover_w - width) // 2
+        return torch.from_numpy(np.ascontiguousarray(array[:, top : top + height, left : left + width]))
+    return torch.from_numpy(_resize(array, height, width, cv2.INTER_AREA))
+
+
+def resize_back(frames: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Resize model-size frames to the input's size (keep_input_resolution), with INTER_LANCZOS4.
+
+    Like the official code, odd sides are rounded down to even so the result can be H.264 yuv420p.
+    """
+    return torch.from_numpy(_resize(_as_uint8_frames(frames), height - height % 2, width - width % 2))
+
+
+def decode_to_model(
+    video_path: str | Path,
+    out_dir: str | Path,
+    *,
+    resolution: str,
+    max_frames: int | None = None,
+    crop: bool = False,
+) -> InputInfo:
+    """Decode a job's input, resize it to the model resolution and write out_dir/input.mkv + input.json."""
+    video = read_video(video_path, max_frames=max_frames)
+    height, width = model_resolution(resolution, video.height, video.width)
+    frames = resize_to_model(video.frames, height, width, crop=crop)
+    out_dir = Path(out_dir)
+    write_video(out_dir / "input.mkv", frames, video.fps, lossless=True)
+    info = InputInfo(
+        source=str(video_path),
+        fps=video.fps,
+        num_frames=video.num_frames,
+        source_height=video.height,
+        source_width=video.width,
+        height=height,
+        width=width,
+        resolution=resolution,
+        aspect_ratio=aspect_ratio_key(video.height, video.width),
+    )
+    with _atomic(out_dir / "input.json") as tmp:
+        tmp.write_text(json.dumps(asdict(info), indent=2) + "\n")
+    return info
+
+
+def load_input_info(path: str | Path) -> InputInfo:
+    """Read the input.json that `decode_to_model` wrote."""
+    path = Path(path)
+    try:
+        return InputInfo(**json.loads(path.read_text()))
+    except FileNotFoundError as exc:
+        raise CosmosError("input info not found (run `cosmos-t2 decode` first)", file=path) from exc
+    except (json.JSONDecodeError, TypeError) as exc:
+        raise CosmosError(f"not an input info file ({exc})", file=path) from exc
+
+
+def _expected_frames(stream: av.video.stream.VideoStream, container_duration: int | None) -> int:
+    """Frame count from the header: mp4 stores it; Matroska stores only the duration (in µs)."""
+    if stream.frames:
+        return int(stream.frames)
+    rate = stream.average_rate or stream.guessed_rate
+    if container_duration and rate:
+        return round(container_duration / av.time_base * float(rate))
+    return 0
+
+
+def _as_uint8_frames(frames: torch.Tensor | np.ndarray) -> np.ndarray:
+    array = frames.detach().cpu().numpy() if isinstance(frames, torch.Tensor) else np.asarray(frames)
+    if array.dtype != np.uint8 or array.ndim != 4 or array.shape[-1] != 3:
+        raise ValueError(f"expected uint8 frames (T, H, W, 3), got {array.dtype} {tuple(array.shape)}")
+    if array.shape[0] == 0:
+        raise ValueError("expected at least one frame")
+    return np.ascontiguousarray(array)
+
+
+def _resize(
+    array: np.ndarray, height: int, width: int, interpolation: int = cv2.INTER_LANCZOS4
+) -> np.ndarray:
+    if array.shape[1:3] == (height, width):
+        return array.copy()
+    out = np.empty((array.shape[0], height, width, 3), dtype=np.uint8)
+    for i, image in enumerate(array):
+        out[i] = cv2.resize(image, (width, height), interpolation=interpolation)
+    return out
+
+
+@contextlib.contextmanager
+def _atomic(path: Path) -> Iterator[Path]:
+    """Yield a temp path beside `path` (same suffix, so FFmpeg picks the same container); publish on success."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
+    os.close(fd)
+    tmp = Path(name)
+    os.chmod(tmp, 0o644)  # mkstemp's 0600 would make outputs private to this user
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
