@@ -73,6 +73,27 @@ def validate(
     typer.echo(json.dumps(dicts[0] if len(dicts) == 1 else dicts, indent=2))
 
 
+@app.command()
+def decode(
+    job: Annotated[Path, typer.Argument(help="A job spec, or a spec file (with --name for a JSONL).")],
+    out_dir: Annotated[Path, typer.Option("-o", "--out", help="Folder for input.mkv and input.json.")],
+    tiny: Annotated[bool, typer.Option("--tiny", help="Use the tiny model's resolution.")] = False,
+    name: Annotated[str | None, typer.Option("--name", help="The sample to use from a JSONL.")] = None,
+) -> None:
+    """Decode the job's input video, resized to the model resolution, into a lossless input.mkv + input.json."""
+    import json
+    from dataclasses import asdict
+
+    from cosmos_t2.spec import load_job
+    from cosmos_t2.video import decode_to_model
+
+    spec = load_job(job, name=name)
+    info = decode_to_model(
+        spec.video_path, out_dir, resolution="tiny" if tiny else spec.resolution, max_frames=spec.max_frames
+    )
+    typer.echo(json.dumps(asdict(info), indent=2))
+
+
 def main() -> None:
     """Entry point that turns CosmosError into one red line and exit code 2."""
     try:
