@@ -181,12 +181,12 @@ class ModelSettings:
     seg_model_dir: str | None = None
 
     @classmethod
-    def from_config(cls, model: Mapping[str, Any]) -> ModelSettings:
+    def from_config(cls, config: Mapping[str, Any]) -> ModelSettings:
         def opt(key: str) -> str | None:
-            return str(model[key]) if model.get(key) else None
+            return str(config[key]) if config.get(key) else None
 
         return cls(
-            tiny=bool(model.get("tiny", True)),
+            tiny=bool(config.get("tiny", True)),
             model_dir=opt("model_dir"),
             text_encoder_dir=opt("text_encoder_dir"),
             depth_model_dir=opt("depth_model_dir"),
@@ -339,7 +339,7 @@ def plan_sweep(config: Mapping[str, Any], root: Path, hasher: Callable[[Path], s
     from cosmos_t2.spec import load_specs
 
     hasher = hasher or FileHasher()
-    model = ModelSettings.from_config(config.get("model") or {})
+    model = ModelSettings.from_config(config)
     points = grid_points(config.get("grid") or {})
     wanted = set(config.get("samples") or [])
     sweep = Sweep()
@@ -402,7 +402,11 @@ PATHS = {
 def manifest(sweep: Sweep, hardware: Mapping[str, Any], bench: Iterable[str] = ()) -> dict[str, Any]:
     """What the report needs to find every job's files, relative to the run folder."""
     jobs = []
-    for job in sorted(sweep.jobs.values(), key=lambda j: (j.spec_file, j.sample, j.key)):
+    order = sorted(
+        sweep.jobs.values(),
+        key=lambda j: (j.spec_file, j.name, json.dumps(j.settings, sort_keys=True), j.key),
+    )
+    for job in order:
         paths = {
             "spec": PATHS["spec"].format(stage="job", key=job.key),
             "prompt": PATHS["prompt"].format(key=job.prompt),

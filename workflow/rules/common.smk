@@ -10,7 +10,7 @@ RESULTS = config["results"]
 RUN = f"{RESULTS}/{config['hardware_label']}"
 SWEEP = plan_sweep(config, Path.cwd(), FileHasher(Path(RESULTS) / ".file-digests.json"))
 GPU_DEVICE = config["device"] == "cuda"
-BENCH = config["bench"]["presets"]
+BENCH = config["bench_presets"]
 
 # Rules call `cosmos-t2` and `torchrun`: find them beside the Python running Snakemake when the
 # environment was not activated (e.g. `.venv/bin/snakemake ...`).
@@ -81,15 +81,15 @@ def launcher(wildcards, resources):
 
 def model_args(dir_key):
     """--tiny, or the model folder the stage reads."""
-    if config["model"]["tiny"]:
+    if config["tiny"]:
         return ["--tiny"]
-    folder = config["model"][dir_key]
+    folder = config[dir_key]
     flag = {"model_dir": "--model-dir", "text_encoder_dir": "--text-encoder-dir"}[dir_key]
     return [flag, folder] if folder else []
 
 
 def tiny_flag():
-    return "--tiny" if config["model"]["tiny"] else ""
+    return "--tiny" if config["tiny"] else ""
 
 
 def gpus_if_device(wildcards):
@@ -105,15 +105,14 @@ def all_bench():
 
 
 def sweep_manifest():
-    hardware = {"label": config["hardware_label"], "device": config["device"], "tiny": config["model"]["tiny"]}
+    hardware = {"label": config["hardware_label"], "device": config["device"], "tiny": config["tiny"]}
     return manifest(SWEEP, hardware, BENCH)
 
 
 def bench_args(wildcards, resources):
-    bench = config["bench"]
-    args = ["--steps", str(bench["steps"]), "--controls", bench["controls"]]
+    args = ["--steps", str(config["bench_steps"]), "--controls", config["bench_controls"]]
     if resources.gpu > 1:
         args += ["--cp", str(resources.gpu)]
-    if bench["compare"]:
-        args += ["--compare", bench["compare"]]
+    if config["bench_compare"]:
+        args += ["--compare", config["bench_compare"]]
     return args
