@@ -9,6 +9,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -18,14 +19,17 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 
 from cosmos_t2.errors import CosmosError
+from cosmos_t2.model import ControlInput, TransferConfig, TransferNet
 from cosmos_t2.parallel import (
     ParallelContext,
+    ParallelNet,
     SequenceShard,
     cfg_pair,
     gather_frames,
     init_distributed,
     on_main,
     parallel_job,
+    parallel_velocity,
     sequence_parallel_attention,
     shutdown_distributed,
     split_frames,
@@ -91,6 +95,79 @@ def attention_errors(cases: list[tuple[int, int, int]]) -> dict[str, float]:
             (roundtrip - q).abs().max().item() if roundtrip.shape == q.shape else 1.0
         )
     return errors
+
+
+def tiny_net(heads: int) -> TransferNet:
+    """The tiny TransferNet with every weight random: the zero-initialised gates and control
+    projections would otherwise hide a wrong split behind outputs that do not depend on it."""
+    torch.manual_seed(0)
+    net = TransferNet(replace(TransferConfig.tiny(), num_heads=heads)).eval().requires_grad_(False)
+    for p in net.parameters():
+        if p.ndim == 2:
+            p.normal_(0.0, p.shape[1] ** -0.5)
+    return net
+
+
+def tiny_inputs(frames: int = 3, size: int = 6) -> dict[str, Any]:
+    """One sample, `frames` latent frames of size x size latents (9 tokens a frame at size 6): the
+    token count is a multiple of neither 2 nor 4. Per-frame timesteps, a conditioning frame, one
+    masked control, an image context: every per-frame and per-token input the network takes."""
+    gen = torch.Generator().manual_seed(1)
+    cfg = TransferConfig.tiny()
+    grid = (frames, size // 2, size // 2)
+    mask = torch.zeros(1, 1, frames, size, size)
+    mask[:, :, 0] = 1.0
+    return {
+        "x": torch.randn(1, cfg.latent_channels, frames, size, size, generator=gen),
+        "timesteps": torch.tensor([[0.1] + [0.7] * (frames - 1)]),
+        "text": torch.randn(1, 5, cfg.crossattn_proj_in_channels, generator=gen),
+        "negative": torch.randn(1, 5, cfg.crossattn_proj_in_channels, generator=gen),
+        "condition_mask": mask,
+        "controls": [
+            ControlInput(
+                latent=torch.randn(1, cfg.latent_channels, frames, size, size, generator=gen),
+                weight=0.8,
+                mask=torch.rand(1, 1, *grid, generator=gen),
+            )
+        ],
+        "image_context": torch.randn(1, cfg.image_context_tokens, cfg.image_context_dim, generator=gen),
+    }
+
+
+def velocities(net: TransferNet | ParallelNet, ctx: ParallelContext, inputs: dict[str, Any]) -> torch.Tensor:
+    """(2, B, C, T, H, W): prompt and negative-prompt velocities, as the sampler asks for them."""
+
+    def forward(x: torch.Tensor, timesteps: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        return net(
+            x,
+            timesteps,
+            text,
+            condition_mask=inputs["condition_mask"],
+            controls=inputs["controls"],
+            image_context=inputs["image_context"],
+        )
+
+    velocity = parallel_velocity(forward, inputs["text"], inputs["negative"], ctx, batch_cfg=False)
+    return velocity(inputs["x"], inputs["timesteps"], guided=True)
+
+
+def denoiser_outputs(heads: tuple[int, ...]) -> dict[str, torch.Tensor]:
+    """Both CFG velocities of the tiny network per head count, context parallel over all ranks and
+    with CFG parallel (half the ranks per pass)."""
+    inputs = tiny_inputs()
+    results = {}
+    for cfg_parallel in (False, True):
+        ctx = init_distributed("cpu", cfg_parallel=cfg_parallel)
+        for h in heads:
+            results[f"heads={h} cfg_parallel={cfg_parallel}"] = velocities(
+                ParallelNet(tiny_net(h), ctx), ctx, inputs
+            )
+    return results
+
+
+def run_all(heads: tuple[int, ...], cases: list[tuple[int, int, int]]) -> dict[str, Any]:
+    """Everything one spawn of ranks checks (process start-up is the test's cost)."""
+    return {"attention": attention_errors(cases), "denoiser": denoiser_outputs(heads)}
 
 
 def _fail_mode() -> None:
