@@ -1,0 +1,187 @@
+"""Where the depth and segmentation models live, and loading them once per process.
+
+The spec has no key for model folders (upstream downloads from the Hugging Face Hub at run time; we never
+do). A folder comes from a CLI option or an environment variable, the option winning. Each folder is what
+`save_pretrained` writes for the transformers class named below; the official inference uses:
+- depth: Video-Depth-Anything (ViT-S); we run Depth Anything V2 (`DepthAnythingForDepthEstimation`, e.g.
+  depth-anything/Depth-Anything-V2-Small-hf) per frame and align the frames (see depth.py).
+- seg: SAM2 (facebook/sam2-hiera-large) as `Sam2VideoModel`, prompted by boxes from GroundingDINO
+  (IDEA-Research/grounding-dino-base) as `GroundingDinoForObjectDetection` + its processor.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import os
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cosmos_t2.errors import CosmosError
+
+# field -> (CLI option, environment variable, what it is)
+MODEL_DIR_SOURCES: dict[str, tuple[str, str, str]] = {
+    "depth_model_dir": ("--depth-model-dir", "COSMOS_T2_DEPTH_MODEL_DIR", "Depth Anything V2"),
+    "seg_model_dir": ("--seg-model-dir", "COSMOS_T2_SAM2_MODEL_DIR", "SAM2 video"),
+    "grounding_model_dir": ("--grounding-model-dir", "COSMOS_T2_GROUNDING_MODEL_DIR", "GroundingDINO"),
+}
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class ModelPaths:
+    """Local folders of the models that compute depth and seg controls (None: not configured)."""
+
+    depth_model_dir: Path | None = None
+    seg_model_dir: Path | None = None
+    grounding_model_dir: Path | None = None
+
+    @classmethod
+    def from_env(
+        cls,
+        depth_model_dir: str | Path | None = None,
+        seg_model_dir: str | Path | None = None,
+        grounding_model_dir: str | Path | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> ModelPaths:
+        """Folders given here (CLI options) win over the COSMOS_T2_*_MODEL_DIR environment variables."""
+        environ = os.environ if environ is None else environ
+        given = {
+            "depth_model_dir": depth_model_dir,
+            "seg_model_dir": seg_model_dir,
+            "grounding_model_dir": grounding_model_dir,
+        }
+        values: dict[str, Path | None] = {}
+        for field, value in given.items():
+            value = value or environ.get(MODEL_DIR_SOURCES[field][1]) or None
+            values[field] = Path(value).expanduser() if value else None
+        return cls(**values)
+
+    def require(self, field: str) -> Path:
+        """The folder for `field`, or a CosmosError saying which option or variable to set."""
+        option, env, what = MODEL_DIR_SOURCES[field]
+        path = getattr(self, field)
+        if path is None:
+            raise CosmosError(f"no {what} model folder configured: pass {option} DIR or set {env}")
+        if not Path(path).is_dir():
+            raise CosmosError(f"{what} model folder does not exist (from {option} or {env})", file=path)
+        return Path(path)
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """None or "auto": CUDA when present, else the CPU."""
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise CosmosError("device 'cuda' asked for but no CUDA device is available")
+    return device
+
+
+def autocast(device: torch.device) -> torch.autocast:
+    """bf16 autocast on CUDA (as upstream runs SAM2), a no-op on the CPU."""
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+
+@dataclass(frozen=True)
+class DepthModel:
+    processor: Any  # DPT image processor (PIL backend works without torchvision)
+    model: Any  # DepthAnythingForDepthEstimation
+    device: torch.device
+
+
+@dataclass(frozen=True)
+class GroundingModel:
+    processor: Any  # GroundingDinoProcessor
+    model: Any  # GroundingDinoForObjectDetection
+    device: torch.device
+
+
+@dataclass(frozen=True)
+class Sam2Model:
+    model: Any  # Sam2VideoModel
+    image_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    device: torch.device
+
+
+def load_depth_model(path: Path, device: torch.device) -> DepthModel:
+    return _load_depth(str(Path(path).resolve()), str(device))
+
+
+def load_grounding_model(path: Path, device: torch.device) -> GroundingModel:
+    return _load_grounding(str(Path(path).resolve()), str(device))
+
+
+def load_sam2_model(path: Path, device: torch.device) -> Sam2Model:
+    return _load_sam2(str(Path(path).resolve()), str(device))
+
+
+# Cached on (folder, device) so a process that computes several controls or masks loads each model once.
+@functools.cache
+def _load_depth(path: str, device: str) -> DepthModel:
+    from transformers import AutoImageProcessor, DepthAnythingForDepthEstimation
+
+    with _loading("Depth Anything V2", path, "depth_model_dir"):
+        processor = AutoImageProcessor.from_pretrained(path)
+        model = DepthAnythingForDepthEstimation.from_pretrained(path)
+    return DepthModel(processor, model.to(device).eval(), torch.device(device))
+
+
+@functools.cache
+def _load_grounding(path: str, device: str) -> GroundingModel:
+    from transformers import AutoProcessor, GroundingDinoForObjectDetection
+
+    with _loading("GroundingDINO", path, "grounding_model_dir"):
+        processor = AutoProcessor.from_pretrained(path)
+        model = GroundingDinoForObjectDetection.from_pretrained(path)
+    return GroundingModel(processor, model.to(device).eval(), torch.device(device))
+
+
+@functools.cache
+def _load_sam2(path: str, device: str) -> Sam2Model:
+    from transformers import Sam2VideoModel
+
+    with _loading("SAM2 video", path, "seg_model_dir"):
+        model = Sam2VideoModel.from_pretrained(path)
+    # transformers' Sam2VideoProcessor needs torchvision, which has no build for this torch here; we do its
+    # resize + normalise ourselves (seg.py) with the folder's processor settings when it has them.
+    settings = _read_processor_settings(Path(path))
+    return Sam2Model(
+        model=model.to(device).eval(),
+        image_size=int(model.config.image_size),
+        mean=tuple(settings.get("image_mean", IMAGENET_MEAN)),
+        std=tuple(settings.get("image_std", IMAGENET_STD)),
+        device=torch.device(device),
+    )
+
+
+def _read_processor_settings(path: Path) -> dict[str, Any]:
+    for name in ("video_preprocessor_config.json", "preprocessor_config.json", "processor_config.json"):
+        if (path / name).is_file():
+            data = json.loads((path / name).read_text())
+            # processor_config.json nests the video/image processor settings
+            for key in ("video_processor", "image_processor"):
+                if isinstance(data.get(key), dict):
+                    data = data[key]
+                    break
+            if "image_mean" in data:
+                return data
+    return {}
+
+
+@contextlib.contextmanager
+def _loading(what: str, path: str, field: str) -> Iterator[None]:
+    """Turn a failed from_pretrained into one CosmosError naming the folder and its option."""
+    try:
+        yield
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        option, env, _ = MODEL_DIR_SOURCES[field]
+        raise CosmosError(f"cannot load the {what} model ({option} / {env}): {exc}", file=path) from exc

@@ -1,0 +1,106 @@
+"""The `controls` stage: compute every control of a spec that has no `control_path`, and write it.
+
+For each such modality, in upstream's order: DIR/<modality>.mkv (lossless FFV1, what later stages read),
+DIR/<modality>.mp4 (H.264 preview) and DIR/<modality>.json (the parameters and models used).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from cosmos_t2 import __version__
+from cosmos_t2.controls import MODALITIES, compute_control_with_info
+from cosmos_t2.controls.models import ModelPaths, resolve_device
+from cosmos_t2.video import Video, model_resolution, read_video, resize_to_model, write_video
+
+
+def load_model_frames(spec: Any, out_dir: Path | None = None, input_path: Path | None = None) -> Video:
+    """The job's input at the model resolution: `input_path`, else DIR/input.mkv (from `decode`), else
+    the spec's video decoded and resized here."""
+    if input_path is None and out_dir is not None and (Path(out_dir) / "input.mkv").is_file():
+        input_path = Path(out_dir) / "input.mkv"
+    if input_path is not None:
+        return read_video(input_path, max_frames=spec.max_frames)
+    video = read_video(spec.video_path, max_frames=spec.max_frames)
+    height, width = model_resolution(spec.resolution, video.height, video.width)
+    return Video(frames=resize_to_model(video.frames, height, width), fps=video.fps)
+
+
+def compute_missing_controls(
+    spec: Any,
+    frames: Video | np.ndarray | torch.Tensor,
+    out_dir: str | Path,
+    models: ModelPaths | None = None,
+    device: str | torch.device | None = None,
+    *,
+    fps: float | None = None,
+) -> dict[str, Path]:
+    """Compute and write each control of `spec` without `control_path`; returns modality -> DIR/<m>.mkv.
+
+    `frames` are the input at the model resolution: a Video (its fps is used) or (T, H, W, 3) uint8 with
+    `fps` given (default 16, the model's rate).
+    """
+    if isinstance(frames, Video):
+        fps = fps or frames.fps
+        frames = frames.frames
+    array = frames.detach().cpu().numpy() if isinstance(frames, torch.Tensor) else np.asarray(frames)
+    fps = fps or 16.0
+    out_dir = Path(out_dir)
+    models = models or ModelPaths.from_env()
+    device = resolve_device(device)
+    written: dict[str, Path] = {}
+    for modality in MODALITIES:
+        block = spec.controls.get(modality)
+        if block is None or block.control_path is not None:
+            continue
+        started = time.perf_counter()
+        video, info = compute_control_with_info(modality, array, block, models, device)
+        record = {
+            "modality": modality,
+            "name": spec.name,
+            "source": str(spec.video_path),
+            "num_frames": int(video.shape[0]),
+            "height": int(video.shape[1]),
+            "width": int(video.shape[2]),
+            "fps": fps,
+            "device": str(device),
+            "seconds": round(time.perf_counter() - started, 3),
+            "cosmos_t2_version": __version__,
+            **info,
+        }
+        written[modality] = write_outputs(out_dir, modality, video, fps, record)
+    return written
+
+
+def write_outputs(out_dir: Path, stem: str, video: np.ndarray, fps: float, record: dict[str, Any]) -> Path:
+    """DIR/<stem>.mkv (lossless), DIR/<stem>.mp4 (preview, when the sides are even) and DIR/<stem>.json."""
+    lossless = write_video(out_dir / f"{stem}.mkv", video, fps, lossless=True)
+    record = {**record, "video": lossless.name, "preview": None}
+    if video.shape[1] % 2 == 0 and video.shape[2] % 2 == 0:  # H.264 yuv420p needs even sides
+        record["preview"] = write_video(out_dir / f"{stem}.mp4", video, fps).name
+    write_json(out_dir / f"{stem}.json", record)
+    return lossless
+
+
+def write_json(path: Path, data: dict[str, Any]) -> Path:
+    """Write JSON atomically: a temp file in the same folder, then os.replace."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(data, handle, indent=2)
+            handle.write("\n")
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
