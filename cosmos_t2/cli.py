@@ -94,6 +94,43 @@ def decode(
     typer.echo(json.dumps(asdict(info), indent=2))
 
 
+@app.command()
+def bench(
+    preset: Annotated[str, typer.Option(help="Job shape: 720p93 (the job users time), 480p93, tiny.")] = "720p93",
+    steps: Annotated[int, typer.Option(help="Steps for the projected total.")] = 35,
+    controls: Annotated[str, typer.Option(help="Comma-separated control modalities (one branch each).")] = "edge",
+    cp: Annotated[int, typer.Option("--cp", help="Context-parallel ranks (relaunches under torchrun).")] = 1,
+    compare: Annotated[str, typer.Option(help="'diffusers' also times diffusers' models in the same run.")] = "",
+    compile: Annotated[bool, typer.Option("--compile/--no-compile", help="torch.compile the blocks.")] = False,
+    attn_backend: Annotated[str, typer.Option(help="auto | cudnn | flash | efficient | math.")] = "auto",
+    vae: Annotated[bool, typer.Option("--vae/--no-vae", help="Also time VAE encode and decode.")] = False,
+    warmup: Annotated[int, typer.Option(help="Untimed steps first.")] = 2,
+    iters: Annotated[int, typer.Option(help="Timed steps (median reported).")] = 3,
+    device: Annotated[str, typer.Option(help="cuda or cpu (cpu only with --preset tiny).")] = "cuda",
+    json_out: Annotated[Path | None, typer.Option("--json-out", help="Write the full result as JSON.")] = None,
+) -> None:
+    """Time one denoising step of the full-size network beside its floor (random weights)."""
+    from cosmos_t2.bench import BenchOptions, print_result, run_bench_cli
+
+    opts = BenchOptions(
+        preset=preset,
+        steps=steps,
+        controls=tuple(c for c in controls.split(",") if c),
+        warmup=warmup,
+        iters=iters,
+        compile=compile,
+        attn_backend=attn_backend,
+        compare_diffusers=compare == "diffusers",
+        vae=vae,
+        device=device,
+        dtype="bf16" if device == "cuda" else "fp32",
+        cp=cp,
+    )
+    result = run_bench_cli(opts, json_out)
+    if result is not None:
+        print_result(result)
+
+
 def main() -> None:
     """Entry point that turns CosmosError into one red line and exit code 2."""
     try:

@@ -1,0 +1,273 @@
+"""`cosmos-t2 bench`: time one denoising step of the full-size network, beside its floor.
+
+Random weights are fine: the time of a dense network does not depend on the values. The step is what the
+sampler runs: both CFG passes batched in one forward (B=2) through control branch(es) + backbone, text already
+projected (done once per job). Timings use CUDA events after warm-up; the floor uses matmul and attention rates
+measured in the same process, so the two are comparable on whatever GPU runs the bench.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import torch
+
+from cosmos_t2.bench_flops import StepShape, step_flops
+from cosmos_t2.errors import CosmosError
+from cosmos_t2.model.config import TransferConfig
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    frames: int
+    height: int
+    width: int
+    tiny: bool = False
+
+    def latent_grid(self) -> tuple[int, int, int]:
+        return (1 + (self.frames - 1) // 4, self.height // 8, self.width // 8)
+
+
+PRESETS = {
+    "720p93": Preset("720p93", 93, 704, 1280),
+    "480p93": Preset("480p93", 93, 480, 832),
+    "tiny": Preset("tiny", 17, 64, 112, tiny=True),
+}
+
+
+@dataclass
+class BenchOptions:
+    preset: str = "720p93"
+    steps: int = 35
+    controls: tuple[str, ...] = ("edge",)
+    warmup: int = 2
+    iters: int = 3
+    compile: bool = False
+    attn_backend: str = "auto"
+    compare_diffusers: bool = False
+    vae: bool = False
+    device: str = "cuda"
+    dtype: str = "bf16"
+    cp: int = 1
+    cfg_parallel: bool = False
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_callable(fn: Callable[[], object], device: torch.device, warmup: int, iters: int) -> list[float]:
+    """Seconds per call: CUDA events on GPU, perf_counter on CPU; warm-up calls are not timed."""
+    for _ in range(warmup):
+        fn()
+    _sync(device)
+    times = []
+    for _ in range(iters):
+        if device.type == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end) / 1000)
+        else:
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+    return times
+
+
+def measure_rates(device: torch.device, tokens: int, heads: int, head_dim: int) -> dict[str, float]:
+    """Measured bf16 matmul TFLOP/s (8192^3) and SDPA TFLOP/s at the step's own attention shape (B=1)."""
+    if device.type != "cuda":
+        return {}
+    from cosmos_t2.model.attention import attention
+
+    a = torch.randn(8192, 8192, device=device, dtype=torch.bfloat16)
+    b = torch.randn(8192, 8192, device=device, dtype=torch.bfloat16)
+    mm = statistics.median(time_callable(lambda: a @ b, device, 3, 10))
+    q, k, v = (torch.randn(1, tokens, heads, head_dim, device=device, dtype=torch.bfloat16) for _ in range(3))
+    att = statistics.median(time_callable(lambda: attention(q, k, v, "auto"), device, 2, 5))
+    return {
+        "matmul_tflops": 2 * 8192**3 / mm / 1e12,
+        "attention_tflops": 4 * tokens**2 * heads * head_dim / att / 1e12,
+    }
+
+
+def _inputs(cfg: TransferConfig, preset: Preset, n_controls: int, device: torch.device, dtype: torch.dtype):
+    from cosmos_t2.model.control import ControlInput
+
+    t, h, w = preset.latent_grid()
+    gen = torch.Generator(device="cpu").manual_seed(0)
+
+    def randn(*shape: int) -> torch.Tensor:
+        return torch.randn(*shape, generator=gen).to(device=device, dtype=dtype)
+
+    x = randn(2, cfg.latent_channels, t, h, w)
+    timesteps = torch.full((2, t), 0.5, device=device)
+    text = randn(2, 512, cfg.crossattn_emb_channels)  # projected once per job, as the pipeline does
+    cond = torch.zeros(2, 1, t, 1, 1, device=device, dtype=dtype)
+    controls = [
+        ControlInput(latent=randn(2, cfg.latent_channels, t, h, w), weight=1.0) for _ in range(n_controls)
+    ]
+    return x, timesteps, text, cond, controls
+
+
+def bench_transfer(
+    cfg: TransferConfig, preset: Preset, opts: BenchOptions, device: torch.device, ctx=None
+) -> dict:
+    """Time one CFG step (B=2, or B=1 per rank group with CFG parallel) of our TransferNet through the
+    context-parallel wrapper (a plain call at world size 1); returns seconds and peak memory."""
+    from cosmos_t2.model.control import TransferNet
+    from cosmos_t2.parallel import ParallelContext, ParallelNet
+
+    ctx = ctx or ParallelContext(device=device)
+
+    dtype = torch.bfloat16 if opts.dtype == "bf16" else torch.float32
+    n_controls = len(opts.controls)
+    with torch.device("meta"):
+        net = TransferNet(cfg, num_control_branches=n_controls, attn_backend=opts.attn_backend)
+    net = net.to_empty(device=device).to(dtype)
+    _random_init(net)
+    net.eval().requires_grad_(False)
+    if opts.compile:
+        from cosmos_t2.model.compile import compile_blocks
+
+        compile_blocks(net)
+    x, timesteps, text, cond, controls = _inputs(cfg, preset, n_controls, device, dtype)
+    if ctx.cfg_size == 2:  # this rank group runs one of the two CFG passes
+        x, timesteps, text, cond = x[:1], timesteps[:1], text[:1], cond[:1]
+        controls = [replace(c, latent=c.latent[:1]) for c in controls]
+    model = ParallelNet(net, ctx)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+    def step() -> torch.Tensor:
+        with torch.inference_mode():
+            return model(x, timesteps, text, condition_mask=cond, controls=controls)
+
+    t0 = time.perf_counter()
+    step()
+    _sync(device)
+    first = time.perf_counter() - t0
+    times = time_callable(step, device, opts.warmup, opts.iters)
+    peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
+    return {
+        "step_s": statistics.median(times),
+        "step_times_s": times,
+        "first_call_s": first,
+        "peak_gib": peak,
+    }
+
+
+@torch.no_grad()
+def _random_init(net: torch.nn.Module) -> None:
+    """Random values everywhere (speed is value-independent; zeros would flatter some kernels)."""
+    torch.manual_seed(0)
+    for p in net.parameters():
+        p.normal_(0.0, p.shape[-1] ** -0.5)
+
+
+def run_bench(opts: BenchOptions, ctx=None) -> dict:
+    if opts.preset not in PRESETS:
+        raise CosmosError(f"unknown preset {opts.preset!r}; choose from {', '.join(PRESETS)}", key="--preset")
+    preset = PRESETS[opts.preset]
+    device = torch.device(opts.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise CosmosError("no CUDA device is available; use --device cpu with --preset tiny", key="--device")
+    cfg = TransferConfig.tiny() if preset.tiny else TransferConfig.full_2b()
+    t, h, w = preset.latent_grid()
+    shape = StepShape(t, h, w, num_controls=len(opts.controls))
+    flops = step_flops(cfg, shape)
+    result: dict = {
+        "preset": asdict(preset),
+        "options": asdict(opts),
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "torch": torch.__version__,
+        "tokens": shape.tokens(cfg),
+        "step_tflop": flops.total / 1e12,
+        "attention_share": flops.attention / flops.total,
+    }
+    rates = measure_rates(device, shape.tokens(cfg), cfg.num_heads, cfg.head_dim)
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    result.update(rates)
+    if rates:
+        result["floor_step_s"] = flops.floor_seconds(rates["matmul_tflops"], rates["attention_tflops"])
+    if ctx is not None and ctx.device.type == "cuda":
+        device = ctx.device
+    ours = bench_transfer(cfg, preset, opts, device, ctx)
+    result["cosmos_t2"] = ours
+    result["cosmos_t2"]["projected_total_s"] = ours["step_s"] * opts.steps
+    if ctx is not None and ctx.distributed:
+        result["world_size"], result["cp_size"], result["cfg_size"] = (
+            ctx.world_size,
+            ctx.cp_size,
+            ctx.cfg_size,
+        )
+    if opts.compare_diffusers and (ctx is None or not ctx.distributed):
+        from cosmos_t2.bench_diffusers import bench_diffusers
+
+        theirs = bench_diffusers(cfg, preset, opts, device)
+        theirs["projected_total_s"] = theirs["step_s"] * opts.steps
+        result["diffusers"] = theirs
+        result["speedup_vs_diffusers"] = theirs["step_s"] / ours["step_s"]
+    if opts.vae and (ctx is None or not ctx.distributed):
+        from cosmos_t2.model.vae import bench_vae
+
+        result["vae"] = bench_vae(preset=preset, device=device)
+    return result
+
+
+def run_bench_cli(opts: BenchOptions, json_out: Path | None) -> dict | None:
+    """The `bench` command: relaunch under torchrun for --cp N, run, and on rank 0 write the JSON."""
+    from cosmos_t2.launch import maybe_relaunch_under_torchrun
+    from cosmos_t2.parallel import parallel_job
+
+    if opts.cp > 1 and maybe_relaunch_under_torchrun(opts.cp, opts.device, sys.argv[1:]):
+        return None
+    with parallel_job(opts.device, cfg_parallel=opts.cfg_parallel) as ctx:
+        result = run_bench(opts, ctx)
+    if not ctx.is_main:
+        return None
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = json_out.with_name(f".{json_out.name}.tmp")
+        tmp.write_text(json.dumps(result, indent=2, default=str))
+        os.replace(tmp, json_out)
+    return result
+
+
+def print_result(result: dict) -> None:
+    """A short table: our step, the floor, diffusers' step, memory."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"cosmos-t2 bench: {result['preset']['name']} on {result['device']}")
+    for col in ("what", "s / step", f"{result['options']['steps']} steps (s)", "peak GiB", "vs floor"):
+        table.add_column(col)
+    floor = result.get("floor_step_s")
+    steps = result["options"]["steps"]
+
+    def row(name: str, step_s: float, peak: float | None) -> None:
+        ratio = f"{step_s / floor:.2f}x" if floor else "-"
+        peak_s = f"{peak:.1f}" if peak is not None and peak == peak else "-"
+        table.add_row(name, f"{step_s:.3f}", f"{step_s * steps:.1f}", peak_s, ratio)
+
+    if floor:
+        row("floor (counted FLOPs / measured rates)", floor, None)
+    row("cosmos-t2", result["cosmos_t2"]["step_s"], result["cosmos_t2"]["peak_gib"])
+    if "diffusers" in result:
+        row("diffusers", result["diffusers"]["step_s"], result["diffusers"]["peak_gib"])
+    Console().print(table)
+    if "speedup_vs_diffusers" in result:
+        Console().print(f"speed-up over diffusers: {result['speedup_vs_diffusers']:.2f}x")

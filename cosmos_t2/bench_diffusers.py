@@ -1,0 +1,124 @@
+"""The comparison side of `cosmos-t2 bench --compare diffusers`.
+
+Times diffusers' Cosmos 2.5 transformer + controlnet(s) at our config's shapes exactly as its
+`Cosmos2_5_TransferPipeline` runs one denoising step: controlnet then transformer, once for the prompt and once
+for the negative prompt (two B=1 passes), raw 100352-channel text features projected inside each pass.
+diffusers is an optional dependency (the `dev` extra; wheels on the GPU machine).
+"""
+
+from __future__ import annotations
+
+import statistics
+
+import torch
+
+from cosmos_t2.errors import CosmosError
+from cosmos_t2.model.config import TransferConfig
+
+
+def diffusers_kwargs(cfg: TransferConfig) -> tuple[dict, dict]:
+    """Constructor arguments of (CosmosTransformer3DModel, CosmosControlNetModel) for `cfg` (the values of
+    diffusers' conversion script for "Cosmos-2.5-Transfer-General-2B" at full size)."""
+    common = dict(
+        num_attention_heads=cfg.num_heads,
+        attention_head_dim=cfg.head_dim,
+        mlp_ratio=cfg.mlp_ratio,
+        text_embed_dim=cfg.crossattn_emb_channels,
+        adaln_lora_dim=cfg.adaln_lora_dim,
+        max_size=cfg.max_size,
+        patch_size=cfg.patch_size,
+        rope_scale=cfg.rope_scale,
+        extra_pos_embed_type=None,
+        use_crossattn_projection=True,
+        crossattn_proj_in_channels=cfg.crossattn_proj_in_channels,
+        encoder_hidden_states_channels=cfg.crossattn_emb_channels,
+        img_context_dim_in=cfg.image_context_dim,
+        img_context_dim_out=cfg.model_channels,
+    )
+    transformer = dict(
+        common,
+        in_channels=cfg.latent_channels + 1,
+        out_channels=cfg.latent_channels,
+        num_layers=cfg.num_blocks,
+        concat_padding_mask=True,
+        controlnet_block_every_n=cfg.control_block_every_n,
+        img_context_num_tokens=cfg.image_context_tokens,
+    )
+    controlnet = dict(
+        common,
+        n_controlnet_blocks=cfg.num_control_blocks,
+        in_channels=cfg.control_in_channels,
+        latent_channels=cfg.x_in_channels,
+        model_channels=cfg.model_channels,
+    )
+    return transformer, controlnet
+
+
+@torch.no_grad()
+def bench_diffusers(cfg: TransferConfig, preset, opts, device: torch.device) -> dict:
+    """Seconds per CFG step and peak memory of diffusers' models (random weights, same dtype as ours)."""
+    try:
+        from diffusers import CosmosControlNetModel, CosmosTransformer3DModel
+    except ImportError as exc:
+        raise CosmosError(f"--compare diffusers needs diffusers installed ({exc})", key="--compare") from exc
+    from cosmos_t2.bench import time_callable
+
+    dtype = torch.bfloat16 if opts.dtype == "bf16" else torch.float32
+    t_kwargs, c_kwargs = diffusers_kwargs(cfg)
+    torch.manual_seed(0)
+    transformer = CosmosTransformer3DModel(**t_kwargs).to(device=device, dtype=dtype).eval()
+    controlnets = [
+        CosmosControlNetModel(**c_kwargs).to(device=device, dtype=dtype).eval()
+        for _ in range(len(opts.controls))
+    ]
+    for model in (transformer, *controlnets):
+        for p in model.parameters():
+            p.normal_(0.0, p.shape[-1] ** -0.5)
+
+    t, h, w = preset.latent_grid()
+    gen = torch.Generator(device="cpu").manual_seed(0)
+
+    def randn(*shape: int) -> torch.Tensor:
+        return torch.randn(*shape, generator=gen).to(device=device, dtype=dtype)
+
+    latents = randn(1, cfg.latent_channels, t, h, w)
+    controls = [randn(1, cfg.latent_channels, t, h, w) for _ in controlnets]
+    cond_mask = torch.zeros(1, 1, t, h, w, device=device, dtype=dtype)
+    timestep = torch.full((1, 1, t, 1, 1), 0.5, device=device, dtype=dtype)
+    padding = torch.zeros(1, 1, preset.height, preset.width, device=device, dtype=dtype)
+    image = torch.zeros(1, cfg.image_context_tokens, cfg.image_context_dim, device=device, dtype=dtype)
+    prompts = [(randn(1, 512, cfg.crossattn_proj_in_channels), image) for _ in range(2)]
+
+    def one_pass(text: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        hints = None
+        for controlnet, control in zip(controlnets, controls, strict=True):
+            out = controlnet(
+                controls_latents=control,
+                latents=latents,
+                timestep=timestep,
+                encoder_hidden_states=text,
+                condition_mask=cond_mask,
+                conditioning_scale=1.0,
+                padding_mask=padding,
+                return_dict=False,
+            )[0]
+            hints = out if hints is None else [a + b for a, b in zip(hints, out, strict=True)]
+        return transformer(
+            hidden_states=latents,
+            timestep=timestep,
+            encoder_hidden_states=text,
+            block_controlnet_hidden_states=hints,
+            condition_mask=cond_mask,
+            padding_mask=padding,
+            return_dict=False,
+        )[0]
+
+    def step() -> None:
+        cond, uncond = (one_pass(p) for p in prompts)
+        _ = cond + 3.0 * (cond - uncond)
+
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    times = time_callable(step, device, opts.warmup, opts.iters)
+    peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
+    return {"step_s": statistics.median(times), "step_times_s": times, "peak_gib": peak}
