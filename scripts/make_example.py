@@ -249,10 +249,10 @@ def spec_files(prompt_file: str = "prompt.txt", video: str = "input.mp4") -> dic
     return specs
 
 
-def write_example(out_dir: Path) -> list[Path]:
-    """Render and write every file of the example into out_dir; returns the paths written."""
+def write_example(out_dir: Path, frames: Frames | None = None) -> list[Path]:
+    """Write every file of the example into out_dir (rendering unless `frames` are given); returns the paths."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    frames = render()
+    frames = frames if frames is not None else render()
     written = [
         write_video(out_dir / "input.mp4", frames.rgb, FPS),
         write_video(out_dir / "depth.mp4", frames.depth, FPS),
