@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from cosmos_t2.errors import CosmosError
 from cosmos_t2.model import ControlInput, TransferConfig, TransferNet
+from cosmos_t2.model.vae import VAEConfig, build_vae
 from cosmos_t2.parallel import (
     ParallelContext,
     ParallelNet,
@@ -27,6 +28,7 @@ from cosmos_t2.parallel import (
     cfg_pair,
     gather_frames,
     init_distributed,
+    map_over_ranks,
     on_main,
     parallel_job,
     parallel_velocity,
@@ -165,9 +167,20 @@ def denoiser_outputs(heads: tuple[int, ...]) -> dict[str, torch.Tensor]:
     return results
 
 
+def vae_latents() -> list[torch.Tensor]:
+    """Three independent latents (separate videos or chunks): what a decode may split over ranks."""
+    gen = torch.Generator().manual_seed(2)
+    return [torch.randn(1, 16, 2, 4, 4, generator=gen) for _ in range(3)]
+
+
+def vae_decodes() -> list[torch.Tensor] | None:
+    ctx = init_distributed("cpu")
+    return map_over_ranks(ctx, vae_latents(), build_vae(VAEConfig.tiny()).decode)
+
+
 def run_all(heads: tuple[int, ...], cases: list[tuple[int, int, int]]) -> dict[str, Any]:
     """Everything one spawn of ranks checks (process start-up is the test's cost)."""
-    return {"attention": attention_errors(cases), "denoiser": denoiser_outputs(heads)}
+    return {"attention": attention_errors(cases), "denoiser": denoiser_outputs(heads), "vae": vae_decodes()}
 
 
 def _fail_mode() -> None:
