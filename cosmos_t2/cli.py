@@ -131,6 +131,27 @@ def bench(
         print_result(result)
 
 
+@app.command("convert-checkpoint")
+def convert_checkpoint_cmd(
+    src: Annotated[Path, typer.Argument(help="Official checkpoint (.pt or .safetensors).")],
+    dst: Annotated[Path, typer.Argument(help="Output .safetensors file.")],
+    dtype: Annotated[str, typer.Option(help="bf16, fp32 or keep.")] = "bf16",
+    tiny: Annotated[bool, typer.Option("--tiny", help="Check against the tiny test network.")] = False,
+) -> None:
+    """Check an official checkpoint against the network's keys and shapes, and write it as .safetensors."""
+    import torch
+
+    from cosmos_t2.model.checkpoint import convert_checkpoint
+    from cosmos_t2.model.config import TransferConfig
+
+    dtypes = {"bf16": torch.bfloat16, "fp32": torch.float32, "keep": None}
+    if dtype not in dtypes:
+        raise CosmosError(f"unknown dtype {dtype!r}; choose bf16, fp32 or keep")
+    config = TransferConfig.tiny() if tiny else TransferConfig.full_2b()
+    out = convert_checkpoint(src, dst, config, dtype=dtypes[dtype])
+    typer.echo(str(out))
+
+
 def main() -> None:
     """Entry point that turns CosmosError into one red line and exit code 2."""
     try:
