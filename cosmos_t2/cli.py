@@ -152,6 +152,35 @@ def convert_checkpoint_cmd(
     typer.echo(str(out))
 
 
+@app.command("encode-prompt")
+def encode_prompt(
+    job: Annotated[Path, typer.Argument(help="Job spec, or a spec file (with --name for a JSONL).")],
+    out: Annotated[Path, typer.Option("-o", "--out", help="Output .safetensors (prompt, negative_prompt).")],
+    tiny: Annotated[bool, typer.Option("--tiny", help="Use the tiny random text encoder (demo).")] = False,
+    text_encoder_dir: Annotated[
+        Path | None, typer.Option("--text-encoder-dir", help="Local Cosmos-Reason1-7B directory.")
+    ] = None,
+    name: Annotated[str | None, typer.Option("--name", help="Sample to pick from a JSONL.")] = None,
+    cache_dir: Annotated[
+        Path | None,
+        typer.Option("--cache-dir", help="Embedding cache (default $COSMOS_T2_CACHE_DIR/text-embeddings)."),
+    ] = None,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Neither read nor write the cache.")] = False,
+    device: Annotated[
+        str | None, typer.Option("--device", help="cpu or cuda (default: cuda if present).")
+    ] = None,
+) -> None:
+    """Encode the job's prompt and negative prompt into one .safetensors file (cached per prompt)."""
+    from cosmos_t2.spec import load_job
+    from cosmos_t2.text import EmbeddingCache, default_cache_dir, encoder_for, write_prompt_embeddings
+
+    spec = load_job(job, name=name)
+    encoder = encoder_for(tiny=tiny, text_encoder_dir=text_encoder_dir, device=device)
+    cache = None if no_cache else EmbeddingCache(cache_dir or default_cache_dir())
+    meta = write_prompt_embeddings(out, encoder, spec.prompt, spec.negative_prompt, cache)
+    typer.echo(f"{out} ({meta['encoder_label']}, {meta['max_length']} tokens x {meta['dim']} channels)")
+
+
 def main() -> None:
     """Entry point that turns CosmosError into one red line and exit code 2."""
     try:
