@@ -43,7 +43,11 @@ localrules:
     report,
 
 
+# The latents are targets too: Snakemake 8+ does not remake a lost intermediate file while what was
+# made from it is up to date, and a deleted diffusion output should be redone (with what follows).
 rule all:
     default_target: True
     input:
         config["report"],
+        all_videos(),
+        all_diffusion("latents", "diffuse_sidecar"),

@@ -1,6 +1,7 @@
 # Input functions and the sweep plan. Keys and paths come from cosmos_t2.workflow_support, so the
 # rules below only wire files; see that module for what each stage's key depends on.
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -12,11 +13,10 @@ SWEEP = plan_sweep(config, Path.cwd(), FileHasher(Path(RESULTS) / ".file-digests
 GPU_DEVICE = config["device"] == "cuda"
 BENCH = config["bench_presets"]
 
-# Rules call `cosmos-t2` and `torchrun`: find them beside the Python running Snakemake when the
-# environment was not activated (e.g. `.venv/bin/snakemake ...`).
-_bindir = os.path.dirname(sys.executable)
-if _bindir not in os.environ.get("PATH", "").split(os.pathsep):
-    os.environ.update(PATH=os.pathsep.join([_bindir, os.environ.get("PATH", "")]))
+# Rules call `cosmos-t2` and `torchrun`: when they are not on PATH (the environment was not
+# activated, e.g. `.venv/bin/snakemake ...`), use the ones beside the Python running Snakemake.
+if shutil.which("cosmos-t2") is None:
+    os.environ.update(PATH=os.pathsep.join([os.environ.get("PATH", ""), os.path.dirname(sys.executable)]))
 
 
 def run_path(what, **wildcards):
@@ -98,6 +98,10 @@ def gpus_if_device(wildcards):
 
 def all_videos():
     return [run_path("video", job=job.key, name=job.name) for job in SWEEP.jobs.values()]
+
+
+def all_diffusion(*what):
+    return [run_path(w, job=job.key, name=job.name) for job in SWEEP.jobs.values() for w in what]
 
 
 def all_bench():

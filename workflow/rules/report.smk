@@ -21,6 +21,7 @@ rule report:
     input:
         manifest=run_path("manifest"),
         videos=all_videos(),
+        sidecars=all_diffusion("diffuse_sidecar"),
         bench=all_bench(),
     output:
         html=report(config["report"], caption="../report/report.rst", category="Report"),

@@ -1,0 +1,205 @@
+"""The Snakemake workflow end to end on its DAG: dry runs, lint, profiles, and caching/resume with a
+stand-in `cosmos-t2` that writes each rule's declared outputs (the real chain is test_workflow_run.py).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import stat
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEMAKE = Path(sys.executable).with_name("snakemake")
+
+# Writes what each command's contract says it writes and logs the call, in a few milliseconds, so
+# these tests exercise Snakemake's scheduling, caching and resume rather than the model.
+FAKE_CLI = """\
+#!{python}
+import json, os, sys, time
+from pathlib import Path
+
+args = sys.argv[1:]
+calls = Path(os.environ["FAKE_CALLS"])
+with calls.open("a") as log:
+    log.write(" ".join(args[:2]) + "\\n")
+cmd = args[0]
+out = Path(args[args.index("--json-out" if cmd == "validate" else "-o") + 1])
+if cmd == "validate":
+    out.write_text(json.dumps({{"name": args[args.index("--name") + 1], "args": args}}))
+elif cmd == "decode":
+    (out / "input.mkv").write_text("frames")
+    (out / "input.json").write_text("{{}}")
+elif cmd in ("controls", "masks"):
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "edge.mkv").write_text("edges")
+elif cmd == "encode-prompt":
+    out.write_text("embeddings")
+elif cmd == "infer":
+    name = json.loads(Path(args[1]).read_text())["name"]
+    latents = out / f"{{name}}.latents.safetensors"
+    latents.write_text("half")
+    if calls.read_text().count("infer ") == int(os.environ.get("FAKE_HANG_AT_INFER", "0")):
+        time.sleep(120)  # the test kills the run here
+    latents.write_text("latents")
+    (out / f"{{name}}.json").write_text(json.dumps({{"timings": {{"diffusion": 1.0}}}}))
+elif cmd == "render":
+    out.write_text("video")
+elif cmd == "report":
+    out.write_text("<html></html>")
+else:
+    sys.exit(f"unexpected command {{cmd}}")
+"""
+
+
+def write_sweep(folder: Path, weights: tuple[float, ...] = (0.5, 1.0)) -> None:
+    ex = folder / "ex"
+    ex.mkdir(parents=True, exist_ok=True)
+    (ex / "input.mp4").write_bytes(b"not really a video: only its bytes are hashed")
+    base = {"prompt": "a robot arm stacks red cubes", "video_path": "input.mp4"}
+    (ex / "edge.json").write_text(json.dumps({**base, "edge": {}}))
+    (ex / "vis.json").write_text(json.dumps({**base, "vis": {}}))
+    (folder / "sweep.yaml").write_text(
+        textwrap.dedent(f"""\
+        specs: [ex/edge.json, ex/vis.json]
+        grid:
+          control_weight: {list(weights)}
+          num_steps: [2]
+        """)
+    )
+
+
+def snakemake(folder: Path, *args: str, env: dict[str, str] | None = None) -> str:
+    cmd = [str(SNAKEMAKE), "-s", str(REPO / "Snakefile"), "--configfile", "sweep.yaml", *args]
+    proc = subprocess.run(cmd, cwd=folder, capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc.stdout + proc.stderr
+
+
+def job_counts(output: str) -> dict[str, int]:
+    """The `Job stats` table of a Snakemake run or dry run."""
+    table = output.split("Job stats:", 1)[1].split("Reasons:", 1)[0] if "Job stats:" in output else ""
+    return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, flags=re.M) if m[1] != "total"}
+
+
+@pytest.fixture
+def sweep_dir(tmp_path: Path) -> Path:
+    write_sweep(tmp_path)
+    return tmp_path
+
+
+def test_dry_run_shares_decode_controls_and_prompt_between_four_diffusion_jobs(sweep_dir: Path) -> None:
+    counts = job_counts(snakemake(sweep_dir, "--dry-run", "--cores", "1"))
+    assert counts == {
+        "spec": 8,  # 4 jobs + 1 decode + 2 controls + 1 prompt
+        "decode": 1,
+        "controls": 2,
+        "prompt": 1,
+        "diffuse": 4,
+        "encode": 4,
+        "manifest": 1,
+        "report": 1,
+        "all": 1,
+    }
+
+
+def test_lint_reports_nothing(sweep_dir: Path) -> None:
+    out = snakemake(sweep_dir, "--lint")
+    assert "Congratulations, your workflow is in a good condition!" in out
+
+
+@pytest.mark.parametrize("profile", ["local", "local-gpu", "slurm-h100", "slurm-h200"])
+def test_each_profile_dry_runs(sweep_dir: Path, profile: str) -> None:
+    extra = ["--executor", "slurm"] if profile.startswith("slurm") else []
+    out = snakemake(sweep_dir, "--profile", str(REPO / "profiles" / profile), *extra, "--dry-run")
+    assert job_counts(out)["diffuse"] == 4
+    label = re.search(r"hardware_label: (\S+)", (REPO / "profiles" / profile / "config.v9+.yaml").read_text())
+    assert label and f"results/{label[1]}/diffuse/" in out  # each profile's own run folder
+    if profile.startswith("slurm"):
+        gpu = profile.removeprefix("slurm-")
+        diffuse = out.split("rule diffuse:", 1)[1].split("rule ", 1)[0]
+        assert f"gpu=1, gpu_model={gpu}" in diffuse and "slurm_partition=gpu" in diffuse
+
+
+@pytest.fixture
+def fake_cli(tmp_path: Path) -> dict[str, str]:
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    script = bindir / "cosmos-t2"
+    script.write_text(FAKE_CLI.format(python=sys.executable))
+    script.chmod(script.stat().st_mode | stat.S_IEXEC)
+    calls = tmp_path / "calls.txt"
+    calls.touch()
+    env = {**os.environ, "PATH": f"{bindir}{os.pathsep}{os.environ['PATH']}", "FAKE_CALLS": str(calls)}
+    return env
+
+
+def calls_since(env: dict[str, str], start: int) -> list[str]:
+    return Path(env["FAKE_CALLS"]).read_text().splitlines()[start:]
+
+
+def infers(env: dict[str, str]) -> int:
+    return sum(c.startswith("infer ") for c in calls_since(env, 0))
+
+
+def run_until_killed(folder: Path, env: dict[str, str], at_infer: int) -> None:
+    """Run the sweep on one core and SIGKILL Snakemake and its jobs while diffusion job `at_infer` runs."""
+    env = {**env, "FAKE_HANG_AT_INFER": str(at_infer)}
+    cmd = [str(SNAKEMAKE), "-s", str(REPO / "Snakefile"), "--configfile", "sweep.yaml", "--cores", "1"]
+    out = subprocess.DEVNULL
+    proc = subprocess.Popen(cmd, cwd=folder, env=env, start_new_session=True, stdout=out, stderr=out)
+    try:
+        deadline = time.monotonic() + 240
+        while infers(env) < at_infer and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert infers(env) == at_infer, "the run never reached the diffusion job to kill"
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # a crash: Snakemake gets no chance to clean up
+        proc.wait()
+
+
+def test_killed_run_resumes_and_changes_redo_only_affected_jobs(
+    sweep_dir: Path, fake_cli: dict[str, str]
+) -> None:
+    run_until_killed(sweep_dir, fake_cli, at_infer=4)
+    first = calls_since(fake_cli, 0)
+    assert first.count(next(c for c in first if c.startswith("decode"))) == 1
+
+    # resume: unlock (the killed run held the lock), then only the unfinished work runs
+    snakemake(sweep_dir, "--unlock")
+    n = len(first)
+    snakemake(sweep_dir, "--cores", "2", "--rerun-incomplete", env=fake_cli)
+    resumed = [c.split()[0] for c in calls_since(fake_cli, n)]
+    assert resumed.count("infer") == 1  # the killed job; the three finished ones are kept
+    assert not {"decode", "controls", "encode-prompt", "validate"} & set(resumed)
+    assert (sweep_dir / "results" / "report.html").is_file()
+    run_dir = sweep_dir / "results" / "unlabelled"
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["hardware"]["label"] == "unlabelled" and len(manifest["jobs"]) == 4
+    for job in manifest["jobs"]:
+        assert (run_dir / "benchmarks" / "diffuse" / f"{job['benchmarks']['diffuse']}.tsv").is_file()
+        assert (run_dir / job["paths"]["latents"]).read_text() == "latents"
+
+    assert "Nothing to be done" in snakemake(sweep_dir, "--cores", "2", env=fake_cli)
+
+    # a lost diffusion output: that job, its video and the report, nothing else
+    victim = manifest["jobs"][0]
+    (run_dir / victim["paths"]["latents"]).unlink()
+    n = len(calls_since(fake_cli, 0))
+    snakemake(sweep_dir, "--cores", "2", env=fake_cli)
+    redone = calls_since(fake_cli, n)
+    assert sorted(c.split()[0] for c in redone) == ["infer", "render", "report"]
+    assert victim["key"] in " ".join(redone)
+
+    # one weight changed: the two jobs with that weight (and their specs), nothing shared
+    write_sweep(sweep_dir, weights=(0.5, 0.8))
+    counts = job_counts(snakemake(sweep_dir, "--dry-run", "--cores", "2", env=fake_cli))
+    assert counts == {"spec": 2, "diffuse": 2, "encode": 2, "manifest": 1, "report": 1, "all": 1}
