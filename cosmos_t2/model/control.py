@@ -22,6 +22,12 @@ branches are `control_embedder.{n}` + `control_blocks_{n}` (the official multi-b
 Timesteps follow diffusers: sigma in [0, 1] (official timesteps t in [0, 1000] times timestep_scale 0.001),
 shape (B,) or per latent frame (B, T) (diffusers' (B, 1, T, 1, 1) is accepted too). Conditioning frames carry
 their own (small) timestep; substituting their latents is the caller's job.
+
+Where this API differs from a plain "(B, 1, T, H, W) mask on the latent grid": masks live on the *token* grid
+(T, H/2, W/2), because the official code resamples the pixel mask straight to it (trilinear; first frame on its
+own); `resample_mask_to_latent` does that. ControlInput also names its `branch`, since one branch = one
+modality's weights. Per-step cost stays free of host syncs: no data-dependent checks (the official skips
+all-zero controls and treats all-ones masks as absent with `.any()`; callers decide that once per job).
 """
 
 from __future__ import annotations
