@@ -179,6 +179,7 @@ class ModelSettings:
     text_encoder_dir: str | None = None
     depth_model_dir: str | None = None
     seg_model_dir: str | None = None
+    grounding_model_dir: str | None = None
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> ModelSettings:
@@ -191,6 +192,7 @@ class ModelSettings:
             text_encoder_dir=opt("text_encoder_dir"),
             depth_model_dir=opt("depth_model_dir"),
             seg_model_dir=opt("seg_model_dir"),
+            grounding_model_dir=opt("grounding_model_dir"),
         )
 
 
@@ -280,7 +282,11 @@ def job_keys(
         if m in PRESET_KEYS:
             computed[m] = block.get(PRESET_KEYS[m]) or "medium"
         elif m == "seg":
-            computed[m] = [block.get("control_prompt") or spec.get("prompt"), model.seg_model_dir]
+            computed[m] = [
+                block.get("control_prompt") or spec.get("prompt"),
+                model.seg_model_dir,
+                model.grounding_model_dir,
+            ]
         else:
             computed[m] = model.depth_model_dir
     controls = (
@@ -295,7 +301,12 @@ def job_keys(
     masks = None
     if mask_params:
         masks = stable_hash(
-            {"stage": "masks", "decode": decode, "masks": mask_params, "seg": model.seg_model_dir}
+            {
+                "stage": "masks",
+                "decode": decode,
+                "masks": mask_params,
+                "seg": [model.seg_model_dir, model.grounding_model_dir],
+            }
         )
 
     encoder = "tiny" if model.tiny else model.text_encoder_dir
@@ -362,7 +373,7 @@ def plan_sweep(config: Mapping[str, Any], root: Path, hasher: Callable[[Path], s
                     settings=dict(point),
                     overrides=overrides,
                     modalities=list(resolved.controls),
-                    decode=keys["decode"] if keys["controls"] else None,
+                    decode=keys["decode"] if keys["controls"] or keys["masks"] else None,
                     controls=keys["controls"],
                     masks=keys["masks"],
                     prompt=str(keys["prompt"]),
@@ -372,8 +383,8 @@ def plan_sweep(config: Mapping[str, Any], root: Path, hasher: Callable[[Path], s
                         sweep.decode_of[str(keys[stage])] = str(keys["decode"])
                 for stage in STAGES:
                     key = keys[stage]
-                    if key is None or (stage == "decode" and keys["controls"] is None):
-                        continue  # only computed controls read the decoded input
+                    if key is None or (stage == "decode" and not (keys["controls"] or keys["masks"])):
+                        continue  # only computed controls and masks read the decoded input
                     kept = {k: v for k, v in overrides.items() if stage in _stage_of_override(k)}
                     sweep._offer(stage, key, StageSpec(spec_file, base.name, kept))
     if not sweep.jobs:

@@ -61,7 +61,7 @@ def diffuse_inputs(wildcards):
 
 def infer_args(wildcards, input, resources):
     """Everything `cosmos-t2 infer` is told besides the job spec and the output folder."""
-    args = ["--latents-only", "--device", config["device"], "--prompt-embeddings", input.prompt]
+    args = ["--latents-only", "--quiet", "--device", config["device"], "--prompt-embeddings", input.prompt]
     if resources.gpu >= 1:
         args += ["--gpus", str(resources.gpu)]
     if "controls" in input.keys():
@@ -84,12 +84,13 @@ def model_args(dir_key):
     if config["tiny"]:
         return ["--tiny"]
     folder = config[dir_key]
-    flag = {"model_dir": "--model-dir", "text_encoder_dir": "--text-encoder-dir"}[dir_key]
-    return [flag, folder] if folder else []
+    return [f"--{dir_key.replace('_', '-')}", folder] if folder else []
 
 
-def tiny_flag():
-    return "--tiny" if config["tiny"] else ""
+def aux_model_args(*dir_keys):
+    """Depth / segmentation model folders for the stages that run them (when configured)."""
+    tiny = ["--tiny"] if config["tiny"] else []
+    return tiny + [a for k in dir_keys if config[k] for a in (f"--{k.replace('_', '-')}", config[k])]
 
 
 def gpus_if_device(wildcards):
@@ -114,7 +115,7 @@ def sweep_manifest():
 
 
 def bench_args(wildcards, resources):
-    args = ["--steps", str(config["bench_steps"]), "--controls", config["bench_controls"]]
+    args = ["--device", config["device"], "--steps", str(config["bench_steps"]), "--controls", config["bench_controls"]]
     if resources.gpu > 1:
         args += ["--cp", str(resources.gpu)]
     if config["bench_compare"]:

@@ -10,6 +10,7 @@ rule controls:
         folder=directory(run_path("controls")),
     params:
         device=config["device"],
+        models=aux_model_args("depth_model_dir", "seg_model_dir", "grounding_model_dir"),
     log:
         f"{RUN}/logs/controls/{{key}}.log",
     benchmark:
@@ -22,4 +23,4 @@ rule controls:
         "../envs/cosmos-t2.yaml"
     shell:
         "cosmos-t2 controls {input.spec:q} -o {output.folder:q} --input {input.video:q}"
-        " --device {params.device} > {log:q} 2>&1"
+        " --device {params.device} {params.models:q} > {log:q} 2>&1"

@@ -9,7 +9,7 @@ rule decode:
         info=f"{RUN}/decode/{{key}}/input.json",
     params:
         outdir=lambda wildcards, output: os.path.dirname(output.mkv),
-        tiny=tiny_flag(),
+        model=aux_model_args(),
     log:
         f"{RUN}/logs/decode/{{key}}.log",
     benchmark:
@@ -20,4 +20,4 @@ rule decode:
     conda:
         "../envs/cosmos-t2.yaml"
     shell:
-        "cosmos-t2 decode {input.spec:q} -o {params.outdir:q} {params.tiny} > {log:q} 2>&1"
+        "cosmos-t2 decode {input.spec:q} -o {params.outdir:q} {params.model:q} > {log:q} 2>&1"

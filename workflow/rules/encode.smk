@@ -13,7 +13,8 @@ rule encode:
             labels={"sample": "{name}", "job": "{job}"},
         ),
     params:
-        tiny=tiny_flag(),
+        model=model_args("model_dir"),
+        device=config["device"],
     log:
         f"{RUN}/logs/encode/{{job}}/{{name}}.log",
     benchmark:
@@ -25,4 +26,5 @@ rule encode:
     conda:
         "../envs/cosmos-t2.yaml"
     shell:
-        "cosmos-t2 render {input.latents:q} -o {output.video:q} {params.tiny} > {log:q} 2>&1"
+        "cosmos-t2 render {input.latents:q} -o {output.video:q} {params.model:q} --device {params.device}"
+        " > {log:q} 2>&1"

@@ -4,8 +4,12 @@
 rule masks:
     input:
         spec=stage_spec("masks"),
+        video=decoded_input,
     output:
         folder=directory(run_path("masks")),
+    params:
+        device=config["device"],
+        models=aux_model_args("seg_model_dir", "grounding_model_dir"),
     log:
         f"{RUN}/logs/masks/{{key}}.log",
     benchmark:
@@ -17,4 +21,5 @@ rule masks:
     conda:
         "../envs/cosmos-t2.yaml"
     shell:
-        "cosmos-t2 masks {input.spec:q} -o {output.folder:q} > {log:q} 2>&1"
+        "cosmos-t2 masks {input.spec:q} -o {output.folder:q} --input {input.video:q}"
+        " --device {params.device} {params.models:q} > {log:q} 2>&1"

@@ -9,6 +9,7 @@ rule prompt:
         embeddings=run_path("prompt"),
     params:
         model=model_args("text_encoder_dir"),
+        device=config["device"],
     log:
         f"{RUN}/logs/prompt/{{key}}.log",
     benchmark:
@@ -20,4 +21,5 @@ rule prompt:
     conda:
         "../envs/cosmos-t2.yaml"
     shell:
-        "cosmos-t2 encode-prompt {input.spec:q} -o {output.embeddings:q} {params.model:q} > {log:q} 2>&1"
+        "cosmos-t2 encode-prompt {input.spec:q} -o {output.embeddings:q} {params.model:q}"
+        " --device {params.device} > {log:q} 2>&1"
