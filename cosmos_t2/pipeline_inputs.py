@@ -1,0 +1,147 @@
+"""A job's pixel inputs at the model resolution: input frames, one control video per modality, masks.
+
+Everything here is checked before any model is built: a control or mask video whose frame count differs
+from the input's is an error naming the file. Sources, in order of preference:
+- controls: `control_path` (resized with the official per-modality interpolation, `read_and_process_control_input`:
+  edge and depth bilinear, vis area, seg nearest), else `CONTROLS_DIR/<modality>.mkv` written by
+  `cosmos-t2 controls`, else computed here from the input (`cosmos_t2.controls.compute_control`);
+- masks: `MASKS_DIR/<modality>_mask.mkv` written by `cosmos-t2 masks`, else `mask_path` (video or shapes),
+  else `mask_prompt` segmented here. An all-white mask counts as no mask, as upstream.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from cosmos_t2.errors import CosmosError
+from cosmos_t2.spec import Spec
+from cosmos_t2.video import model_resolution, read_video, resize_to_model
+
+# upstream's interpolation for a given control video (cosmos_transfer2/_src/transfer2/inference/utils.py)
+CONTROL_INTERPOLATION = {
+    "edge": cv2.INTER_LINEAR,
+    "vis": cv2.INTER_AREA,
+    "depth": cv2.INTER_LINEAR,
+    "seg": cv2.INTER_NEAREST,
+}
+
+
+@dataclass
+class JobInputs:
+    """Frames are (T, H, W, 3) uint8 RGB at the model size; masks (T, H, W) bool."""
+
+    frames: torch.Tensor
+    fps: float
+    source_size: tuple[int, int]  # (height, width) of the input video
+    controls: dict[str, torch.Tensor]
+    sources: dict[str, str] = field(default_factory=dict)  # modality (or "<m>_mask") -> where it came from
+    masks: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.frames.shape[0])
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return int(self.frames.shape[1]), int(self.frames.shape[2])
+
+
+def _resize(frames: torch.Tensor, height: int, width: int, interpolation: int) -> torch.Tensor:
+    if tuple(frames.shape[1:3]) == (height, width):
+        return frames
+    out = [cv2.resize(f, (width, height), interpolation=interpolation) for f in frames.numpy()]
+    return torch.from_numpy(np.stack(out))
+
+
+def _require_frames(count: int, expected: int, path: Path, key: str) -> None:
+    if count != expected:
+        raise CosmosError(
+            f"has {count} frames but the input video has {expected} (after max_frames); "
+            "control and mask videos must match the input frame for frame",
+            file=path,
+            key=key,
+        )
+
+
+def _control(
+    spec: Spec, modality: str, frames: torch.Tensor, controls_dir: Path | None, device: str
+) -> tuple[torch.Tensor, str]:
+    from cosmos_t2.controls import compute_control
+
+    block = spec.controls[modality]
+    height, width = int(frames.shape[1]), int(frames.shape[2])
+    if block.control_path is not None:
+        video = read_video(block.control_path, max_frames=spec.max_frames)
+        _require_frames(video.num_frames, frames.shape[0], block.control_path, f"{modality}.control_path")
+        resized = _resize(video.frames, height, width, CONTROL_INTERPOLATION[modality])
+        return resized, f"file {block.control_path}"
+    cached = controls_dir / f"{modality}.mkv" if controls_dir is not None else None
+    if cached is not None and cached.is_file():
+        video = read_video(cached, max_frames=spec.max_frames)
+        _require_frames(video.num_frames, frames.shape[0], cached, modality)
+        if video.frames.shape[1:3] != frames.shape[1:3]:
+            raise CosmosError(
+                f"is {video.height}x{video.width} but the model runs at {height}x{width} "
+                "(made for another resolution? run `cosmos-t2 controls` again)",
+                file=cached,
+            )
+        return video.frames, f"controls-dir {cached}"
+    computed = compute_control(modality, frames, block, device=device)
+    return torch.from_numpy(np.ascontiguousarray(computed)), "computed"
+
+
+def _mask(
+    spec: Spec, modality: str, frames: torch.Tensor, masks_dir: Path | None, device: str
+) -> tuple[np.ndarray | None, str]:
+    from cosmos_t2.masks import load_mask, mask_from_prompt
+
+    block = spec.controls[modality]
+    num, height, width = (int(s) for s in frames.shape[:3])
+    cached = masks_dir / f"{modality}_mask.mkv" if masks_dir is not None else None
+    if cached is not None and cached.is_file():  # made by `cosmos-t2 masks` from this very input
+        return load_mask(cached, height, width, num), f"masks-dir {cached}"
+    if block.mask_path is not None:
+        if block.mask_path.suffix.lower() != ".json":
+            count = read_video(block.mask_path, max_frames=spec.max_frames).num_frames
+            _require_frames(count, num, block.mask_path, f"{modality}.mask_path")
+        return load_mask(block.mask_path, height, width, num), f"file {block.mask_path}"
+    if block.mask_prompt:
+        from cosmos_t2.controls.models import ModelPaths
+
+        mask, _ = mask_from_prompt(frames.numpy(), block.mask_prompt, ModelPaths.from_env(), device)
+        return mask, f"prompt {block.mask_prompt!r}"
+    return None, "none"
+
+
+def load_inputs(
+    spec: Spec, *, controls_dir: Path | None = None, masks_dir: Path | None = None, device: str = "cpu"
+) -> JobInputs:
+    """Read the input, every control and every mask at the model resolution of `spec.resolution`."""
+    video = read_video(spec.video_path, max_frames=spec.max_frames)
+    height, width = model_resolution(spec.resolution, video.height, video.width)
+    frames = resize_to_model(video.frames, height, width)
+    inputs = JobInputs(frames=frames, fps=video.fps, source_size=(video.height, video.width), controls={})
+    for modality in spec.controls:
+        inputs.controls[modality], inputs.sources[modality] = _control(
+            spec, modality, frames, controls_dir, device
+        )
+        mask, source = _mask(spec, modality, frames, masks_dir, device)
+        if mask is not None and not mask.all():  # all white = no mask, as upstream
+            inputs.masks[modality] = torch.from_numpy(mask)
+            inputs.sources[f"{modality}_mask"] = source
+    return inputs
+
+
+def to_model_video(frames: torch.Tensor) -> torch.Tensor:
+    """(T, H, W, 3) uint8 -> (1, 3, T, H, W) float in [-1, 1], as upstream's uint8_to_normalized_float."""
+    return (frames.permute(3, 0, 1, 2)[None].float() / 127.5) - 1.0
+
+
+def to_uint8_frames(video: torch.Tensor) -> torch.Tensor:
+    """(1, 3, T, H, W) in [-1, 1] -> (T, H, W, 3) uint8, as upstream's normalized_float_to_uint8."""
+    return (video[0].float() * 127.5 + 127.5).clamp(0, 255).to(torch.uint8).permute(1, 2, 3, 0).contiguous()

@@ -1,0 +1,214 @@
+"""Where a job's weights come from: the model directory, checks on its files, and the tiny random model.
+
+Model directory layout (`--model-dir DIR`):
+
+    DIR/edge.safetensors | edge.pt        one official per-modality checkpoint each (backbone + control branch);
+    DIR/vis.*  DIR/depth.*  DIR/seg.*     only the modalities a spec uses need to be there
+    DIR/edge_distilled.safetensors | .pt  the 4-step distilled edge model (used when DIR has no edge.*)
+    DIR/tokenizer.pth | .safetensors      the Wan2.1 VAE
+    DIR/text_encoder/                     Cosmos-Reason1-7B for transformers (not needed with --prompt-embeddings)
+    DIR/image_encoder/                    SigLIP2 so400m-patch16-naflex (only for a style reference)
+
+Several controls load one control branch per modality, as the official multi-control inference does
+(`load_multi_branch_checkpoints`: `control_blocks.*` of file n -> `control_blocks_{n}.*`); we load only
+the spec's modalities, since a branch of weight 0 adds exactly nothing. See `checkpoint.load_checkpoint`
+for where the backbone comes from.
+
+A checkpoint's modality is known from its name when it carries the official checkpoint's UUID (the file
+names on Hugging Face, or the `source` a converted .safetensors records) or from a `modality` metadata
+entry; a file whose known modality differs from its slot is refused before anything is built.
+
+`--tiny`: the same network family at toy size (`TransferConfig.tiny`, `VAEConfig.tiny`) with seeded
+random weights, or tiny-shaped weights from DIR when one is given.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from cosmos_t2.errors import CosmosError
+from cosmos_t2.model.config import TransferConfig
+from cosmos_t2.model.control import TransferNet
+from cosmos_t2.model.vae import VAEConfig, WanVAE, build_vae, load_vae
+
+TINY_NET_SEED = 0
+TINY_VAE_SEED = 1
+TINY_LABEL = "tiny random-weight model"
+CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth")
+
+# Official checkpoints (cosmos_oss/checkpoints_transfer2.py): UUID in the Hugging Face file name -> modality.
+OFFICIAL_UUIDS = {
+    "61f5694b-0ad5-4ecd-8ad7-c8545627d125": ("edge", False),
+    "ba2f44f2-c726-4fe7-949f-597069d9b91c": ("vis", False),
+    "626e6618-bfcd-4d9a-a077-1409e2ce353f": ("depth", False),
+    "5136ef49-6d8d-42e8-8abf-7dac722a304a": ("seg", False),
+    "41f07f13-f2e4-4e34-ba4c-86f595acbc20": ("edge", True),
+}
+# What a DMD2 (distilled) training checkpoint carries besides the student `net.*`.
+DISTILLED_EXTRA_PREFIXES = ("net_fake_score.", "net_teacher.", "discriminator.")
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+@dataclass(frozen=True)
+class ModelFiles:
+    """The files a job will load (None: random tiny weights, or not needed)."""
+
+    checkpoints: dict[str, Path]  # modality -> checkpoint, in the spec's (upstream's) modality order
+    vae: Path | None
+    text_encoder: Path | None
+    image_encoder: Path | None
+    distilled: bool  # known from names/metadata; a .pt's DMD2 keys can still reveal it at load time
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "checkpoints": {m: str(p) for m, p in self.checkpoints.items()},
+            "vae": None if self.vae is None else str(self.vae),
+            "text_encoder": None if self.text_encoder is None else str(self.text_encoder),
+            "image_encoder": None if self.image_encoder is None else str(self.image_encoder),
+        }
+
+
+def _first_file(folder: Path, stems: tuple[str, ...]) -> Path | None:
+    for stem in stems:
+        for suffix in CHECKPOINT_SUFFIXES:
+            if (folder / f"{stem}{suffix}").is_file():
+                return folder / f"{stem}{suffix}"
+    return None
+
+
+def _safetensors_metadata(path: Path) -> dict[str, str]:
+    if path.suffix != ".safetensors":
+        return {}
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return dict(f.metadata() or {})
+    except Exception as exc:  # a corrupt header: say so now rather than after building models
+        raise CosmosError(f"not a readable safetensors file: {exc}", file=path) from exc
+
+
+def checkpoint_identity(path: Path) -> tuple[str | None, bool]:
+    """(modality or None when unknown, distilled) from the file's names and metadata (no tensors read)."""
+    meta = _safetensors_metadata(path)
+    names = " ".join([path.name, path.resolve().name, meta.get("source", "")]).lower()
+    modality = meta.get("modality")
+    distilled = meta.get("variant") == "distilled" or "distilled" in names
+    for uuid in _UUID.findall(names):
+        if uuid in OFFICIAL_UUIDS:
+            modality, distilled = OFFICIAL_UUIDS[uuid][0], OFFICIAL_UUIDS[uuid][1] or distilled
+    return modality, distilled
+
+
+def locate_models(
+    model_dir: Path | None,
+    modalities: list[str],
+    *,
+    tiny: bool,
+    need_text_encoder: bool,
+    need_image_encoder: bool,
+) -> ModelFiles:
+    """Check the model directory for everything the job needs; raise one clear error otherwise."""
+    if model_dir is None:
+        if tiny:
+            return ModelFiles({}, None, None, None, distilled=False)
+        raise CosmosError(
+            "no model directory: pass --model-dir DIR (official checkpoints) or --tiny (random tiny model)"
+        )
+    model_dir = Path(model_dir)
+    if not model_dir.is_dir():
+        raise CosmosError("model directory not found", file=model_dir)
+    checkpoints: dict[str, Path] = {}
+    distilled = False
+    for modality in modalities:
+        stems = (modality, f"{modality}_distilled") if modalities == ["edge"] else (modality,)
+        path = _first_file(model_dir, stems)
+        if path is None:
+            raise CosmosError(
+                f"no {modality} checkpoint: expected {modality}.safetensors or {modality}.pt in the model "
+                f"directory (the spec uses the {modality} control)",
+                file=model_dir,
+            )
+        known, is_distilled = checkpoint_identity(path)
+        if known is not None and known != modality:
+            raise CosmosError(
+                f"this is the {known} checkpoint, but it sits in the {modality} slot (the spec's "
+                f"{modality} control needs the {modality} model)",
+                file=path,
+            )
+        checkpoints[modality] = path
+        distilled = distilled or is_distilled
+    if distilled and modalities != ["edge"]:
+        raise CosmosError(
+            "the distilled checkpoint is an edge model and runs only with the edge control alone"
+        )
+    vae = _first_file(model_dir, ("tokenizer",))
+    if vae is None:
+        raise CosmosError(
+            "no VAE: expected tokenizer.pth or tokenizer.safetensors (Wan2.1 VAE)", file=model_dir
+        )
+    text_encoder = model_dir / "text_encoder" if need_text_encoder else None
+    if text_encoder is not None and not text_encoder.is_dir() and not tiny:
+        raise CosmosError(
+            "no text_encoder/ folder (Cosmos-Reason1); give it, or --prompt-embeddings from encode-prompt",
+            file=model_dir,
+        )
+    image_encoder = model_dir / "image_encoder" if need_image_encoder else None
+    if image_encoder is not None and not image_encoder.is_dir() and not tiny:
+        raise CosmosError("no image_encoder/ folder (SigLIP2) for the style reference", file=model_dir)
+    if tiny:  # tiny-shaped weights from DIR; encoders stay the tiny random ones unless present
+        text_encoder = text_encoder if text_encoder is not None and text_encoder.is_dir() else None
+        image_encoder = image_encoder if image_encoder is not None and image_encoder.is_dir() else None
+    return ModelFiles(checkpoints, vae, text_encoder, image_encoder, distilled=distilled)
+
+
+@torch.no_grad()
+def randomize(net: torch.nn.Module, seed: int) -> None:
+    """Seeded random values for every parameter, including those the official init zeroes (AdaLN
+    up-projections, the control branch's before/after projections), so every path of the tiny model
+    does something: std 1/sqrt(fan_in) for matrices, small values around 1 for norms, around 0 for biases."""
+    gen = torch.Generator().manual_seed(seed)
+    for name, param in sorted(net.named_parameters()):
+        if param.ndim >= 2:
+            std = param[0].numel() ** -0.5
+            values = torch.randn(param.shape, generator=gen) * std
+        elif name.endswith("norm.weight") or ".q_norm." in name or ".k_norm." in name or "_norm." in name:
+            values = 1.0 + 0.1 * torch.randn(param.shape, generator=gen)
+        else:
+            values = 0.02 * torch.randn(param.shape, generator=gen)
+        param.copy_(values.to(param.dtype))
+
+
+def build_net(
+    files: ModelFiles,
+    modalities: list[str],
+    *,
+    tiny: bool,
+    device: torch.device,
+    dtype: torch.dtype,
+) -> tuple[TransferNet, bool]:
+    """The network with one control branch per modality; returns (net, distilled)."""
+    from cosmos_t2.model.checkpoint import load_checkpoint
+
+    config = TransferConfig.tiny() if tiny else TransferConfig.full_2b()
+    branches = max(len(modalities), 1)
+    if not files.checkpoints:
+        net = TransferNet(config, num_control_branches=branches)
+        randomize(net, TINY_NET_SEED)
+        return net.to(device=device, dtype=dtype).eval().requires_grad_(False), False
+    with torch.device("meta"):
+        net = TransferNet(config, num_control_branches=branches)
+    dropped = load_checkpoint(net, [files.checkpoints[m] for m in modalities], dtype=dtype)
+    distilled = files.distilled or any(k.startswith(DISTILLED_EXTRA_PREFIXES) for k in dropped)
+    return net.to(device).eval().requires_grad_(False), distilled
+
+
+def build_tokenizer(files: ModelFiles, *, tiny: bool, device: torch.device, dtype: torch.dtype) -> WanVAE:
+    config = VAEConfig.tiny() if tiny else VAEConfig.wan21()
+    if files.vae is None:
+        return build_vae(config, dtype=dtype, device=device, seed=TINY_VAE_SEED)
+    return load_vae(files.vae, config, dtype=dtype, device=device)

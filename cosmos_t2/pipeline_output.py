@@ -1,0 +1,184 @@
+"""What a job leaves behind: the stitched mp4 (with side-by-side panels), or the latents file, and `render`.
+
+Panels follow upstream's `generate_img2world`: per chunk, [control videos (masked where a mask applies),
+input, output] side by side (controls only with show_control_condition, input only with show_input),
+stitched like the output. With keep_input_resolution each panel goes back to the input's size.
+The mp4 carries the model label as its title ("tiny random-weight model" for --tiny); the label is added
+by remuxing the encoded stream (no re-encode; deterministic bytes).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import av
+import torch
+
+from cosmos_t2.chunking import Chunk, stitch
+from cosmos_t2.errors import CosmosError
+from cosmos_t2.pipeline_inputs import JobInputs, to_uint8_frames
+from cosmos_t2.sidecar import LATENTS_SUFFIX, load_latents, read_json, save_latents, versions, write_json
+from cosmos_t2.spec import Spec
+from cosmos_t2.video import resize_back, write_video
+
+
+@dataclass(frozen=True)
+class LatentPlan:
+    """Everything `render` needs to turn the per-chunk latents into the job's video."""
+
+    name: str
+    label: str
+    tiny: bool
+    fps: float
+    num_frames: int
+    model_size: tuple[int, int]
+    source_size: tuple[int, int]
+    keep_input_resolution: bool
+    chunks: list[dict[str, int]]
+
+    @classmethod
+    def of(cls, spec: Spec, inputs: JobInputs, chunks: list[Chunk], settings: Any, distilled: bool,
+           files: Any, options: Any) -> LatentPlan:  # fmt: skip
+        from cosmos_t2.pipeline import DISTILLED_LABEL
+        from cosmos_t2.pipeline_models import TINY_LABEL
+
+        label = TINY_LABEL if options.tiny else (DISTILLED_LABEL if distilled else "Cosmos-Transfer2.5-2B")
+        return cls(
+            name=spec.name,
+            label=label,
+            tiny=options.tiny,
+            fps=inputs.fps,
+            num_frames=inputs.num_frames,
+            model_size=inputs.size,
+            source_size=inputs.source_size,
+            keep_input_resolution=spec.keep_input_resolution,
+            chunks=[dataclasses.asdict(c) for c in chunks],
+        )
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> LatentPlan:
+        data = dict(data)
+        data["model_size"], data["source_size"] = tuple(data["model_size"]), tuple(data["source_size"])
+        return cls(**data)
+
+    def chunk_plan(self) -> list[Chunk]:
+        return [Chunk(**c) for c in self.chunks]
+
+
+def panels_for_chunk(spec: Spec, inputs: JobInputs, chunk: Chunk, output: torch.Tensor) -> torch.Tensor:
+    """(T, H, k*W, 3) uint8: the chunk's [controls..., input, output] panels, as upstream lays them out."""
+    idx = list(chunk.frame_indices)
+    parts = []
+    if spec.show_control_condition:
+        for modality, frames in inputs.controls.items():
+            shown = frames[idx]
+            mask = inputs.masks.get(modality)
+            if mask is not None:  # upstream shows control * mask
+                shown = shown * mask[idx][..., None].to(torch.uint8)
+            parts.append(shown)
+    if spec.show_input:
+        parts.append(inputs.frames[idx])
+    parts.append(output)
+    return torch.cat(parts, dim=2)
+
+
+def _resize_panels(video: torch.Tensor, model_width: int, size: tuple[int, int]) -> torch.Tensor:
+    panels = video.split(model_width, dim=2)
+    return torch.cat([resize_back(p.contiguous(), *size) for p in panels], dim=2)
+
+
+def label_mp4(path: Path, title: str) -> Path:
+    """Set the container title by remuxing (no re-encode), atomically."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".mp4")
+    os.close(fd)
+    try:
+        with av.open(str(path)) as src, av.open(tmp, "w", format="mp4") as dst:
+            dst.metadata["title"] = title
+            stream_in = src.streams.video[0]
+            stream_out = dst.add_stream_from_template(stream_in)
+            for packet in src.demux(stream_in):
+                if packet.dts is None:  # the demuxer's end-of-stream marker
+                    continue
+                packet.stream = stream_out
+                dst.mux(packet)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return path
+
+
+def write_video_output(path: Path, frames: torch.Tensor, plan: LatentPlan) -> Path:
+    if plan.keep_input_resolution and tuple(plan.source_size) != tuple(plan.model_size):
+        frames = _resize_panels(frames, plan.model_size[1], plan.source_size)
+    write_video(path, frames, plan.fps)
+    return label_mp4(path, plan.label)
+
+
+def write_outputs(
+    options: Any,
+    spec: Spec,
+    inputs: JobInputs,
+    chunks: list[Chunk],
+    plan: LatentPlan,
+    latents: list[torch.Tensor],
+    panels: list[torch.Tensor],
+) -> dict[str, Path]:
+    out_dir = Path(options.out_dir)
+    if options.latents_only:
+        meta = dataclasses.asdict(plan)
+        return {"latents": save_latents(out_dir / f"{spec.name}{LATENTS_SUFFIX}", latents, meta)}
+    video = stitch(panels, chunks, inputs.num_frames, dim=0)
+    return {"video": write_video_output(out_dir / f"{spec.name}.mp4", video, plan)}
+
+
+def render_latents(
+    latents_path: Path,
+    out_path: Path,
+    *,
+    tiny: bool,
+    model_dir: Path | None = None,
+    device: str = "cpu",
+) -> dict[str, Any]:
+    """Decode a `--latents-only` result into OUT.mp4 and write OUT.json (the job's sidecar, if found
+    beside the latents, with a `render` section added)."""
+    from cosmos_t2.pipeline_models import ModelFiles, _first_file, build_tokenizer
+
+    started = time.perf_counter()
+    chunks_latent, meta = load_latents(Path(latents_path))
+    plan = LatentPlan.from_dict(meta)
+    if plan.tiny != tiny:
+        want = "with --tiny" if plan.tiny else "without --tiny"
+        raise CosmosError(f"these latents come from the {plan.label}; render them {want}", file=latents_path)
+    vae_file = None
+    if model_dir is not None:
+        vae_file = _first_file(Path(model_dir), ("tokenizer",))
+        if vae_file is None:
+            raise CosmosError("no VAE: expected tokenizer.pth or tokenizer.safetensors", file=model_dir)
+    elif not tiny:
+        raise CosmosError("rendering needs the VAE: pass --model-dir DIR (or --tiny for tiny latents)")
+    dev = torch.device(device)
+    dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
+    vae = build_tokenizer(ModelFiles({}, vae_file, None, None, False), tiny=tiny, device=dev, dtype=dtype)
+    frames = [to_uint8_frames(vae.decode(c.to(dev, dtype)).float().cpu()) for c in chunks_latent]
+    video = stitch(frames, plan.chunk_plan(), plan.num_frames, dim=0)
+    out_path = Path(out_path)
+    write_video_output(out_path, video, plan)
+    sidecar_in = Path(str(latents_path).removesuffix(LATENTS_SUFFIX) + ".json")
+    record = read_json(sidecar_in) if sidecar_in.is_file() else {"name": plan.name, "label": plan.label}
+    record["render"] = {
+        "latents": str(latents_path),
+        "video": out_path.name,
+        "seconds": round(time.perf_counter() - started, 4),
+        "device": str(dev),
+        "versions": versions(),
+    }
+    record.setdefault("outputs", {})["video"] = out_path.name
+    write_json(out_path.with_suffix(".json"), record)
+    return record

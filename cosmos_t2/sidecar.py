@@ -1,0 +1,145 @@
+"""Files a job writes besides the video: the JSON sidecar, the latents file, and the stage timer.
+
+All writes are atomic (temp file in the same folder, then os.replace). The latents file is a
+.safetensors with one tensor per chunk (`chunk_0`, ...) and one metadata entry, `cosmos_t2`, holding the
+JSON that `render` needs (chunk plan, fps, sizes, tiny flag); one entry because safetensors stores its
+metadata as a hash map, whose order (and so the file's bytes) is not fixed when there are several.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cosmos_t2 import __version__
+from cosmos_t2.errors import CosmosError
+
+LATENTS_SUFFIX = ".latents.safetensors"
+_META_KEY = "cosmos_t2"
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_json(path: Path, data: dict[str, Any]) -> Path:
+    return atomic_write_bytes(path, (json.dumps(data, indent=2) + "\n").encode())
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError as exc:
+        raise CosmosError("sidecar not found", file=path) from exc
+    except json.JSONDecodeError as exc:
+        raise CosmosError(f"not a JSON sidecar: {exc}", file=path) from exc
+
+
+def versions() -> dict[str, str]:
+    """Versions that decide the numbers: ours, Python, torch (and its CUDA), transformers."""
+    out = {"cosmos_t2": __version__, "python": platform.python_version(), "torch": torch.__version__}
+    if torch.version.cuda:
+        out["cuda"] = torch.version.cuda
+    try:
+        import transformers
+
+        out["transformers"] = transformers.__version__
+    except ImportError:  # pragma: no cover - a dependency
+        pass
+    return out
+
+
+def device_info(device: torch.device, dtype: torch.dtype, world_size: int) -> dict[str, Any]:
+    info: dict[str, Any] = {
+        "type": device.type,
+        "dtype": str(dtype).removeprefix("torch."),
+        "processes": world_size,
+    }
+    if device.type == "cuda":
+        info["name"] = torch.cuda.get_device_name(device)
+    else:
+        info["name"] = platform.processor() or platform.machine()
+        info["threads"] = torch.get_num_threads()
+    return info
+
+
+class StageTimer:
+    """Wall time per stage (summed when a stage repeats, e.g. per chunk) and peak memory."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.seconds: dict[str, float] = {}
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
+
+    def peak_memory_gib(self) -> dict[str, float]:
+        """GPU: the allocator's peak; CPU: the process's peak resident set (includes the interpreter)."""
+        if self.device.type == "cuda":
+            return {"gpu_allocated": torch.cuda.max_memory_allocated(self.device) / 2**30}
+        import resource
+
+        scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss is bytes on macOS, KiB on Linux
+        return {"cpu_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**30}
+
+    def rounded(self) -> dict[str, float]:
+        return {k: round(v, 4) for k, v in self.seconds.items()}
+
+
+def save_latents(path: Path, chunks: list[torch.Tensor], meta: dict[str, Any]) -> Path:
+    """Per-chunk latents (1, C, T, h, w) fp32 and the render metadata, atomically."""
+    from safetensors.torch import save
+
+    tensors = {f"chunk_{i}": c.detach().float().cpu().contiguous() for i, c in enumerate(chunks)}
+    data = save(tensors, metadata={_META_KEY: json.dumps(meta, sort_keys=True)})
+    return atomic_write_bytes(path, data)
+
+
+def load_latents(path: Path) -> tuple[list[torch.Tensor], dict[str, Any]]:
+    from safetensors import safe_open
+
+    if not path.is_file():
+        raise CosmosError("latents file not found", file=path)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = json.loads((f.metadata() or {})[_META_KEY])
+            count = len([k for k in f.keys() if k.startswith("chunk_")])  # noqa: SIM118 (safe_open is no dict)
+            chunks = [f.get_tensor(f"chunk_{i}") for i in range(count)]
+    except (KeyError, json.JSONDecodeError) as exc:
+        raise CosmosError("not a cosmos-t2 latents file (no chunk plan in its metadata)", file=path) from exc
+    except Exception as exc:  # safetensors' own error types
+        raise CosmosError(f"cannot read latents file: {exc}", file=path) from exc
+    if not chunks or len(chunks) != len(meta.get("chunks", [])):
+        raise CosmosError("latents file holds no chunk tensors matching its chunk plan", file=path)
+    return chunks, meta
