@@ -181,6 +181,85 @@ def encode_prompt(
     typer.echo(f"{out} ({meta['encoder_label']}, {meta['max_length']} tokens x {meta['dim']} channels)")
 
 
+@app.command()
+def infer(
+    job: Annotated[Path, typer.Argument(help="A job spec, or a spec file (with --name for a JSONL).")],
+    out_dir: Annotated[Path, typer.Option("-o", "--out", help="Folder for <name>.mp4 and <name>.json.")],
+    tiny: Annotated[bool, typer.Option("--tiny", help="The tiny random-weight model (CPU demo, tests).")] = False,
+    model_dir: Annotated[Path | None, typer.Option("--model-dir", help="Checkpoints, VAE, encoders.")] = None,
+    device: Annotated[str | None, typer.Option("--device", help="cpu or cuda (default: cuda if present).")] = None,
+    gpus: Annotated[int, typer.Option("--gpus", help="Processes (one GPU each) under torchrun.")] = 1,
+    controls_dir: Annotated[
+        Path | None, typer.Option("--controls-dir", help="Control videos from `cosmos-t2 controls`.")
+    ] = None,
+    masks_dir: Annotated[Path | None, typer.Option("--masks-dir", help="Masks from `cosmos-t2 masks`.")] = None,
+    prompt_embeddings: Annotated[
+        Path | None, typer.Option("--prompt-embeddings", help="From `cosmos-t2 encode-prompt`.")
+    ] = None,
+    latents_only: Annotated[
+        bool, typer.Option("--latents-only", help="Write <name>.latents.safetensors, no mp4 (see render).")
+    ] = False,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="Override a spec key: [bold]--set num_steps=2[/].")
+    ] = None,
+    name: Annotated[str | None, typer.Option("--name", help="The sample to run from a JSONL.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
+) -> None:
+    """Run one job: spec -> controls, masks, embeddings -> diffusion -> <name>.mp4 + <name>.json."""
+    from cosmos_t2.launch import maybe_relaunch_under_torchrun
+
+    if device is None:
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if maybe_relaunch_under_torchrun(gpus, device, sys.argv[1:]):
+        return
+    from cosmos_t2.pipeline import RunOptions, run_on_ranks
+    from cosmos_t2.spec import load_job
+    from cosmos_t2.spec_parse import parse_set_options
+
+    spec = load_job(job, name=name, overrides=parse_set_options(set_ or []))
+    options = RunOptions(
+        out_dir=out_dir,
+        device=device,
+        tiny=tiny,
+        model_dir=model_dir,
+        controls_dir=controls_dir,
+        masks_dir=masks_dir,
+        prompt_embeddings=prompt_embeddings,
+        latents_only=latents_only,
+        progress=not quiet,
+    )
+    result = run_on_ranks(spec, options)
+    for path in (result.video, result.latents, result.sidecar):
+        if path is not None:
+            typer.echo(str(path))
+
+
+@app.command()
+def render(
+    latents: Annotated[Path, typer.Argument(help="A <name>.latents.safetensors from `infer --latents-only`.")],
+    out: Annotated[Path, typer.Option("-o", "--out", help="The mp4 to write (its .json goes beside it).")],
+    tiny: Annotated[bool, typer.Option("--tiny", help="Latents of the tiny model (tiny VAE).")] = False,
+    model_dir: Annotated[Path | None, typer.Option("--model-dir", help="Folder with tokenizer.pth.")] = None,
+    device: Annotated[str | None, typer.Option("--device", help="cpu or cuda (default: cuda if present).")] = None,
+) -> None:
+    """Decode latents with the VAE into an mp4 (and its sidecar JSON)."""
+    from cosmos_t2.pipeline_output import render_latents
+
+    if device is None:
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    render_latents(latents, out, tiny=tiny, model_dir=model_dir, device=device)
+    typer.echo(str(out))
+
+
+_DEPTH_DIR_HELP = "Depth Anything V2 folder (else $COSMOS_T2_DEPTH_MODEL_DIR)."
+_SEG_DIR_HELP = "SAM2 video folder (else $COSMOS_T2_SAM2_MODEL_DIR)."
+_GROUNDING_DIR_HELP = "GroundingDINO folder (else $COSMOS_T2_GROUNDING_MODEL_DIR)."
+
+
 def main() -> None:
     """Entry point that turns CosmosError into one red line and exit code 2."""
     try:
