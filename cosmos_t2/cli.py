@@ -260,6 +260,63 @@ _SEG_DIR_HELP = "SAM2 video folder (else $COSMOS_T2_SAM2_MODEL_DIR)."
 _GROUNDING_DIR_HELP = "GroundingDINO folder (else $COSMOS_T2_GROUNDING_MODEL_DIR)."
 
 
+@app.command()
+def controls(
+    job: Annotated[Path, typer.Argument(help="A job spec, or a spec file (with --name for a JSONL).")],
+    out_dir: Annotated[Path, typer.Option("-o", "--out", help="Folder for <modality>.mkv/.mp4/.json.")],
+    input_path: Annotated[
+        Path | None, typer.Option("--input", help="Model-size input (default DIR/input.mkv, else decoded).")
+    ] = None,
+    device: Annotated[str | None, typer.Option("--device", help="cpu or cuda (default: cuda if present).")] = None,
+    tiny: Annotated[bool, typer.Option("--tiny", help="Decode at the tiny model's resolution.")] = False,
+    name: Annotated[str | None, typer.Option("--name", help="The sample to use from a JSONL.")] = None,
+    depth_model_dir: Annotated[Path | None, typer.Option(help=_DEPTH_DIR_HELP)] = None,
+    seg_model_dir: Annotated[Path | None, typer.Option(help=_SEG_DIR_HELP)] = None,
+    grounding_model_dir: Annotated[Path | None, typer.Option(help=_GROUNDING_DIR_HELP)] = None,
+) -> None:
+    """Compute every control of the job that has no control_path (lossless .mkv + .mp4 preview + .json)."""
+    import json
+
+    from cosmos_t2.controls.models import ModelPaths
+    from cosmos_t2.controls.run import controls_for_job
+    from cosmos_t2.spec import load_job
+
+    models = ModelPaths.from_env(depth_model_dir, seg_model_dir, grounding_model_dir)
+    written = controls_for_job(
+        load_job(job, name=name), out_dir, input_path=input_path, models=models, device=device,
+        resolution="tiny" if tiny else None,
+    )  # fmt: skip
+    typer.echo(json.dumps({m: str(p) for m, p in written.items()}, indent=2))
+
+
+@app.command()
+def masks(
+    job: Annotated[Path, typer.Argument(help="A job spec, or a spec file (with --name for a JSONL).")],
+    out_dir: Annotated[Path, typer.Option("-o", "--out", help="Folder for <modality>_mask.mkv/.mp4/.json.")],
+    input_path: Annotated[
+        Path | None, typer.Option("--input", help="Model-size input (default DIR/input.mkv, else decoded).")
+    ] = None,
+    device: Annotated[str | None, typer.Option("--device", help="cpu or cuda (default: cuda if present).")] = None,
+    tiny: Annotated[bool, typer.Option("--tiny", help="Decode at the tiny model's resolution.")] = False,
+    name: Annotated[str | None, typer.Option("--name", help="The sample to use from a JSONL.")] = None,
+    seg_model_dir: Annotated[Path | None, typer.Option(help=_SEG_DIR_HELP)] = None,
+    grounding_model_dir: Annotated[Path | None, typer.Option(help=_GROUNDING_DIR_HELP)] = None,
+) -> None:
+    """Write the binary mask (white = control applies) of every control with mask_path or mask_prompt."""
+    import json
+
+    from cosmos_t2.controls.models import ModelPaths
+    from cosmos_t2.masks import masks_for_job
+    from cosmos_t2.spec import load_job
+
+    models = ModelPaths.from_env(seg_model_dir=seg_model_dir, grounding_model_dir=grounding_model_dir)
+    written = masks_for_job(
+        load_job(job, name=name), out_dir, input_path=input_path, models=models, device=device,
+        resolution="tiny" if tiny else None,
+    )  # fmt: skip
+    typer.echo(json.dumps({m: str(p) for m, p in written.items()}, indent=2))
+
+
 def main() -> None:
     """Entry point that turns CosmosError into one red line and exit code 2."""
     try:

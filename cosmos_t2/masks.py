@@ -31,7 +31,7 @@ import torch.nn.functional as F
 
 from cosmos_t2 import __version__
 from cosmos_t2.controls.models import ModelPaths, resolve_device
-from cosmos_t2.controls.run import write_outputs
+from cosmos_t2.controls.run import load_model_frames, write_outputs
 from cosmos_t2.errors import CosmosError
 from cosmos_t2.video import Video, read_video
 
@@ -254,11 +254,20 @@ def _rasterize(plane: np.ndarray, kind: str, points: np.ndarray) -> None:
         rows = slice(max(0, math.ceil(y0 - 0.5)), min(height, math.ceil(y1 - 0.5)))
         plane[rows, cols] = True
         return
-    shift = 8  # fixed-point bits: sub-pixel vertices
-    fixed = np.round((points - 0.5) * (1 << shift)).astype(np.int32)  # OpenCV puts integers at centres
-    layer = np.zeros((height, width), dtype=np.uint8)
-    cv2.fillPoly(layer, [fixed.reshape(-1, 1, 2)], 1, lineType=cv2.LINE_8, shift=shift)
-    plane |= layer.astype(bool)
+    # even-odd rule on pixel centres, within the polygon's bounding box
+    (x_min, y_min), (x_max, y_max) = points.min(axis=0), points.max(axis=0)
+    c0, c1 = max(0, math.floor(x_min)), min(width, math.ceil(x_max))
+    r0, r1 = max(0, math.floor(y_min)), min(height, math.ceil(y_max))
+    if c0 >= c1 or r0 >= r1:
+        return
+    cx, cy = np.meshgrid(np.arange(c0, c1) + 0.5, np.arange(r0, r1) + 0.5)
+    inside = np.zeros(cx.shape, dtype=bool)
+    for (x0, y0), (x1, y1) in zip(points, np.roll(points, -1, axis=0), strict=True):
+        crosses = (y0 > cy) != (y1 > cy)  # never true for a horizontal edge, so no division by zero
+        with np.errstate(divide="ignore", invalid="ignore"):
+            x_cross = x0 + (cy - y0) * (x1 - x0) / (y1 - y0)
+        inside ^= crosses & (cx < x_cross)
+    plane[r0:r1, c0:c1] |= inside
 
 
 # ---- the masks stage ------------------------------------------------------------------------------------
@@ -324,3 +333,17 @@ def compute_masks(
         video = np.repeat((mask.astype(np.uint8) * 255)[..., None], 3, axis=-1)
         written[modality] = write_outputs(out_dir, f"{modality}_mask", video, frames.fps, record)
     return written
+
+
+def masks_for_job(
+    spec: Any,
+    out_dir: str | Path,
+    *,
+    input_path: Path | None = None,
+    models: ModelPaths | None = None,
+    device: str | torch.device | None = None,
+    resolution: str | None = None,
+) -> dict[str, Path]:
+    """The `masks` command: load the job's model-size input, then `compute_masks`."""
+    frames = load_model_frames(spec, Path(out_dir), input_path, resolution)
+    return compute_masks(spec, frames, out_dir, models, device)

@@ -4,8 +4,8 @@ Upstream (`_compute_depth_maps` in cosmos_transfer2/_src/transfer2/inference/uti
 Video-Depth-Anything (ViT-S), whose temporal head keeps the relative depth of consecutive frames on one
 scale. Its weights are not a transformers class, so we run the image model it is built on, Depth Anything V2
 (`DepthAnythingForDepthEstimation`), on each frame and put every frame on the first frame's scale: each
-frame's relative disparity gets the least-squares scale and shift that matches it to the previous aligned
-frame (`align_depth_sequence`). The rendering is upstream's: min-max over the whole clip to 0..255, truncated
+frame's relative disparity gets the scale and shift that best match it to the previous aligned frame where
+the two agree (`align_depth_sequence`). The rendering is upstream's: min-max over the whole clip to 0..255, truncated
 to uint8 (their float-to-uint8 copy truncates), grey in three channels, white = near.
 
 Upstream estimates depth on the source-resolution video and resizes the result (INTER_LINEAR) to the model
@@ -45,30 +45,48 @@ def estimate_depth(frames: np.ndarray, depth_model: DepthModel, batch_size: int 
     return torch.cat(out)
 
 
-def align_depth_sequence(depth: torch.Tensor | np.ndarray, eps: float = 1e-12) -> torch.Tensor:
+def align_depth_sequence(
+    depth: torch.Tensor | np.ndarray, keep: float = 0.8, iterations: int = 3
+) -> torch.Tensor:
     """Put every frame of a (T, H, W) relative-depth sequence on frame 0's scale and shift.
 
-    Frame t gets the (s, b) minimising ||s * d_t + b - aligned_{t-1}||². Least squares commutes with an
-    affine change of the target, so the fit of d_t to the raw d_{t-1} composed with frame t-1's own
-    transform is the same thing; that lets each pair be fitted independently. A non-positive fitted scale
-    (nothing shared between the frames) falls back to matching the standard deviations.
+    Frame t gets the (s, b) minimising ||s * d_t + b - aligned_{t-1}||² over the pixels that agree: after
+    each fit the `1 - keep` share of pixels with the largest residuals (what moved or appeared) is left
+    out and the fit repeated, so moving objects do not bias the scale. Least squares, and this trimming,
+    commute with an affine change of the target, so the fit of d_t to the raw d_{t-1} composed with frame
+    t-1's own transform is the same thing; each pair is fitted on its own.
     """
     d = torch.as_tensor(depth)
     scales, shifts = [1.0], [0.0]  # the transform taking raw frame t onto frame 0's scale
     for t in range(1, d.shape[0]):
-        x, y = d[t].double().flatten(), d[t - 1].double().flatten()
-        x_c, y_c = x - x.mean(), y - y.mean()
-        var_x = float((x_c * x_c).mean())
-        s = float((x_c * y_c).mean()) / var_x if var_x > eps else 1.0
-        if s <= 0:
-            s = float(y.std() / x.std())
-        b = float(y.mean()) - s * float(x.mean())
+        s, b = fit_scale_shift(d[t].double().flatten(), d[t - 1].double().flatten(), keep, iterations)
         scales.append(scales[-1] * s)
         shifts.append(scales[-2] * b + shifts[-1])
     dtype = d.dtype if d.is_floating_point() else torch.float32
     scale = torch.tensor(scales, dtype=dtype, device=d.device)[:, None, None]
     shift = torch.tensor(shifts, dtype=dtype, device=d.device)[:, None, None]
     return d.to(dtype) * scale + shift
+
+
+def fit_scale_shift(
+    x: torch.Tensor, y: torch.Tensor, keep: float = 0.8, iterations: int = 3, eps: float = 1e-12
+) -> tuple[float, float]:
+    """Trimmed least-squares (s, b) with s * x + b ≈ y; a non-positive s (nothing shared) falls back to
+    matching the standard deviations."""
+    inliers = torch.ones_like(x, dtype=torch.bool)
+    s, b = 1.0, 0.0
+    for _ in range(iterations):
+        xi, yi = x[inliers], y[inliers]
+        x_c, y_c = xi - xi.mean(), yi - yi.mean()
+        var_x = float((x_c * x_c).mean())
+        s = float((x_c * y_c).mean()) / var_x if var_x > eps else 1.0
+        if s <= 0:
+            s = float(yi.std() / xi.std()) if var_x > eps else 1.0
+        b = float(yi.mean()) - s * float(xi.mean())
+        residual = (s * x + b - y).abs()
+        k = max(1, int(keep * residual.numel()))
+        inliers = residual <= residual.kthvalue(k).values
+    return s, b
 
 
 def render_depth(depth: torch.Tensor | np.ndarray) -> np.ndarray:
@@ -89,7 +107,7 @@ def depth_control(
     info = {
         "model_dir": str(model_dir),
         "model_class": type(depth_model.model).__name__,
-        "temporal_alignment": "per-frame least-squares scale/shift onto the previous aligned frame",
+        "temporal_alignment": "trimmed least-squares scale/shift of each frame onto the previous aligned one",
         "normalisation": "min-max over the clip to 0..255, truncated to uint8",
         "batch_size": batch_size,
     }

@@ -65,13 +65,24 @@ class ModelPaths:
 
     def require(self, field: str) -> Path:
         """The folder for `field`, or a CosmosError saying which option or variable to set."""
-        option, env, what = MODEL_DIR_SOURCES[field]
-        path = getattr(self, field)
-        if path is None:
-            raise CosmosError(f"no {what} model folder configured: pass {option} DIR or set {env}")
-        if not Path(path).is_dir():
-            raise CosmosError(f"{what} model folder does not exist (from {option} or {env})", file=path)
-        return Path(path)
+        return self.require_all(field)[0]
+
+    def require_all(self, *fields: str) -> list[Path]:
+        """The folders for `fields`; one CosmosError naming every missing one's option and variable."""
+        missing = [f for f in fields if getattr(self, f) is None]
+        if missing:
+            needs = "; ".join(
+                f"{MODEL_DIR_SOURCES[f][2]}: pass {MODEL_DIR_SOURCES[f][0]} DIR or set {MODEL_DIR_SOURCES[f][1]}"
+                for f in missing
+            )
+            raise CosmosError(f"no model folder configured ({needs})")
+        for field in fields:
+            if not Path(getattr(self, field)).is_dir():
+                option, env, what = MODEL_DIR_SOURCES[field]
+                raise CosmosError(
+                    f"{what} model folder does not exist (from {option} or {env})", file=getattr(self, field)
+                )
+        return [Path(getattr(self, f)) for f in fields]
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:

@@ -22,16 +22,32 @@ from cosmos_t2.controls.models import ModelPaths, resolve_device
 from cosmos_t2.video import Video, model_resolution, read_video, resize_to_model, write_video
 
 
-def load_model_frames(spec: Any, out_dir: Path | None = None, input_path: Path | None = None) -> Video:
+def load_model_frames(
+    spec: Any, out_dir: Path | None = None, input_path: Path | None = None, resolution: str | None = None
+) -> Video:
     """The job's input at the model resolution: `input_path`, else DIR/input.mkv (from `decode`), else
-    the spec's video decoded and resized here."""
+    the spec's video decoded and resized here (to `resolution`, default the spec's)."""
     if input_path is None and out_dir is not None and (Path(out_dir) / "input.mkv").is_file():
         input_path = Path(out_dir) / "input.mkv"
     if input_path is not None:
         return read_video(input_path, max_frames=spec.max_frames)
     video = read_video(spec.video_path, max_frames=spec.max_frames)
-    height, width = model_resolution(spec.resolution, video.height, video.width)
+    height, width = model_resolution(resolution or spec.resolution, video.height, video.width)
     return Video(frames=resize_to_model(video.frames, height, width), fps=video.fps)
+
+
+def controls_for_job(
+    spec: Any,
+    out_dir: str | Path,
+    *,
+    input_path: Path | None = None,
+    models: ModelPaths | None = None,
+    device: str | torch.device | None = None,
+    resolution: str | None = None,
+) -> dict[str, Path]:
+    """The `controls` command: load the job's model-size input, then `compute_missing_controls`."""
+    frames = load_model_frames(spec, Path(out_dir), input_path, resolution)
+    return compute_missing_controls(spec, frames, out_dir, models, device)
 
 
 def compute_missing_controls(

@@ -136,8 +136,9 @@ def segment_video(
     frames: np.ndarray, prompt: str, models: ModelPaths, device: torch.device
 ) -> tuple[np.ndarray, list[Detection]]:
     """Object masks (N, T, H, W) of what `prompt` names, found on frame 0 and tracked; N may be 0."""
-    grounding = load_grounding_model(models.require("grounding_model_dir"), device)
-    sam2 = load_sam2_model(models.require("seg_model_dir"), device)
+    sam2_dir, grounding_dir = models.require_all("seg_model_dir", "grounding_model_dir")
+    grounding = load_grounding_model(grounding_dir, device)
+    sam2 = load_sam2_model(sam2_dir, device)
     detections = detect_boxes(np.ascontiguousarray(frames[0]), prompt, grounding)[:MAX_OBJECTS]
     if not detections:
         return np.zeros((0, *frames.shape[:3]), dtype=bool), []
