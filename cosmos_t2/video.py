@@ -45,6 +45,16 @@ RESOLUTIONS: dict[str, dict[str, tuple[int, int]]] = {
 }
 _ASPECT_RATIOS = {"16,9": 16 / 9, "4,3": 4 / 3, "1,1": 1.0, "3,4": 3 / 4, "9,16": 9 / 16}
 
+# Interpolation the official inference uses when it resizes a given control video to the model size
+# (`read_and_process_control_input`): nearest keeps segmentation colours flat. Mask videos use INTER_LINEAR
+# and are then thresholded at 127.5. The input video itself uses INTER_AREA.
+CONTROL_INTERPOLATION: dict[str, int] = {
+    "edge": cv2.INTER_LINEAR,
+    "vis": cv2.INTER_AREA,
+    "depth": cv2.INTER_LINEAR,
+    "seg": cv2.INTER_NEAREST,
+}
+
 CRF = 18  # visually lossless for previews and outputs; the model never reads these back
 _LOSSLESS_SUFFIXES = {".mkv"}
 
@@ -144,7 +154,9 @@ def write_video(
     path.parent.mkdir(parents=True, exist_ok=True)
     with _atomic(path) as tmp:
         try:
-            with av.open(str(tmp), "w") as container:
+            # faststart puts the index first, so the HTML report's <video> starts before the file is read
+            options = {"movflags": "+faststart"} if path.suffix.lower() in {".mp4", ".mov"} else {}
+            with av.open(str(tmp), "w", options=options) as container:
                 if lossless:
                     stream = container.add_stream("ffv1", rate=rate)
                     stream.pix_fmt = "bgr0"  # packed RGB: no colour conversion, so bit-exact
@@ -178,21 +190,29 @@ def aspect_ratio_key(height: int, width: int) -> str:
     return min(_ASPECT_RATIOS, key=lambda key: (_ASPECT_RATIOS[key] - ratio) ** 2)
 
 
-def resize_to_model(frames: torch.Tensor, height: int, width: int, *, crop: bool = False) -> torch.Tensor:
-    """Resize (T, H, W, 3) uint8 frames to the model size with INTER_AREA, as the official inference does.
+def resize_to_model(
+    frames: torch.Tensor,
+    height: int,
+    width: int,
+    *,
+    crop: bool = False,
+    interpolation: int = cv2.INTER_AREA,
+) -> torch.Tensor:
+    """Resize (T, H, W, 3) uint8 frames to the model size, by default as the official inference does.
 
-    The official code stretches to the table entry. `crop=True` instead scales to cover the target and
-    cuts the centre, keeping the aspect ratio exactly (for inputs far from every table ratio).
+    The official code stretches to the table entry with INTER_AREA (for a control video: the modality's
+    entry in CONTROL_INTERPOLATION). `crop=True` instead scales to cover the target and cuts the centre,
+    keeping the aspect ratio exactly (for inputs far from every table ratio).
     """
     array = _as_uint8_frames(frames)
     if crop:
         _, src_h, src_w, _ = array.shape
         scale = max(height / src_h, width / src_w)
         cover_h, cover_w = max(height, round(src_h * scale)), max(width, round(src_w * scale))
-        array = _resize(array, cover_h, cover_w, cv2.INTER_AREA)
+        array = _resize(array, cover_h, cover_w, interpolation)
         top, left = (cover_h - height) // 2, (cover_w - width) // 2
         return torch.from_numpy(np.ascontiguousarray(array[:, top : top + height, left : left + width]))
-    return torch.from_numpy(_resize(array, height, width, cv2.INTER_AREA))
+    return torch.from_numpy(_resize(array, height, width, interpolation))
 
 
 def resize_back(frames: torch.Tensor, height: int, width: int) -> torch.Tensor:

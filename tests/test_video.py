@@ -15,6 +15,7 @@ import torch
 from cosmos_t2.cli import main
 from cosmos_t2.errors import CosmosError
 from cosmos_t2.video import (
+    CONTROL_INTERPOLATION,
     RESOLUTIONS,
     Video,
     decode_to_model,
@@ -182,6 +183,16 @@ def test_resize_to_model_crop_keeps_the_centre() -> None:
     assert cropped.shape == (1, 50, 100, 3) and (cropped == (0, 255, 0)).all()
     stretched = resize_to_model(torch.from_numpy(frame), 50, 100).numpy()
     assert (stretched[0, 0] == (255, 0, 0)).all() and (stretched[0, -1] == (0, 0, 255)).all()
+
+
+def test_seg_controls_resize_without_mixing_colours() -> None:
+    seg = np.zeros((1, 30, 40, 3), np.uint8)
+    seg[:, :, :17] = (220, 40, 60)
+    seg[:, 11:, 23:] = (40, 200, 120)
+    out = resize_to_model(torch.from_numpy(seg), 64, 80, interpolation=CONTROL_INTERPOLATION["seg"]).numpy()
+    assert {tuple(c) for c in out.reshape(-1, 3)} == {(0, 0, 0), (220, 40, 60), (40, 200, 120)}
+    blended = resize_to_model(torch.from_numpy(seg), 64, 80).numpy()  # the input's INTER_AREA blends
+    assert len({tuple(c) for c in blended.reshape(-1, 3)}) > 3
 
 
 def test_resize_back_returns_even_sides_for_h264() -> None:
