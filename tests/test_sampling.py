@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import random
 import types
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -19,6 +20,7 @@ import torch.nn.functional as F
 
 from cosmos_t2.sampling import (
     UniPC,
+    VelocityFn,
     chunk_seeds,
     condition_mask,
     flow_schedule,
@@ -174,48 +176,23 @@ def test_same_seed_same_video_other_seed_other_video() -> None:
 
 
 # --- full loop parity with diffusers' Cosmos2_5_TransferPipeline --------------------------------------
+# The pipeline runs on tiny random models; a subclass records what each chunk starts from (noise,
+# conditioning latent, mask) and the controlnet stand-in records the control latents, so our loop
+# starts from exactly the same tensors. Two chunks: the second one has a clean conditioning frame.
 
 H = W = 32  # pixels; latent 4x4
-FRAMES_PER_CHUNK = 9  # 3 latent frames
-TEXT_DIM = 64  # the tiny text encoder's 2 layers x 32
+STEPS = 5
+NUM_FRAMES, FRAMES_PER_CHUNK = 17, 9  # 2 chunks of 3 latent frames, 1 frame carried -> 5 latent frames
+TEXT_DIM = 64  # the tiny random text encoder: 2 layers x 32
 
 
-def _tiny_models(num_controls: int) -> tuple[object, list[object], object]:
-    common = dict(
-        num_attention_heads=2,
-        attention_head_dim=16,
-        mlp_ratio=2,
-        text_embed_dim=32,
-        adaln_lora_dim=4,
-        max_size=(8, 32, 32),
-        patch_size=(1, 2, 2),
-        rope_scale=(2.0, 1.0, 1.0),
-        extra_pos_embed_type=None,
-        img_context_dim_in=32,
-        img_context_dim_out=32,
-        use_crossattn_projection=True,
-        crossattn_proj_in_channels=TEXT_DIM,
-        encoder_hidden_states_channels=32,
-    )
-    torch.manual_seed(0)
-    transformer = diffusers.CosmosTransformer3DModel(
-        in_channels=17,
-        out_channels=16,
-        num_layers=2,
-        controlnet_block_every_n=1,
-        img_context_num_tokens=4,
-        **common,
-    ).eval()
-    controlnets = [
-        diffusers.CosmosControlNetModel(
-            n_controlnet_blocks=2, in_channels=18, latent_channels=18, model_channels=32, **common
-        ).eval()
-        for _ in range(num_controls)
-    ]
-    vae = diffusers.AutoencoderKLWan(
-        base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1, temperal_downsample=[False, True, True]
-    ).eval()
-    return transformer, controlnets, vae
+def _sum_branches(nets, weights, latents, kwargs) -> list[torch.Tensor]:
+    total: list[torch.Tensor] | None = None
+    for net, weight, lat in zip(nets, weights, latents, strict=True):
+        out = net(controls_latents=lat, conditioning_scale=weight, return_dict=False, **kwargs)[0]
+        total = out if total is None else [a + b for a, b in zip(total, out, strict=True)]
+    assert total is not None
+    return total
 
 
 class _ControlBranches(torch.nn.Module):
@@ -240,15 +217,6 @@ class _ControlBranches(torch.nn.Module):
         return (_sum_branches(self.nets, self.weights, [controls_latents, *self.extra], kwargs),)
 
 
-def _sum_branches(nets, weights, latents, kwargs) -> list[torch.Tensor]:
-    total: list[torch.Tensor] | None = None
-    for net, weight, lat in zip(nets, weights, latents, strict=True):
-        out = net(controls_latents=lat, conditioning_scale=weight, return_dict=False, **kwargs)[0]
-        total = out if total is None else [a + b for a, b in zip(total, out, strict=True)]
-    assert total is not None
-    return total
-
-
 class _NoSafetyCheck(torch.nn.Module):
     device = torch.device("cpu")
 
@@ -259,97 +227,131 @@ class _NoSafetyCheck(torch.nn.Module):
         return video
 
 
-def _recording_pipeline(transformer, controlnet, vae):
-    class Recording(diffusers.Cosmos2_5_TransferPipeline):
-        def prepare_latents(self, *args: object, **kwargs: object) -> object:
-            out = super().prepare_latents(*args, **kwargs)
-            self.records.append(out)  # (noise, condition latent, condition mask, frame indicator)
-            return out
+class _Run:
+    """One run of the diffusers pipeline and what each of its two chunks started from."""
 
-    scheduler = _diffusers_unipc(use_karras_sigmas=True, sigma_max=200.0, sigma_min=0.01)
-    pipe = Recording(
-        text_encoder=None,
-        tokenizer=None,
-        transformer=transformer,
-        vae=vae,
-        scheduler=scheduler,
-        controlnet=controlnet,
-        safety_checker=_NoSafetyCheck(),
-    )
-    pipe.records = []
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+    def __init__(
+        self, transformer: torch.nn.Module, nets: list[torch.nn.Module], weights: list[float]
+    ) -> None:
+        class Recording(diffusers.Cosmos2_5_TransferPipeline):
+            def prepare_latents(self, *args: object, **kwargs: object) -> object:
+                out = super().prepare_latents(*args, **kwargs)
+                self.records.append(out)  # (noise, condition latent, condition mask, frame indicator)
+                return out
 
-
-def _our_velocity(transformer, nets, weights, control_latents, mask, prompt, negative):
-    padding = torch.zeros(1, 1, H, W)
-    img_context = torch.zeros(1, 4, 32)  # no reference image: zeros, as the pipeline feeds
-
-    def forward(x: torch.Tensor, timesteps: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
-        b = x.shape[0]
-        common = dict(
-            latents=x,
-            timestep=timesteps[:, None, :, None, None],
-            encoder_hidden_states=(text, img_context.expand(b, -1, -1)),
-            condition_mask=mask.expand(b, -1, -1, -1, -1),
-            padding_mask=padding,
+        torch.manual_seed(0)
+        vae = diffusers.AutoencoderKLWan(
+            base_dim=3,
+            z_dim=16,
+            dim_mult=[1, 1, 1, 1],
+            num_res_blocks=1,
+            temperal_downsample=[False, True, True],
+        ).eval()
+        g = torch.Generator().manual_seed(0)
+        self.extra = [torch.randn(1, 16, 3, 4, 4, generator=g) for _ in weights[1:]]
+        self.controlnet = _ControlBranches(nets, weights, self.extra)
+        pipe = Recording(
+            text_encoder=None,
+            tokenizer=None,
+            transformer=transformer,
+            vae=vae,
+            scheduler=_diffusers_unipc(use_karras_sigmas=True, sigma_max=200.0, sigma_min=0.01),
+            controlnet=self.controlnet,
+            safety_checker=_NoSafetyCheck(),
         )
-        lats = [c.expand(b, -1, -1, -1, -1) for c in control_latents]
-        blocks = _sum_branches(nets, weights, lats, common)
-        common["hidden_states"] = common.pop("latents")
-        return transformer(block_controlnet_hidden_states=blocks, return_dict=False, **common)[0]
-
-    return guided_velocity(forward, prompt, negative)
-
-
-@pytest.mark.parametrize("weights", [[1.0], [0.6, 0.4]], ids=["one-control", "two-controls"])
-def test_loop_matches_diffusers_pipeline_over_two_chunks(weights: list[float]) -> None:
-    steps, num_frames = 6, 17  # 17 frames, 9 a chunk, 1 carried -> 2 chunks; 5 latent frames out
-    transformer, nets, vae = _tiny_models(len(weights))
-    g = torch.Generator().manual_seed(0)
-    extra = [torch.randn(1, 16, 3, 4, 4, generator=g) for _ in weights[1:]]
-    controlnet = _ControlBranches(nets, weights, extra)
-    pipe = _recording_pipeline(transformer, controlnet, vae)
-    noise = torch.randn(1, 16, 3, 4, 4, generator=g)
-    prompt, negative = torch.randn(1, 16, TEXT_DIM, generator=g), torch.randn(1, 16, TEXT_DIM, generator=g)
-    controls = torch.rand(1, num_frames, 3, H, W, generator=g)
-    with torch.no_grad():
-        ref = pipe(
-            controls=controls,
-            prompt_embeds=prompt,
-            negative_prompt_embeds=negative,
-            height=H,
-            width=W,
-            num_frames=num_frames,
-            num_frames_per_chunk=FRAMES_PER_CHUNK,
-            num_inference_steps=steps,
-            guidance_scale=3.0,
-            generator=torch.Generator().manual_seed(1),
-            latents=noise,
-            output_type="latent",
-            num_ar_conditional_frames=1,
-        ).frames
-    assert ref.shape == (1, 16, 5, 4, 4)
-
-    schedule = karras_schedule(steps, integer_timesteps=False)
-    ours = []
-    for chunk in range(2):
-        chunk_noise, cond_latent, mask, _ = pipe.records[chunk]
-        assert int(mask[0, 0, :, 0, 0].sum()) == chunk  # chunk 1 keeps 1 latent frame clean
-        control_latents = [controlnet.seen[chunk * 2 * steps], *extra]
-        velocity = _our_velocity(transformer, nets, weights, control_latents, mask, prompt, negative)
+        pipe.records = []
+        pipe.set_progress_bar_config(disable=True)
+        noise = torch.randn(1, 16, 3, 4, 4, generator=g)
+        self.prompt = torch.randn(1, 16, TEXT_DIM, generator=g)
+        self.negative = torch.randn(1, 16, TEXT_DIM, generator=g)
         with torch.no_grad():
-            ours.append(
-                sample(
-                    velocity,
-                    chunk_noise,
-                    schedule=schedule,
+            self.latents = pipe(
+                controls=torch.rand(1, NUM_FRAMES, 3, H, W, generator=g),
+                prompt_embeds=self.prompt,
+                negative_prompt_embeds=self.negative,
+                height=H,
+                width=W,
+                num_frames=NUM_FRAMES,
+                num_frames_per_chunk=FRAMES_PER_CHUNK,
+                num_inference_steps=STEPS,
+                guidance_scale=3.0,
+                generator=torch.Generator().manual_seed(1),
+                latents=noise,
+                output_type="latent",
+                num_ar_conditional_frames=1,
+            ).frames
+        assert self.latents.shape == (1, 16, 5, 4, 4)
+        self.records = pipe.records
+
+    def chunk_inputs(self, chunk: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+        noise, cond_latent, mask, _ = self.records[chunk]
+        assert int(mask[0, 0, :, 0, 0].sum()) == chunk  # chunk 1 keeps 1 latent frame clean
+        return noise, cond_latent, mask, [self.controlnet.seen[chunk * 2 * STEPS], *self.extra]
+
+    def check(self, velocity_for: Callable[..., VelocityFn]) -> float:
+        """Run our loop per chunk with velocity_for(mask, control_latents); return the max error."""
+        ours = []
+        for chunk in range(2):
+            noise, cond_latent, mask, controls = self.chunk_inputs(chunk)
+            with torch.no_grad():
+                out = sample(
+                    velocity_for(mask, controls),
+                    noise,
+                    schedule=karras_schedule(STEPS, integer_timesteps=False),
                     guidance=3.0,
                     condition_latent=cond_latent,
                     condition_mask=mask,
                     condition_timestep=0.1,
                 )
+            ours.append(out)
+        stitched = torch.cat([ours[0], ours[1][:, :, 1:]], dim=2)
+        return float((stitched - self.latents).abs().max())
+
+
+@pytest.mark.parametrize("weights", [[1.0], [0.6, 0.4]], ids=["one-control", "two-controls"])
+def test_loop_matches_diffusers_pipeline(weights: list[float]) -> None:
+    """Our loop with diffusers' models as the velocity, and with our TransferNet carrying their weights."""
+    keys = pytest.importorskip("_diffusers_keys")
+    from cosmos_t2.model import ControlInput, TransferConfig, TransferNet
+    from cosmos_t2.model.checkpoint import load_state_dict_strict
+
+    cfg = TransferConfig.tiny()
+    transformer, nets = keys.build_diffusers_models(cfg, len(weights), 0)
+    run = _Run(transformer, nets, weights)
+    padding = torch.zeros(1, 1, H, W)
+    img_context = torch.zeros(1, cfg.image_context_tokens, cfg.image_context_dim)  # no reference image
+
+    def diffusers_velocity(mask: torch.Tensor, controls: list[torch.Tensor]) -> VelocityFn:
+        def forward(x: torch.Tensor, timesteps: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+            b = x.shape[0]
+            common = dict(
+                timestep=timesteps[:, None, :, None, None],
+                encoder_hidden_states=(text, img_context.expand(b, -1, -1)),
+                condition_mask=mask.expand(b, -1, -1, -1, -1),
+                padding_mask=padding,
             )
-    stitched = torch.cat([ours[0], ours[1][:, :, 1:]], dim=2)
-    assert torch.allclose(stitched, ref, atol=1e-3), (stitched - ref).abs().max()
-    assert (stitched - ref).abs().max() < 1e-4  # in practice far inside the tolerance
+            lats = [c.expand(b, -1, -1, -1, -1) for c in controls]
+            blocks = _sum_branches(nets, weights, lats, {"latents": x, **common})
+            return transformer(
+                hidden_states=x, block_controlnet_hidden_states=blocks, return_dict=False, **common
+            )[0]
+
+        return guided_velocity(forward, run.prompt, run.negative)
+
+    assert run.check(diffusers_velocity) < 1e-3
+
+    net = TransferNet(cfg, num_control_branches=len(weights)).eval()
+    state = keys.diffusers_to_official_state_dict(transformer.state_dict(), [c.state_dict() for c in nets])
+    load_state_dict_strict(net, state)
+
+    def transfernet_velocity(mask: torch.Tensor, controls: list[torch.Tensor]) -> VelocityFn:
+        def forward(x: torch.Tensor, timesteps: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+            b = x.shape[0]
+            inputs = [
+                ControlInput(c.expand(b, -1, -1, -1, -1), w) for c, w in zip(controls, weights, strict=True)
+            ]
+            return net(x, timesteps, text, condition_mask=mask, controls=inputs)
+
+        return guided_velocity(forward, run.prompt, run.negative)
+
+    assert run.check(transfernet_velocity) < 1e-3
