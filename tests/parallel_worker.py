@@ -19,6 +19,7 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 
 from cosmos_t2.errors import CosmosError
+from cosmos_t2.launch import exit_rank
 from cosmos_t2.model import ControlInput, TransferConfig, TransferNet
 from cosmos_t2.model.vae import VAEConfig, build_vae
 from cosmos_t2.parallel import (
@@ -214,5 +215,5 @@ def _write(ctx: ParallelContext, out_dir: str) -> None:
 if __name__ == "__main__":
     try:
         {"fail": _fail_mode, "write": _write_mode}[sys.argv[1]](*sys.argv[2:])
-    except Exception:
-        sys.exit(1)  # the launcher reports the root cause
+    except Exception as exc:
+        exit_rank(exc)  # the launcher reports the root cause
