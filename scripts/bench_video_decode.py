@@ -4,8 +4,8 @@ Compared, both ending in a uint8 array (T, H, W, 3):
 - PyAV (`av`): libavcodec in-process, frames converted to rgb24 by libswscale.
 - ffmpeg-python driving the binary that imageio-ffmpeg ships: a subprocess that writes rawvideo rgb24 to a pipe.
 
-The clip is an H.264 mp4 (yuv420p, crf 18) of moving textured content, written once by PyAV. Each decoder
-runs `--runs` times; the median wall time is reported. Usage:
+The clip is an H.264 mp4 (yuv420p, crf 18) of moving textured content, written once by PyAV. The decoders
+alternate for `--runs` rounds; the median wall time and CPU time (with children) of each are reported. Usage:
 
     .venv/bin/python scripts/bench_video_decode.py [--frames 93] [--height 704] [--width 1280] [--runs 5]
 """
@@ -68,13 +68,27 @@ def decode_ffmpeg_python(path: Path) -> np.ndarray:
     return np.frombuffer(out, np.uint8).reshape(-1, height, width, 3)
 
 
-def time_runs(fn: Callable[[Path], np.ndarray], path: Path, runs: int) -> tuple[list[float], np.ndarray]:
-    times, frames = [], np.empty(0)
+def time_runs(
+    decoders: dict[str, Callable[[Path], np.ndarray]], path: Path, runs: int
+) -> tuple[dict[str, list[float]], dict[str, list[float]], dict[str, np.ndarray]]:
+    """Alternate the decoders run by run, so load from other processes hits both alike."""
+    times: dict[str, list[float]] = {name: [] for name in decoders}
+    cpu: dict[str, list[float]] = {name: [] for name in decoders}
+    frames: dict[str, np.ndarray] = {}
     for _ in range(runs):
-        start = time.perf_counter()
-        frames = fn(path)
-        times.append(time.perf_counter() - start)
-    return times, frames
+        for name, fn in decoders.items():
+            start, cpu_start = time.perf_counter(), _cpu_seconds()
+            frames[name] = fn(path)
+            times[name].append(time.perf_counter() - start)
+            cpu[name].append(_cpu_seconds() - cpu_start)
+    return times, cpu, frames
+
+
+def _cpu_seconds() -> float:
+    """CPU time of this process and its finished children (the ffmpeg binary): steadier than wall time
+    on a machine shared with other work."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
 
 
 def main() -> None:
@@ -89,13 +103,18 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         clip = Path(tmp) / "clip.mp4"
         make_clip(clip, args.frames, args.height, args.width)
-        results: dict[str, dict[str, float | list[float]]] = {}
-        decoded: dict[str, np.ndarray] = {}
-        for name, fn in [("pyav", decode_pyav), ("ffmpeg-python+imageio-ffmpeg", decode_ffmpeg_python)]:
+        decoders = {"pyav": decode_pyav, "ffmpeg-python+imageio-ffmpeg": decode_ffmpeg_python}
+        for fn in decoders.values():
             fn(clip)  # warm the page cache and the dynamic loader
-            times, frames = time_runs(fn, clip, args.runs)
-            decoded[name] = frames
-            results[name] = {"median_s": statistics.median(times), "runs_s": [round(t, 4) for t in times]}
+        times, cpu, decoded = time_runs(decoders, clip, args.runs)
+        results = {
+            name: {
+                "median_s": round(statistics.median(t), 4),
+                "median_cpu_s": round(statistics.median(cpu[name]), 4),
+                "runs_s": [round(x, 4) for x in t],
+            }
+            for name, t in times.items()
+        }
         a, b = decoded.values()
         assert a.shape == b.shape == (args.frames, args.height, args.width, 3), (a.shape, b.shape)
         report = {
