@@ -175,6 +175,19 @@ class UniPC:
         return self._update(x, i, i + 1, x0, order, None)
 
 
+@dataclass(frozen=True)
+class GuidedGeneration:
+    """Upstream's guided generation: for steps 0..step_threshold the network input inside `mask` is
+    the input video's latent noised to the step's sigma, (1 - sigma) * x0 + sigma * noise.
+
+    x0: (B, C, T, H, W) clean latent of the input; mask: (B, C or 1, T, H, W) weights in [0, 1].
+    """
+
+    x0: Tensor
+    mask: Tensor
+    step_threshold: int = 25
+
+
 class VelocityFn(Protocol):
     def __call__(self, x: Tensor, timesteps: Tensor, *, guided: bool) -> Tensor:
         """x: (B, C, T, H, W) network input (conditioning frames clean); timesteps: (B, T) in [0, 1].
@@ -195,6 +208,7 @@ def sample(
     condition_mask: Tensor | None = None,
     condition_timestep: float | None = None,
     init_latent: Tensor | None = None,
+    guide: GuidedGeneration | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> Tensor:
     """Integrate the flow from noise to a clean latent; returns (B, C, T, H, W) fp32.
@@ -202,6 +216,7 @@ def sample(
     condition_mask: (B, 1, T, H, W), 1 on conditioning frames whose clean latent is in
     condition_latent (same shape as noise). condition_timestep: network time of those frames
     (None: the step's time, as upstream). init_latent: the clean latent `sigma_max` starts from.
+    guide: guided generation (upstream's `guided_generation_mask`), see GuidedGeneration.
     guidance 0 skips the negative-prompt pass (its weight is 0).
     """
     noise = noise.float()
@@ -219,7 +234,12 @@ def sample(
     x = noise if init_latent is None else (1 - sigma0) * init_latent.float() + sigma0 * noise
     solver = UniPC(schedule.sigmas)
     for i, t in enumerate(schedule.timesteps.tolist()):
-        x_in = mask * clean + (1 - mask) * x
+        x_in = x
+        if guide is not None and i <= guide.step_threshold:
+            sigma = float(schedule.sigmas[i])
+            noised = (1 - sigma) * guide.x0.float() + sigma * noise
+            x_in = guide.mask * noised + (1 - guide.mask) * x_in
+        x_in = mask * clean + (1 - mask) * x_in
         t_cond = t if condition_timestep is None else condition_timestep
         timesteps = frame_is_cond * t_cond + (1 - frame_is_cond) * t
         v = velocity_fn(x_in, timesteps, guided=guided).float()

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from cosmos_t2.sampling import (
+    GuidedGeneration,
     UniPC,
     VelocityFn,
     chunk_seeds,
@@ -152,6 +153,26 @@ def test_condition_frames_enter_clean_with_their_timestep(cond_t: float | None) 
         assert torch.equal(x[:, :, :2], clean[:, :, :2])
         assert torch.allclose(t[:, :2], torch.tensor(step_t if cond_t is None else cond_t))
         assert torch.allclose(t[:, 2:], torch.tensor(step_t))
+
+
+def test_guided_generation_feeds_the_noised_input_inside_the_mask_until_the_threshold() -> None:
+    shape = (1, 2, 3, 2, 2)
+    noise, x0 = initial_noise(1, shape), initial_noise(2, shape)
+    mask = torch.zeros(shape)
+    mask[..., 0] = 1.0  # left column guided
+    schedule = flow_schedule(6)
+    seen: list[torch.Tensor] = []
+
+    def velocity(x: torch.Tensor, timesteps: torch.Tensor, *, guided: bool) -> torch.Tensor:
+        seen.append(x.clone())
+        return torch.stack([torch.sin(x), torch.cos(x)])
+
+    sample(velocity, noise, schedule=schedule, guide=GuidedGeneration(x0, mask, step_threshold=2))
+    for i, x in enumerate(seen):
+        sigma = float(schedule.sigmas[i])
+        guided = torch.allclose(x[..., 0], (1 - sigma) * x0[..., 0] + sigma * noise[..., 0], atol=1e-6)
+        assert guided == (i <= 2), i
+    assert torch.equal(seen[0][..., 1], noise[..., 1])  # outside the mask: the sampler's own state
 
 
 def test_noise_is_numpy_randomstate_and_seeds_chain() -> None:
