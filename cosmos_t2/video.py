@@ -103,6 +103,7 @@ def read_video(path: str | Path, *, max_frames: int | None = None) -> Video:
         raise CosmosError(f"max_frames must be positive, got {max_frames}", file=path)
     frames: list[np.ndarray] = []
     rate: Fraction | None = None
+    expected = 0
     try:
         with av.open(str(path)) as container:
             if not container.streams.video:
