@@ -13,7 +13,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from cosmos_t2.controls.blur import blur_params, blur_video
+from cosmos_t2.controls.depth import depth_control
+from cosmos_t2.controls.edge import canny_edges, edge_thresholds
 from cosmos_t2.controls.models import ModelPaths, resolve_device
+from cosmos_t2.controls.seg import seg_control
 from cosmos_t2.errors import CosmosError
 
 MODALITIES = ("edge", "vis", "depth", "seg")  # upstream's order
@@ -23,8 +27,6 @@ ControlFn = Callable[[np.ndarray, Mapping[str, Any], ModelPaths, torch.device], 
 
 
 def _edge(frames: np.ndarray, params: Mapping[str, Any], _: ModelPaths, __: torch.device) -> ControlOutput:
-    from cosmos_t2.controls.edge import canny_edges, edge_thresholds
-
     preset = params.get("preset_edge_threshold") or "medium"
     lower, upper = edge_thresholds(preset)
     info = {"preset_edge_threshold": preset, "canny_lower": lower, "canny_upper": upper}
@@ -32,8 +34,6 @@ def _edge(frames: np.ndarray, params: Mapping[str, Any], _: ModelPaths, __: torc
 
 
 def _vis(frames: np.ndarray, params: Mapping[str, Any], _: ModelPaths, __: torch.device) -> ControlOutput:
-    from cosmos_t2.controls.blur import blur_params, blur_video
-
     preset = params.get("preset_blur_strength") or "medium"
     info = {"preset_blur_strength": preset, **blur_params(preset).to_dict()}
     return blur_video(frames, preset), info
@@ -42,8 +42,6 @@ def _vis(frames: np.ndarray, params: Mapping[str, Any], _: ModelPaths, __: torch
 def _depth(
     frames: np.ndarray, params: Mapping[str, Any], models: ModelPaths, device: torch.device
 ) -> ControlOutput:
-    from cosmos_t2.controls.depth import depth_control
-
     batch_size = int(params.get("batch_size") or 16)
     return depth_control(frames, models.require("depth_model_dir"), device, batch_size=batch_size)
 
@@ -51,8 +49,6 @@ def _depth(
 def _seg(
     frames: np.ndarray, params: Mapping[str, Any], models: ModelPaths, device: torch.device
 ) -> ControlOutput:
-    from cosmos_t2.controls.seg import seg_control
-
     return seg_control(
         frames, params.get("control_prompt"), models, device, int(params.get("color_seed") or 0)
     )

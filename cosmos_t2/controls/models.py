@@ -73,6 +73,7 @@ class ModelPaths:
         if missing:
             needs = "; ".join(
                 f"{MODEL_DIR_SOURCES[f][2]}: pass {MODEL_DIR_SOURCES[f][0]} DIR or set {MODEL_DIR_SOURCES[f][1]}"
+                f" (workflow config key {f})"
                 for f in missing
             )
             raise CosmosError(f"no model folder configured ({needs})")
