@@ -20,6 +20,7 @@ from cosmos_t2.errors import CosmosError
 from cosmos_t2.model import ControlInput, TransferConfig, TransferNet
 from cosmos_t2.model.checkpoint import (
     convert_checkpoint,
+    expected_keys,
     load_checkpoint,
     load_state_dict_strict,
     official_state_dict,
@@ -52,8 +53,9 @@ def diffusers_full_keys() -> dict[str, tuple[int, ...]]:
 
 def test_full_2b_key_set_and_parameter_counts(diffusers_full_keys: dict) -> None:
     net = _meta_net()
-    ours = {k: tuple(v.shape) for k, v in net.state_dict().items()}
+    ours = expected_keys(FULL)
     assert ours == diffusers_full_keys["keys"]
+    assert len(ours) == len(net.state_dict()) == 822
     counts = net.parameter_counts()
     # Backbone incl. the 100352->1024 text projection and the image-context projection: 2.414 B.
     assert counts["backbone"] == 2_413_864_960 == diffusers_full_keys["counts"]["transformer"]

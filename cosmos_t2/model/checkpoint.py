@@ -90,9 +90,24 @@ def official_state_dict(raw: dict[str, torch.Tensor]) -> tuple[dict[str, torch.T
     return weights, dropped
 
 
-def mismatch_report(model: nn.Module, state: dict[str, torch.Tensor]) -> str | None:
-    """None when `state` has exactly the model's keys and shapes, else a readable list of the differences."""
-    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+def expected_keys(config: object, num_control_branches: int = 1) -> dict[str, tuple[int, ...]]:
+    """The official key set (key -> shape) of the network for `config`, from a meta-device build."""
+    from cosmos_t2.model.control import TransferNet
+
+    with torch.device("meta"):
+        net = TransferNet(config, num_control_branches=num_control_branches)
+    return {k: tuple(v.shape) for k, v in net.state_dict().items()}
+
+
+def mismatch_report(
+    model: nn.Module | dict[str, tuple[int, ...]], state: dict[str, torch.Tensor]
+) -> str | None:
+    """None when `state` has exactly the keys and shapes of `model` (a module, or an `expected_keys` dict),
+    else a readable list of the differences."""
+    if isinstance(model, nn.Module):
+        expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    else:
+        expected = model
     missing = sorted(expected.keys() - state.keys())
     unexpected = sorted(state.keys() - expected.keys())
     shapes = [
@@ -157,7 +172,7 @@ def load_checkpoint(
     for n, path in enumerate(paths):
         state, skipped = official_state_dict(read_state_dict(path))
         dropped += skipped
-        report = mismatch_report(_single_branch_view(model), state)
+        report = mismatch_report(expected_keys(model.config), state)
         if report:
             raise CosmosError(
                 f"checkpoint does not match one control branch of the network: {report}", file=path
@@ -169,29 +184,17 @@ def load_checkpoint(
     return dropped
 
 
-def _single_branch_view(model: nn.Module) -> nn.Module:
-    """A meta-device single-branch twin of `model`, to check each per-modality file on its own."""
-    from cosmos_t2.model.control import TransferNet
-
-    with torch.device("meta"):
-        return TransferNet(model.config, num_control_branches=1)
-
-
 def convert_checkpoint(
     src: str | Path, dst: str | Path, config: object, *, dtype: torch.dtype | None = torch.bfloat16
 ) -> Path:
     """Check an official checkpoint against `config`'s network and write its weights as .safetensors
     (official key names, non-weights dropped), atomically."""
-    from cosmos_t2.model.control import TransferNet
-
     src, dst = Path(src), Path(dst)
     state, _ = official_state_dict(read_state_dict(src))
     branches = len(
         {k.split(".")[1] for k in state if k.startswith("control_embedder.") and k.split(".")[1].isdigit()}
     )
-    with torch.device("meta"):
-        net = TransferNet(config, num_control_branches=max(branches, 1))
-    report = mismatch_report(net, state)
+    report = mismatch_report(expected_keys(config, max(branches, 1)), state)
     if report:
         raise CosmosError(f"checkpoint does not match the network: {report}", file=src)
     seen: set[int] = set()
