@@ -273,3 +273,13 @@ def test_controls_and_masks_commands(models: ModelPaths, tmp_path: Path) -> None
     assert set(json.loads(result.output)) == {"edge", "depth"}
     assert load_mask(out / "edge_mask.mkv", 64, 112, 4)[:, :8, :8].all()
     assert json.loads((out / "depth_mask.json").read_text())["kind"] == "prompt"
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_depth_and_seg_run_on_cuda(models: ModelPaths) -> None:
+    frames = clip()
+    depth = compute_control("depth", frames, {}, models, "cuda")  # bf16 autocast there
+    assert depth.shape == frames.shape and depth.dtype == np.uint8 and depth.max() > 0
+    seg, info = compute_control_with_info("seg", frames, {"control_prompt": "a red car."}, models, "cuda")
+    assert seg.shape == frames.shape and info["detections"]
