@@ -165,9 +165,14 @@ def test_render_depth_is_upstreams_min_max_truncated() -> None:
     assert grey[0, :, :, 0].flatten().tolist() == [0, 63, 127, 255]  # 63.75 and 127.5 truncate
 
 
-def test_seg_runs_end_to_end_on_cpu(models: ModelPaths) -> None:
+@pytest.fixture(scope="module")
+def seg_run(models: ModelPaths) -> tuple[np.ndarray, dict]:
+    return compute_control_with_info("seg", clip(), {"control_prompt": "a red car."}, models, "cpu")
+
+
+def test_seg_runs_end_to_end_on_cpu(models: ModelPaths, seg_run: tuple[np.ndarray, dict]) -> None:
     frames = clip()
-    video, info = compute_control_with_info("seg", frames, {"control_prompt": "a red car."}, models, "cpu")
+    video, info = seg_run
     assert video.shape == frames.shape and video.dtype == np.uint8
     detections = info["detections"]
     assert detections and all(len(d["box"]) == 4 for d in detections)
@@ -213,11 +218,13 @@ def test_empty_control_prompt_is_a_clear_error() -> None:
         compute_control("seg", clip(num_frames=1), {"control_prompt": "  "}, ModelPaths(), "cpu")
 
 
-def test_mask_prompt_is_the_union_of_the_objects(models: ModelPaths) -> None:
+def test_mask_prompt_is_the_union_of_the_objects(
+    models: ModelPaths, seg_run: tuple[np.ndarray, dict]
+) -> None:
     frames = clip()
     mask, info = mask_from_prompt(frames, "a red car.", models, "cpu")
     assert mask.shape == frames.shape[:3] and mask.dtype == bool
-    seg, _ = compute_control_with_info("seg", frames, {"control_prompt": "a red car."}, models, "cpu")
+    seg = seg_run[0]
     np.testing.assert_array_equal(mask, seg.any(axis=-1))  # painted pixels = union of the objects
     assert len(info["detections"]) >= 1
 
