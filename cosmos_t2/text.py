@@ -67,12 +67,10 @@ class PromptEncoder:
         *,
         identity: str,
         label: str,
-        template: Any = None,
         max_length: int = MAX_LENGTH,
     ) -> None:
         self.model = model.eval()
         self.tokenizer = tokenizer
-        self.template = template if template is not None else tokenizer
         self.identity = identity
         self.label = label
         self.max_length = max_length
@@ -84,17 +82,16 @@ class PromptEncoder:
         cls, path: str | Path, *, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
     ) -> PromptEncoder:
         """Load Cosmos-Reason1-7B (or any Qwen2.5-VL) and its tokenizer from a local directory."""
-        from transformers import AutoProcessor, AutoTokenizer, Qwen2_5_VLForConditionalGeneration
+        from transformers import AutoTokenizer, Qwen2_5_VLForConditionalGeneration
 
         path = Path(path)
         if not (path / "config.json").is_file():
             raise CosmosError("not a text encoder directory (no config.json)", file=path)
         tokenizer = AutoTokenizer.from_pretrained(path)
-        template = (
-            tokenizer if getattr(tokenizer, "chat_template", None) else AutoProcessor.from_pretrained(path)
-        )
+        if not getattr(tokenizer, "chat_template", None):
+            tokenizer.chat_template = _processor_chat_template(path)
         model = Qwen2_5_VLForConditionalGeneration.from_pretrained(path, dtype=dtype).to(device)
-        return cls(model, tokenizer, identity=directory_identity(path), label=str(path), template=template)
+        return cls(model, tokenizer, identity=directory_identity(path), label=str(path))
 
     @classmethod
     def tiny(cls, device: str | torch.device = "cpu") -> PromptEncoder:
@@ -113,7 +110,7 @@ class PromptEncoder:
         pad = self.tokenizer.pad_token_id
         rows = []
         for prompt in prompts:
-            text = self.template.apply_chat_template(
+            text = self.tokenizer.apply_chat_template(
                 chat_messages(prompt), tokenize=False, add_generation_prompt=False, add_vision_id=False
             )
             ids = self.tokenizer(text)["input_ids"][: self.max_length]
@@ -132,6 +129,16 @@ class PromptEncoder:
             layers.append((h - h.mean(dim=-1, keepdim=True)) / (h.std(dim=-1, keepdim=True) + 1e-8))
         dtype = next(self.model.parameters()).dtype
         return torch.cat(layers, dim=-1).to(dtype)
+
+
+def _processor_chat_template(path: Path) -> str:
+    """The chat template Qwen2.5-VL folders keep beside the processor (upstream renders with the processor)."""
+    for name in ("chat_template.jinja", "chat_template.json"):
+        file = path / name
+        if file.is_file():
+            text = file.read_text(encoding="utf-8")
+            return json.loads(text)["chat_template"] if name.endswith(".json") else text
+    raise CosmosError("the tokenizer has no chat template, and there is no chat_template.json", file=path)
 
 
 def build_tiny_encoder() -> tuple[torch.nn.Module, Any]:

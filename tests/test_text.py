@@ -98,6 +98,13 @@ def test_loads_from_a_directory(tiny: PromptEncoder, tmp_path: Path) -> None:
     loaded = PromptEncoder.from_dir(folder)
     assert loaded.identity.startswith("dir:") and loaded.identity == PromptEncoder.from_dir(folder).identity
     assert torch.allclose(loaded.encode(PROMPTS[:1]), tiny.encode(PROMPTS[:1]), atol=1e-6)
+    # Qwen2.5-VL folders may keep the chat template only beside the processor.
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    config.pop("chat_template", None)
+    (folder / "tokenizer_config.json").write_text(json.dumps(config))
+    (folder / "chat_template.jinja").unlink(missing_ok=True)
+    (folder / "chat_template.json").write_text(json.dumps({"chat_template": tiny.tokenizer.chat_template}))
+    assert torch.equal(PromptEncoder.from_dir(folder).token_ids(PROMPTS), tiny.token_ids(PROMPTS))
     with pytest.raises(CosmosError):
         PromptEncoder.from_dir(tmp_path)
     with pytest.raises(CosmosError, match="--tiny"):
