@@ -317,6 +317,21 @@ def masks(
     typer.echo(json.dumps({m: str(p) for m, p in written.items()}, indent=2))
 
 
+@app.command()
+def report(
+    results: Annotated[Path, typer.Argument(help="The workflow's results folder (a run folder per label).")],
+    out: Annotated[Path, typer.Option("-o", "--out", help="The HTML file to write.")] = Path("report.html"),
+    metrics: Annotated[bool, typer.Option(help="Score outputs against their controls.")] = True,
+    metric_frames: Annotated[int, typer.Option(help="Frames per video the metrics look at.")] = 16,
+    embed_limit_mb: Annotated[float, typer.Option(help="Inline previews up to this size.")] = 8.0,
+) -> None:
+    """Write one self-contained HTML report: jobs, costs per rule and hardware, previews, control fidelity."""
+    from cosmos_t2.report import ReportOptions, build_report
+
+    options = ReportOptions(metrics=metrics, metric_frames=metric_frames, embed_limit_mb=embed_limit_mb)
+    typer.echo(build_report(results, out, options))
+
+
 def main() -> None:
     """Entry point that turns CosmosError into one red line and exit code 2."""
     try:

@@ -1,0 +1,210 @@
+"""What the report shows, gathered from a results folder into tables.
+
+A results folder holds one run folder per hardware label (`results/<label>/`), each with the
+`manifest.json` the workflow writes (jobs, their settings and files), Snakemake's benchmark TSVs
+(`benchmarks/<rule>/<key>.tsv`), the sidecars `cosmos-t2 infer` and `render` write, and any
+`cosmos-t2 bench --json-out` results. Nothing here renders HTML; see report.py.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from cosmos_t2.errors import CosmosError
+
+log = logging.getLogger(__name__)
+
+# Snakemake benchmark columns we keep, and what the report calls them.
+BENCH_COLUMNS = {
+    "s": "wall_s",
+    "cpu_time": "cpu_s",
+    "max_rss": "max_rss_mib",
+    "max_uss": "max_uss_mib",
+    "mean_load": "mean_load",
+    "io_in": "io_in_mib",
+    "io_out": "io_out_mib",
+}
+# The rule whose sidecar carries each stage's GPU/CPU peak memory.
+SIDECAR_RULES = ("diffuse", "encode")
+
+
+@dataclass(frozen=True)
+class Run:
+    """One run folder: a hardware label and the sweep it ran."""
+
+    label: str
+    folder: Path
+    manifest: dict[str, Any]
+
+
+def find_runs(results: Path) -> list[Run]:
+    """Every run folder under `results` (those with a manifest.json), sorted by label."""
+    results = Path(results)
+    if not results.is_dir():
+        raise CosmosError("results folder not found", file=results)
+    runs = []
+    for path in sorted(results.glob("*/manifest.json")):
+        try:
+            manifest = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise CosmosError(f"not a JSON manifest: {exc.msg}", file=path) from exc
+        label = str((manifest.get("hardware") or {}).get("label") or path.parent.name)
+        runs.append(Run(label, path.parent, manifest))
+    if not runs:
+        raise CosmosError(
+            "no run found: expected <label>/manifest.json (written by the workflow)", file=results
+        )
+    return runs
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    """A JSON object, or None when the file is missing or unreadable (a job that has not run yet)."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def benchmark_table(runs: list[Run]) -> pd.DataFrame:
+    """One row per benchmark file: hardware, rule, key, wall/CPU seconds, memory (MiB), I/O."""
+    frames = []
+    for run in runs:
+        root = run.folder / "benchmarks"
+        for tsv in sorted(root.glob("*/**/*.tsv")):
+            try:
+                table = pd.read_csv(tsv, sep="\t")
+            except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError):
+                log.warning("skipping unreadable benchmark %s", tsv)
+                continue
+            rel = tsv.relative_to(root)
+            table = table.rename(columns=BENCH_COLUMNS)[
+                [c for c in BENCH_COLUMNS.values() if c in table.rename(columns=BENCH_COLUMNS)]
+            ]
+            table.insert(0, "key", str(rel.with_suffix("").relative_to(rel.parts[0])))
+            table.insert(0, "rule", rel.parts[0])
+            table.insert(0, "hardware", run.label)
+            frames.append(table)
+    columns = ["hardware", "rule", "key", *BENCH_COLUMNS.values()]
+    if not frames:
+        return pd.DataFrame(columns=columns)
+    table = pd.concat(frames, ignore_index=True)
+    for column in table.columns[3:]:
+        table[column] = pd.to_numeric(table[column], errors="coerce")  # "-" where psutil had no value
+    return table
+
+
+def rule_summary(bench: pd.DataFrame) -> pd.DataFrame:
+    """Per hardware and rule: how many jobs ran, mean and total wall time, CPU time, peak RSS."""
+    if bench.empty:
+        return pd.DataFrame(
+            columns=["hardware", "rule", "jobs", "mean_wall_s", "total_wall_s", "mean_cpu_s", "max_rss_mib"]
+        )
+    grouped = bench.groupby(["hardware", "rule"], sort=True)
+    summary = grouped.agg(
+        jobs=("wall_s", "size"),
+        mean_wall_s=("wall_s", "mean"),
+        total_wall_s=("wall_s", "sum"),
+        mean_cpu_s=("cpu_s", "mean"),
+        max_rss_mib=("max_rss_mib", "max"),
+    )
+    return summary.reset_index()
+
+
+def _settings_text(job: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in sorted(job.get("settings", {}).items())) or "as in the spec"
+
+
+def job_table(
+    runs: list[Run], bench: pd.DataFrame, metrics: dict[tuple[str, str], dict[str, float]]
+) -> pd.DataFrame:
+    """One row per job: what it was, what it cost (per rule and from its sidecars), how faithful it is."""
+    rows = []
+    walls = {(r.hardware, r.rule, r.key): r.wall_s for r in bench.itertuples()} if not bench.empty else {}
+    for run in runs:
+        for job in run.manifest.get("jobs", []):
+            sidecar = read_json(run.folder / job["paths"]["diffuse_sidecar"]) or {}
+            rendered = read_json((run.folder / job["paths"]["video"]).with_suffix(".json")) or {}
+            row: dict[str, Any] = {
+                "hardware": run.label,
+                "sample": job["name"],
+                "job": job["key"],
+                "spec": job["spec_file"],
+                "settings": _settings_text(job),
+                **{k: v for k, v in job.get("settings", {}).items() if not isinstance(v, (dict, list))},
+            }
+            for rule, key in job.get("benchmarks", {}).items():
+                row[f"{rule}_s"] = walls.get((run.label, rule, key), math.nan)
+            row["steps"] = sidecar.get("diffusion_steps_total") or sidecar.get("steps")
+            row["s_per_step"] = sidecar.get("seconds_per_step")
+            row["device"] = (sidecar.get("device") or {}).get("name")
+            row["processes"] = (sidecar.get("device") or {}).get("processes")
+            peak = sidecar.get("peak_memory_gib") or {}
+            row["diffuse_gpu_gib"] = peak.get("gpu_allocated")
+            row["diffuse_cpu_rss_gib"] = peak.get("cpu_rss")
+            row["render_s"] = (rendered.get("render") or {}).get("seconds")
+            row.update(metrics.get((run.label, job["key"]), {}))
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def stage_timings(runs: list[Run]) -> pd.DataFrame:
+    """Per job and stage, the seconds `infer` measured inside the diffusion rule (sidecar timings_s)."""
+    rows = []
+    for run in runs:
+        for job in run.manifest.get("jobs", []):
+            sidecar = read_json(run.folder / job["paths"]["diffuse_sidecar"]) or {}
+            for stage, seconds in (sidecar.get("timings_s") or {}).items():
+                rows.append(
+                    {
+                        "hardware": run.label,
+                        "sample": job["name"],
+                        "job": job["key"],
+                        "stage": stage,
+                        "seconds": seconds,
+                    }
+                )
+    return pd.DataFrame(rows, columns=["hardware", "sample", "job", "stage", "seconds"])
+
+
+def bench_table(runs: list[Run]) -> pd.DataFrame:
+    """`cosmos-t2 bench` results: one row per file, nested sections flattened to `section.key`."""
+    rows = []
+    for run in runs:
+        for rel in run.manifest.get("bench", []):
+            data = read_json(run.folder / rel)
+            if data is None:
+                continue
+            row: dict[str, Any] = {"hardware": run.label, "file": rel}
+            for key, value in data.items():
+                if isinstance(value, dict):
+                    row.update({f"{key}.{k}": v for k, v in value.items() if not isinstance(v, (dict, list))})
+                elif not isinstance(value, list):
+                    row[key] = value
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def compute_metrics(runs: list[Run], max_frames: int = 16) -> dict[tuple[str, str], dict[str, float]]:
+    """Control fidelity of each finished job's video against its computed controls."""
+    from cosmos_t2.metrics import control_fidelity
+
+    scores: dict[tuple[str, str], dict[str, float]] = {}
+    for run in runs:
+        for job in run.manifest.get("jobs", []):
+            video = run.folder / job["paths"]["video"]
+            controls = job["paths"].get("controls")
+            if not video.is_file() or controls is None:
+                continue
+            try:
+                scores[(run.label, job["key"])] = control_fidelity(video, run.folder / controls, max_frames)
+            except (CosmosError, ValueError) as exc:  # one unreadable video should not sink the report
+                log.warning("no metrics for %s: %s", video, exc)
+    return scores

@@ -1,0 +1,175 @@
+"""The HTML report over a results folder made here: real videos, controls, sidecars and benchmark files."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cosmos_t2.report import ReportOptions, build_report
+from cosmos_t2.workflow_support import manifest, plan_sweep
+
+BENCH_HEADER = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
+
+
+def frames(seed: int, t: int = 6, h: int = 32, w: int = 48) -> np.ndarray:
+    """A bright box on a dark, slightly noisy background, moving right."""
+    rng = np.random.default_rng(seed)
+    video = rng.integers(0, 12, (t, h, w, 3)).astype(np.uint8)
+    for i in range(t):
+        video[i, 8:24, 6 + 2 * i : 26 + 2 * i] = 210
+    return video
+
+
+def make_results(root: Path, labels: tuple[str, ...] = ("cpu-test", "h100-test")) -> Path:
+    """A results folder as the workflow leaves it, for a 2-spec x 2-weight sweep on two hardware labels."""
+    from cosmos_t2.controls.blur import blur_video
+    from cosmos_t2.controls.edge import canny_edges
+    from cosmos_t2.video import write_video
+
+    ex = root / "ex"
+    ex.mkdir(parents=True)
+    source = frames(0)
+    write_video(ex / "input.mp4", source, 16)
+    base = {"prompt": "a robot arm stacks red cubes", "video_path": "input.mp4"}
+    (ex / "edge.json").write_text(json.dumps({**base, "name": "robot_edge", "edge": {}}))
+    (ex / "vis.json").write_text(json.dumps({**base, "name": "robot_vis", "vis": {}}))
+    sweep = plan_sweep(
+        {"specs": ["ex/edge.json", "ex/vis.json"], "grid": {"control_weight": [0.5, 1.0]}}, root
+    )
+    results = root / "results"
+    for n, label in enumerate(labels):
+        run = results / label
+        data = manifest(sweep, {"label": label, "device": "cuda" if "h100" in label else "cpu"})
+        (run / "manifest.json").parent.mkdir(parents=True)
+        (run / "manifest.json").write_text(json.dumps(data))
+        for i, job in enumerate(data["jobs"]):
+            paths = job["paths"]
+            weight = job["settings"]["control_weight"]
+            # a higher weight follows the input more closely: less noise on top of it
+            noise = np.random.default_rng(i).normal(0, 60 * (1 - weight), source.shape)
+            output = np.clip(source + noise, 0, 255).astype(np.uint8)
+            write_video(run / paths["video"], output, 16)
+            sidecar = {
+                "name": job["name"],
+                "steps": 2,
+                "diffusion_steps_total": 2,
+                "seconds_per_step": 0.5 / (n + 1),
+                "timings_s": {"load": 0.2, "diffusion": 1.0 / (n + 1), "vae_decode": 0.1},
+                "peak_memory_gib": {"gpu_allocated": 3.5} if "h100" in label else {"cpu_rss": 1.2},
+                "device": {
+                    "type": "cuda" if "h100" in label else "cpu",
+                    "name": "NVIDIA H100" if "h100" in label else "x86_64",
+                    "processes": 1,
+                },
+            }
+            (run / paths["diffuse_sidecar"]).parent.mkdir(parents=True, exist_ok=True)
+            (run / paths["diffuse_sidecar"]).write_text(json.dumps(sidecar))
+            (run / paths["video"]).with_suffix(".json").write_text(
+                json.dumps({**sidecar, "render": {"seconds": 0.3}})
+            )
+            (run / paths["spec"]).parent.mkdir(parents=True, exist_ok=True)
+            (run / paths["spec"]).write_text(
+                json.dumps({"name": job["name"], "edge": {"control_weight": weight}})
+            )
+            controls = run / paths["controls"]
+            if not controls.is_dir():
+                modality = job["modalities"][0]
+                video = canny_edges(source, "medium") if modality == "edge" else blur_video(source, "medium")
+                write_video(controls / f"{modality}.mkv", video, 16, lossless=True)
+                (controls / f"{modality}.json").write_text(json.dumps({"modality": modality}))
+            for rule, key in job["benchmarks"].items():
+                tsv = run / "benchmarks" / rule / f"{key}.tsv"
+                tsv.parent.mkdir(parents=True, exist_ok=True)
+                seconds = {"diffuse": 10.0, "encode": 2.0}.get(rule, 0.5) / (n + 1)
+                tsv.write_text(
+                    BENCH_HEADER
+                    + f"{seconds}\t0:00:01\t512.5\t900\t400\t410\t1.5\t2.5\t95.0\t{seconds * 0.9}\n"
+                )
+    return results
+
+
+@pytest.fixture(scope="module")
+def report_html(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    root = tmp_path_factory.mktemp("report")
+    results = make_results(root)
+    out = build_report(results, results / "report.html", ReportOptions(metric_frames=4))
+    return out, out.read_text()
+
+
+def test_report_is_one_self_contained_file(report_html: tuple[Path, str]) -> None:
+    _, html = report_html
+    assert html.count("<html") == 1
+    # nothing fetched from elsewhere: no external scripts, styles, images or media
+    assert not re.search(r"<(script|img|video|source|link)[^>]+(src|href)=\"(https?:)?//", html)
+    assert html.count("Plotly.newPlot") >= 3 and html.count("plotly.js v") == 1  # the library inlined once
+    assert len(re.findall(r'<video [^>]*src="data:video/mp4;base64,', html)) == 8  # 4 jobs x 2 labels
+    assert len(re.findall(r'src="data:image/jpeg;base64,', html)) == 16  # output + control thumbnails
+
+
+def test_report_tables_hold_each_job_its_costs_and_fidelity(report_html: tuple[Path, str]) -> None:
+    _, html = report_html
+    for text in (
+        "robot_edge",
+        "robot_vis",
+        "cpu-test",
+        "h100-test",
+        "edge_f1",
+        "blur_ssim",
+        "s_per_step",
+        "diffuse_gpu_gib",
+    ):
+        assert text in html
+    for chart in ("chart-rule-time", "chart-s-per-step", "chart-stages", "chart-fidelity"):
+        assert f'id="{chart}"' in html
+    rules = re.search(r'<section id="rules">(.*?)</section>', html, re.S)
+    assert rules and all(r in rules[1] for r in ("decode", "controls", "prompt", "diffuse", "encode"))
+
+
+def test_report_metrics_rise_with_control_weight(tmp_path: Path) -> None:
+    from cosmos_t2.report_data import benchmark_table, compute_metrics, find_runs, job_table
+
+    results = make_results(tmp_path, labels=("cpu-test",))
+    runs = find_runs(results)
+    jobs = job_table(runs, benchmark_table(runs), compute_metrics(runs, max_frames=6))
+    edge = jobs[jobs["sample"] == "robot_edge"].sort_values("control_weight")
+    vis = jobs[jobs["sample"] == "robot_vis"].sort_values("control_weight")
+    assert list(edge["control_weight"]) == [0.5, 1.0]
+    assert edge["edge_f1"].iloc[1] > edge["edge_f1"].iloc[0]
+    assert edge["edge_f1"].iloc[1] > 0.9  # the unchanged input against its own edges (mp4 loss aside)
+    assert vis["blur_ssim"].iloc[1] > vis["blur_ssim"].iloc[0]
+    assert edge["diffuse_s"].iloc[0] == 10.0 and edge["s_per_step"].iloc[0] == 0.5
+    assert jobs["hardware"].unique().tolist() == ["cpu-test"]
+
+
+def test_large_previews_are_linked_not_inlined(tmp_path: Path) -> None:
+    results = make_results(tmp_path, labels=("cpu-test",))
+    out = build_report(
+        results, tmp_path / "elsewhere" / "r.html", ReportOptions(metrics=False, embed_limit_mb=0)
+    )
+    html = out.read_text()
+    assert "data:video/mp4" not in html
+    assert 'href="../results/cpu-test/videos/' in html
+    assert "<th>edge_f1</th>" not in html  # no metrics column without --metrics
+
+
+def test_report_cli_and_its_errors(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from cosmos_t2.cli import app
+
+    results = make_results(tmp_path, labels=("cpu-test",))
+    runner = CliRunner()
+    done = runner.invoke(app, ["report", str(results), "-o", str(tmp_path / "r.html"), "--no-metrics"])
+    assert done.exit_code == 0, done.output
+    assert (tmp_path / "r.html").is_file() and "r.html" in done.output
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    from cosmos_t2.errors import CosmosError
+
+    failed = runner.invoke(app, ["report", str(empty), "-o", str(tmp_path / "x.html")])
+    assert isinstance(failed.exception, CosmosError) and "manifest.json" in str(failed.exception)
+    assert not (tmp_path / "x.html").exists()
