@@ -19,6 +19,7 @@ from cosmos_t2.model.vae import (
     build_vae,
     load_vae,
 )
+from cosmos_t2.model.vae_blocks import StreamState
 
 
 def _diffusers_vae(config: VAEConfig) -> AutoencoderKLWan:
@@ -203,3 +204,17 @@ def test_channels_last_gives_the_same_result(clip) -> None:
     vae.set_channels_last(True)
     assert (vae.encode(clip) - latent).abs().max() <= 1e-5
     assert (vae.decode(latent) - video).abs().max() <= 1e-5
+
+
+def test_carried_state_does_not_grow_with_video_length(tiny_pair) -> None:
+    # what a chunked decode keeps between chunks is a fixed number of frames per layer
+    ours, _ = tiny_pair
+    latent = torch.randn((1, 16, 5, 2, 2), generator=torch.Generator().manual_seed(4))
+
+    def carried(frames: int) -> int:
+        state = StreamState()
+        for i in range(frames):
+            ours.decoder(ours.conv2(latent[:, :, i : i + 1]), state)
+        return sum(t.numel() for t in state.tails.values())
+
+    assert carried(2) == carried(5) > 0

@@ -369,9 +369,23 @@ def bench_vae(
     gen = torch.Generator(device="cpu").manual_seed(0)
     video = (torch.rand((1, 3, frames, height, width), generator=gen) * 2 - 1).to(device, vae.dtype)
     warm = video[:, :, : min(frames, 1 + 2 * cfg.temporal_factor)]
+    # count convs that get activations in another layout than their weights (each costs a copy)
+    relayouts = []
+
+    def check_layout(m: nn.Module, args: tuple[torch.Tensor, ...], _: torch.Tensor) -> None:
+        x = args[0]
+        fmt = (torch.channels_last_3d if x.dim() == 5 else torch.channels_last) if vae.channels_last else None
+        if not x.is_contiguous(memory_format=fmt or torch.contiguous_format):
+            relayouts.append(type(m).__name__)
+
+    hooks = [
+        m.register_forward_hook(check_layout) for m in vae.modules() if isinstance(m, nn.Conv2d | nn.Conv3d)
+    ]
     vae.decode(
         vae.encode(warm, chunk_frames=encode_chunk_frames), chunk_frames=decode_chunk_frames, tile=tile
     )
+    for h in hooks:
+        h.remove()
 
     def timed(fn: Callable[[], torch.Tensor]) -> tuple[torch.Tensor, float, float]:
         if not cuda:
@@ -402,6 +416,7 @@ def bench_vae(
         "decode_chunk_frames": decode_chunk_frames,
         "tile": None if tile is None else "x".join(map(str, tile)),
         "parameters": sum(p.numel() for p in vae.parameters()),
+        "conv_relayouts_in_warmup": len(relayouts),
         "encode_s": enc_s,
         "decode_s": dec_s,
         "encode_peak_gib": enc_gib,

@@ -28,13 +28,30 @@ class StreamState:
         self.started: set[nn.Module] = set()  # layers that have already seen frame 0
 
 
+def _layout(t: torch.Tensor) -> torch.memory_format:
+    cl = t.is_contiguous(memory_format=torch.channels_last_3d) and not t.is_contiguous()
+    return torch.channels_last_3d if cl else torch.contiguous_format
+
+
 def _zeros_like_format(ref: torch.Tensor, frames: int) -> torch.Tensor:
     """Zero frames shaped like `ref` in time, in `ref`'s memory format (so torch.cat keeps it)."""
     b, c, _, h, w = ref.shape
-    z = ref.new_zeros((b, c, frames, h, w))
-    if ref.is_contiguous(memory_format=torch.channels_last_3d) and not ref.is_contiguous():
-        z = z.contiguous(memory_format=torch.channels_last_3d)
-    return z
+    return ref.new_zeros((b, c, frames, h, w)).contiguous(memory_format=_layout(ref))
+
+
+def _pairs_to_frames(doubled: torch.Tensor) -> torch.Tensor:
+    """(B, 2C, T, H, W) -> (B, C, 2T, H, W): channel half k of frame t becomes frame 2t + k.
+
+    Written into a buffer of the input's memory format: the einops spelling
+    "b (two c) t h w -> b c (t two) h w" would copy into NCTHW and undo channels-last.
+    """
+    b, c2, t, h, w = doubled.shape
+    out = torch.empty(
+        (b, c2 // 2, 2 * t, h, w), dtype=doubled.dtype, device=doubled.device, memory_format=_layout(doubled)
+    )
+    out[:, :, 0::2] = doubled[:, : c2 // 2]
+    out[:, :, 1::2] = doubled[:, c2 // 2 :]
+    return out
 
 
 class CausalConv3d(nn.Conv3d):
@@ -142,8 +159,7 @@ class Resample(nn.Module):
             head, rest = (x[:, :, :1], x[:, :, 1:]) if first else (None, x)
             parts = [] if head is None else [head]
             if rest.shape[2]:
-                doubled = self.time_conv(rest, state)  # (B, 2C, T, H, W): two frames per input frame
-                parts.append(rearrange(doubled, "b (two c) t h w -> b c (t two) h w", two=2))
+                parts.append(_pairs_to_frames(self.time_conv(rest, state)))
             x = torch.cat(parts, dim=2) if len(parts) > 1 else parts[0]
         x = self._spatial(x)
         if self.mode == "downsample3d":
