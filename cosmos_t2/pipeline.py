@@ -32,14 +32,16 @@ import torch
 from cosmos_t2.chunking import Chunk, conditioning_video, plan_chunks
 from cosmos_t2.errors import CosmosError
 from cosmos_t2.model.control import ControlInput
+from cosmos_t2.pipeline_context import check_prompt_embeddings, image_context, progress_bar, prompt_embeddings
 from cosmos_t2.pipeline_inputs import JobInputs, load_inputs, to_model_video, to_uint8_frames
-from cosmos_t2.pipeline_models import TINY_LABEL, ModelFiles, build_net, build_tokenizer, locate_models
+from cosmos_t2.pipeline_models import TINY_LABEL, build_net, build_tokenizer, locate_models
 from cosmos_t2.pipeline_output import LatentPlan, panels_for_chunk, write_outputs
 from cosmos_t2.sidecar import StageTimer, device_info, versions
 from cosmos_t2.spec import Spec
 
 TINY_FRAMES_PER_CHUNK = 17
 OFFICIAL_FRAMES_PER_CHUNK = 93
+FULL_LABEL = "Cosmos-Transfer2.5-2B"
 DISTILLED_LABEL = "Cosmos-Transfer2.5-2B distilled edge (4-step)"
 
 
@@ -95,85 +97,12 @@ def effective_spec(spec: Spec, tiny: bool) -> Settings:
     return Settings(spec=spec, changed=changed, tiny=tiny)
 
 
-# --- progress -------------------------------------------------------------------------------------
-
-
-@contextmanager
-def _progress(enabled: bool, chunks: int) -> Iterator[Any]:
-    if not enabled:
-        yield None
-        return
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=Console(stderr=True), transient=False) as bar:
-        bar.add_task("chunks", total=chunks)
-        bar.add_task("steps", total=None)
-        yield bar
-
-
 # --- stages ---------------------------------------------------------------------------------------
-
-
-def check_prompt_embeddings(path: Path, spec: Spec, tiny: bool) -> None:
-    """The file must hold this spec's prompts, encoded for this model size (checked before any model)."""
-    from cosmos_t2.model.config import TransferConfig
-    from cosmos_t2.text import read_prompt_embeddings
-
-    pos, _, meta = read_prompt_embeddings(path)
-    for key in ("prompt", "negative_prompt"):
-        if key in meta and meta[key] != getattr(spec, key):
-            raise CosmosError(
-                f"the embeddings are of another {key.replace('_', ' ')} than the spec's", file=path, key=key
-            )
-    want = (TransferConfig.tiny() if tiny else TransferConfig.full_2b()).crossattn_proj_in_channels
-    if pos.shape[-1] != want:
-        kind = "tiny" if tiny else "full-size"
-        raise CosmosError(
-            f"embeddings have {pos.shape[-1]} channels; the {kind} model takes {want} (made with{'out' if tiny else ''} "
-            "--tiny?)",
-            file=path,
-        )
-
-
-def prompt_embeddings(
-    spec: Spec, options: RunOptions, files: ModelFiles, device: torch.device
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(prompt (1, L, C), negative prompt (1, L, C)) from --prompt-embeddings, or encoded here (the real
-    encoder through the embeddings cache, the tiny one directly)."""
-    from cosmos_t2 import text
-
-    if options.prompt_embeddings is not None:
-        pos, neg, _ = text.read_prompt_embeddings(options.prompt_embeddings)
-        return pos, neg
-    encoder = text.encoder_for(
-        tiny=files.text_encoder is None, text_encoder_dir=files.text_encoder, device=str(device)
-    )
-    cache = None if files.text_encoder is None else text.EmbeddingCache(text.default_cache_dir())
-    pos, neg = text.encode_prompts(encoder, [spec.prompt, spec.negative_prompt], cache)
-    del encoder  # the 7B encoder leaves the device before the DiT runs
-    return pos[None], neg[None]
-
-
-def image_context(spec: Spec, inputs: JobInputs, files: ModelFiles, net: Any, device: torch.device) -> Any:
-    """(1, N, D) style-reference tokens, or None (the network then feeds zeros, as upstream)."""
-    from cosmos_t2.image_context import load_image_encoder, reference_image, tiny_image_encoder
-
-    image = reference_image(spec.image_context_path, spec.video_path, spec.context_frame_index, inputs.size)
-    if image is None:
-        return None
-    cfg = net.config
-    if files.image_encoder is None:
-        encoder = tiny_image_encoder(cfg.image_context_dim, cfg.image_context_tokens)
-    else:
-        encoder = load_image_encoder(files.image_encoder, device, net.x_embedder.proj[1].weight.dtype)
-    return encoder(image).to(device)
 
 
 def _velocity(
     net: Any, options: RunOptions, text_pair: tuple[torch.Tensor, torch.Tensor | None], **cond: Any
-):
+) -> Any:
     """The sampler's velocity function: the network with this chunk's controls, CFG batched (or split
     over ranks under torchrun)."""
     from cosmos_t2.parallel import ParallelNet, parallel_velocity
@@ -324,16 +253,19 @@ def run_job(spec: Spec, options: RunOptions) -> JobResult:
             spec, controls_dir=options.controls_dir, masks_dir=options.masks_dir, device=str(device)
         )
     chunks = plan_chunks(inputs.num_frames, spec.num_video_frames_per_chunk, spec.num_conditional_frames)
+    with timer.stage("text"):  # before the DiT: a 7B encoder and the DiT need not share the GPU
+        pos, neg = prompt_embeddings(spec, options.prompt_embeddings, files, device)
     with timer.stage("load_models"):
         net, distilled = build_net(files, modalities, tiny=options.tiny, device=device, dtype=dtype)
         vae = build_tokenizer(files, tiny=options.tiny, device=device, dtype=dtype)
     if distilled:
         settings = _distilled_settings(settings)
         spec = settings.spec
-    with timer.stage("text"):
-        pos, neg = prompt_embeddings(spec, options, files, device)
-        guided = not distilled and spec.guidance != 0
-        text_pair = (net.project_text(pos.to(device)), net.project_text(neg.to(device)) if guided else None)
+    warnings = []
+    if distilled and len(chunks) > 1:  # upstream logs the same warning
+        warnings.append("the distilled model is not trained for chunk-by-chunk (autoregressive) generation")
+    guided = not distilled and spec.guidance != 0
+    text_pair = (net.project_text(pos.to(device)), net.project_text(neg.to(device)) if guided else None)
     with timer.stage("image_context"):
         image_tokens = image_context(spec, inputs, files, net, device)
 
@@ -343,7 +275,7 @@ def run_job(spec: Spec, options: RunOptions) -> JobResult:
     latents: list[torch.Tensor] = []
     panels: list[torch.Tensor] = []
     previous = None
-    with _deterministic(device), _progress(options.progress and _is_main(ctx), len(chunks)) as bar:
+    with _deterministic(device), progress_bar(options.progress and _is_main(ctx), len(chunks)) as bar:
         for chunk, seed in zip(chunks, seeds, strict=True):
             if bar is not None:
                 bar.reset(1, total=spec.num_steps)
@@ -367,11 +299,12 @@ def run_job(spec: Spec, options: RunOptions) -> JobResult:
             if bar is not None:
                 bar.update(0, advance=1)
 
-    plan = LatentPlan.of(spec, inputs, chunks, settings, distilled, files, options)
+    label = TINY_LABEL if options.tiny else (DISTILLED_LABEL if distilled else FULL_LABEL)
+    plan = LatentPlan.of(spec, inputs, chunks, label=label, tiny=options.tiny)
     steps = spec.num_steps * len(chunks)
     record = {
         "name": spec.name,
-        "label": TINY_LABEL if options.tiny else (DISTILLED_LABEL if distilled else "Cosmos-Transfer2.5-2B"),
+        "label": label,
         "tiny": options.tiny,
         "distilled": distilled,
         "spec": spec.to_dict(),
@@ -390,6 +323,7 @@ def run_job(spec: Spec, options: RunOptions) -> JobResult:
         "versions": versions(),
         "device": device_info(device, dtype, 1 if ctx is None else ctx.world_size),
         "created_unix": math.floor(started),
+        "warnings": warnings,
     }
     if not _is_main(ctx):
         return JobResult(None, None, None, inputs.num_frames, inputs.fps, timer.rounded())

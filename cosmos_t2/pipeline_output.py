@@ -43,16 +43,11 @@ class LatentPlan:
     chunks: list[dict[str, int]]
 
     @classmethod
-    def of(cls, spec: Spec, inputs: JobInputs, chunks: list[Chunk], settings: Any, distilled: bool,
-           files: Any, options: Any) -> LatentPlan:  # fmt: skip
-        from cosmos_t2.pipeline import DISTILLED_LABEL
-        from cosmos_t2.pipeline_models import TINY_LABEL
-
-        label = TINY_LABEL if options.tiny else (DISTILLED_LABEL if distilled else "Cosmos-Transfer2.5-2B")
+    def of(cls, spec: Spec, inputs: JobInputs, chunks: list[Chunk], *, label: str, tiny: bool) -> LatentPlan:
         return cls(
             name=spec.name,
             label=label,
-            tiny=options.tiny,
+            tiny=tiny,
             fps=inputs.fps,
             num_frames=inputs.num_frames,
             model_size=inputs.size,

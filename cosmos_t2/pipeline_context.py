@@ -1,0 +1,87 @@
+"""The conditioning stages of a job: prompt embeddings, the style-reference tokens, and the progress bar."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cosmos_t2.errors import CosmosError
+from cosmos_t2.pipeline_inputs import JobInputs
+from cosmos_t2.pipeline_models import ModelFiles
+from cosmos_t2.spec import Spec
+
+# --- progress -------------------------------------------------------------------------------------
+
+
+@contextmanager
+def progress_bar(enabled: bool, chunks: int) -> Iterator[Any]:
+    if not enabled:
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=Console(stderr=True), transient=False) as bar:
+        bar.add_task("chunks", total=chunks)
+        bar.add_task("steps", total=None)
+        yield bar
+
+
+def check_prompt_embeddings(path: Path, spec: Spec, tiny: bool) -> None:
+    """The file must hold this spec's prompts, encoded for this model size (checked before any model)."""
+    from cosmos_t2.model.config import TransferConfig
+    from cosmos_t2.text import read_prompt_embeddings
+
+    pos, _, meta = read_prompt_embeddings(path)
+    for key in ("prompt", "negative_prompt"):
+        if key in meta and meta[key] != getattr(spec, key):
+            raise CosmosError(
+                f"the embeddings are of another {key.replace('_', ' ')} than the spec's", file=path, key=key
+            )
+    want = (TransferConfig.tiny() if tiny else TransferConfig.full_2b()).crossattn_proj_in_channels
+    if pos.shape[-1] != want:
+        kind = "tiny" if tiny else "full-size"
+        raise CosmosError(
+            f"embeddings have {pos.shape[-1]} channels; the {kind} model takes {want} (made with{'out' if tiny else ''} "
+            "--tiny?)",
+            file=path,
+        )
+
+
+def prompt_embeddings(
+    spec: Spec, embeddings_file: Path | None, files: ModelFiles, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(prompt (1, L, C), negative prompt (1, L, C)) from --prompt-embeddings, or encoded here (the real
+    encoder through the embeddings cache, the tiny one directly)."""
+    from cosmos_t2 import text
+
+    if embeddings_file is not None:
+        pos, neg, _ = text.read_prompt_embeddings(embeddings_file)
+        return pos, neg
+    encoder = text.encoder_for(
+        tiny=files.text_encoder is None, text_encoder_dir=files.text_encoder, device=str(device)
+    )
+    cache = None if files.text_encoder is None else text.EmbeddingCache(text.default_cache_dir())
+    pos, neg = text.encode_prompts(encoder, [spec.prompt, spec.negative_prompt], cache)
+    del encoder  # the 7B encoder leaves the device before the DiT runs
+    return pos[None], neg[None]
+
+
+def image_context(spec: Spec, inputs: JobInputs, files: ModelFiles, net: Any, device: torch.device) -> Any:
+    """(1, N, D) style-reference tokens, or None (the network then feeds zeros, as upstream)."""
+    from cosmos_t2.image_context import load_image_encoder, reference_image, tiny_image_encoder
+
+    image = reference_image(spec.image_context_path, spec.video_path, spec.context_frame_index, inputs.size)
+    if image is None:
+        return None
+    cfg = net.config
+    if files.image_encoder is None:
+        encoder = tiny_image_encoder(cfg.image_context_dim, cfg.image_context_tokens)
+    else:
+        encoder = load_image_encoder(files.image_encoder, device, net.x_embedder.proj[1].weight.dtype)
+    return encoder(image).to(device)
