@@ -173,3 +173,40 @@ def test_report_cli_and_its_errors(tmp_path: Path) -> None:
     failed = runner.invoke(app, ["report", str(empty), "-o", str(tmp_path / "x.html")])
     assert isinstance(failed.exception, CosmosError) and "manifest.json" in str(failed.exception)
     assert not (tmp_path / "x.html").exists()
+
+
+def find_chromium() -> str | None:
+    import shutil
+
+    return next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
+
+
+# Reports, after the page has loaded, whether each preview decoded (readyState 4 = enough data).
+VIDEO_PROBE = """<script>
+window.addEventListener("load", () => document.querySelectorAll("video").forEach((v, i) => {
+  const tell = () => console.log(`probe video ${i} ready=${v.readyState} error=${v.error ? v.error.code : 0}`);
+  v.addEventListener("loadeddata", tell); v.addEventListener("error", tell); v.load();
+}));
+</script></body>"""
+
+
+@pytest.mark.skipif(find_chromium() is None, reason="Chromium is not installed (apt-get install chromium)")
+def test_report_opens_in_headless_chromium_without_console_errors(report_html: tuple[Path, str]) -> None:
+    import subprocess
+
+    path, html = report_html
+    probe = path.with_name("probe.html")
+    probe.write_text(html.replace("</body>", VIDEO_PROBE))
+    shot = path.with_name("report.png")
+    cmd = [
+        str(find_chromium()), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+        "--enable-logging=stderr", "--v=0", "--virtual-time-budget=8000", "--window-size=1400,2400",
+        f"--screenshot={shot}", probe.as_uri(),
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    console = [line for line in proc.stderr.splitlines() if ":CONSOLE" in line]
+    assert shot.is_file() and shot.stat().st_size > 50_000, proc.stderr[-2000:]
+    errors = [line for line in console if "probe video" not in line]
+    assert not errors, errors  # the page itself logs nothing: no errors, no warnings
+    videos = [line for line in console if "probe video" in line]
+    assert len(videos) == 8 and all("ready=4 error=0" in line for line in videos), videos
