@@ -68,13 +68,12 @@ class WanVAE(nn.Module):
 
     def __init__(self, config: VAEConfig | None = None) -> None:
         super().__init__()
-        self.config = config = config or VAEConfig()
-        z = config.z_dim
-        args = (config.base_dim, config.dim_mult, config.num_res_blocks, config.attn_scales)
-        self.encoder = Encoder3d(args[0], 2 * z, *args[1:], config.temporal_downsample)
+        self.config = c = config or VAEConfig()
+        z, shape = c.z_dim, (c.dim_mult, c.num_res_blocks, c.attn_scales)
+        self.encoder = Encoder3d(c.base_dim, 2 * z, *shape, temporal_downsample=c.temporal_downsample)
         self.conv1 = CausalConv3d(2 * z, 2 * z, 1)  # -> (mu, log_var); we keep mu
         self.conv2 = CausalConv3d(z, z, 1)
-        self.decoder = Decoder3d(args[0], z, *args[1:], config.temporal_downsample[::-1])
+        self.decoder = Decoder3d(c.base_dim, z, *shape, temporal_upsample=c.temporal_downsample[::-1])
         self.channels_last = False
 
     def set_channels_last(self, enabled: bool) -> WanVAE:
