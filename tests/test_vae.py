@@ -198,7 +198,10 @@ def test_bench_vae_runs_on_cpu() -> None:
 
 
 def test_channels_last_gives_the_same_result(clip) -> None:
+    rng = torch.random.get_rng_state()
     vae = build_vae(VAEConfig.tiny(), seed=3)
+    assert torch.equal(torch.random.get_rng_state(), rng)  # seeded weights, caller's RNG untouched
+    assert torch.equal(vae.conv2.weight, build_vae(VAEConfig.tiny(), seed=3).conv2.weight)
     latent = vae.encode(clip)
     video = vae.decode(latent)
     vae.set_channels_last(True)

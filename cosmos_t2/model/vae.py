@@ -330,10 +330,13 @@ def build_vae(
     seed: int = 0,
     channels_last: bool | None = None,
 ) -> WanVAE:
-    """A VAE with random weights (speed and memory do not depend on weight values)."""
+    """A VAE with seeded random weights, the same on every device (speed and memory do not depend on
+    weight values). The caller's global RNG state is left as it was."""
     device = torch.device(device)
-    torch.manual_seed(seed)
-    model = WanVAE(config).to(device=device, dtype=dtype or _default_dtype(device))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = WanVAE(config)
+    model = model.to(device=device, dtype=dtype or _default_dtype(device))
     model.eval().requires_grad_(False)
     return model.set_channels_last(device.type == "cuda" if channels_last is None else channels_last)
 
