@@ -176,7 +176,7 @@ def test_distilled_sampler_recovers_x0_from_an_exact_velocity() -> None:
 
 
 def test_pipeline_runs_the_official_loop_per_chunk(folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Two controls, one chunk: `sampling.sample` on the official schedule and guidance, with a batched
+    """Two controls, two chunks: `sampling.sample` on the official schedule and guidance, with a batched
     CFG velocity over a two-branch network (the loop test_sampling.py checks against diffusers)."""
     import cosmos_t2.sampling as sampling
 
@@ -193,13 +193,16 @@ def test_pipeline_runs_the_official_loop_per_chunk(folder: Path, monkeypatch: py
     monkeypatch.setattr(
         pipeline, "build_net", lambda *a, **k: built.append(build_net(*a, **k)[0]) or (built[-1], False)
     )
-    spec = make_spec(folder, vis={"control_weight": 0.5}, num_video_frames_per_chunk=9)
+    spec = make_spec(folder, vis={"control_weight": 0.5}, num_video_frames_per_chunk=5)
     result = run_job(spec, RunOptions(out_dir=folder / "out", tiny=True, latents_only=True, progress=False))
-    assert len(calls) == 1 and built[0].num_control_branches == 2
-    call = calls[0]
-    assert call["guidance"] == 3.0 and call["condition_mask"] is None and call["init_latent"] is None
-    assert torch.equal(call["schedule"].sigmas, sampling.flow_schedule(2).sigmas)
-    assert call["noise"] == (1, 16, 3, 8, 8) and call["velocity"] == (2, 1, 16, 3, 8, 8)
+    assert len(calls) == 2 and built[0].num_control_branches == 2  # chunks [0, 5) and [4, 9)
+    first, second = calls
+    assert first["guidance"] == 3.0 and first["condition_mask"] is None and first["init_latent"] is None
+    assert torch.equal(first["schedule"].sigmas, sampling.flow_schedule(2).sigmas)
+    assert first["noise"] == (1, 16, 2, 8, 8) and first["velocity"] == (2, 1, 16, 2, 8, 8)
+    # chunk 2 starts from chunk 1's last generated frame: one clean latent frame
+    assert second["condition_mask"][0, 0, :, 0, 0].tolist() == [1.0, 0.0]
+    assert second["condition_latent"].shape == (1, 16, 2, 8, 8)
     assert result.latents is not None and result.video is None
 
 
@@ -217,3 +220,44 @@ def test_style_reference_tokens(folder: Path) -> None:
     assert not torch.allclose(tokens, encoder(np.zeros_like(frame2)))
     with pytest.raises(CosmosError, match="past the video's 9 frames"):
         reference_image(None, folder / "in.mkv", 20, (SIZE, SIZE))
+
+
+def test_panels_are_masked_controls_then_input_then_output(folder: Path) -> None:
+    from cosmos_t2.chunking import plan_chunks
+    from cosmos_t2.pipeline_inputs import JobInputs
+    from cosmos_t2.pipeline_output import panels_for_chunk
+
+    frames = torch.full((FRAMES, 4, 4, 3), 7, dtype=torch.uint8)
+    edge = torch.full((FRAMES, 4, 4, 3), 200, dtype=torch.uint8)
+    mask = torch.zeros(FRAMES, 4, 4, dtype=torch.bool)
+    mask[:, :2] = True
+    inputs = JobInputs(
+        frames=frames, fps=16, source_size=(4, 4), controls={"edge": edge}, masks={"edge": mask}
+    )
+    chunk = plan_chunks(FRAMES, 5, 1)[1]
+    output = torch.full((5, 4, 4, 3), 99, dtype=torch.uint8)
+    spec = make_spec(folder, show_input=True, show_control_condition=True)
+    panels = panels_for_chunk(spec, inputs, chunk, output)
+    assert panels.shape == (5, 4, 12, 3)
+    assert panels[0, :2, :4].eq(200).all() and panels[0, 2:, :4].eq(0).all()  # control shown where masked in
+    assert panels[:, :, 4:8].eq(7).all() and panels[:, :, 8:].eq(99).all()
+    assert panels_for_chunk(make_spec(folder), inputs, chunk, output).shape == (5, 4, 4, 3)
+
+
+def test_prompt_embeddings_of_another_prompt_are_refused(folder: Path, no_models: None) -> None:
+    emb = {"prompt": torch.zeros(1, 4, 64), "negative_prompt": torch.zeros(1, 4, 64)}
+    save_file(emb, folder / "other.safetensors", metadata={"prompt": "a beach"})
+    spec = make_spec(folder)
+    with pytest.raises(CosmosError, match="another prompt than the spec's"):
+        run_job(
+            spec,
+            RunOptions(out_dir=folder / "out", tiny=True, prompt_embeddings=folder / "other.safetensors"),
+        )
+    save_file(emb, folder / "full.safetensors", metadata={"prompt": "a room"})
+    with pytest.raises(CosmosError, match="the full-size model takes 100352"):
+        run_job(
+            spec,
+            RunOptions(
+                out_dir=folder / "out", model_dir=folder, prompt_embeddings=folder / "full.safetensors"
+            ),
+        )
