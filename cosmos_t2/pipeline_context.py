@@ -68,7 +68,9 @@ def prompt_embeddings(
     )
     cache = None if files.text_encoder is None else text.EmbeddingCache(text.default_cache_dir())
     pos, neg = text.encode_prompts(encoder, [spec.prompt, spec.negative_prompt], cache)
-    del encoder  # the 7B encoder leaves the device before the DiT runs
+    del encoder  # the 7B encoder leaves the device before the DiT is built
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
     return pos[None], neg[None]
 
 

@@ -89,25 +89,32 @@ class StageTimer:
     def __init__(self, device: torch.device) -> None:
         self.device = device
         self.seconds: dict[str, float] = {}
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
+        self.gpu_peak: dict[str, float] = {}  # stage -> peak allocated bytes during it
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
-        if self.device.type == "cuda":
+        cuda = self.device.type == "cuda"
+        if cuda:
             torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
         start = time.perf_counter()
         try:
             yield
         finally:
-            if self.device.type == "cuda":
+            if cuda:
                 torch.cuda.synchronize(self.device)
+                peak = torch.cuda.max_memory_allocated(self.device)
+                self.gpu_peak[name] = max(self.gpu_peak.get(name, 0), peak)
             self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
 
     def peak_memory_gib(self) -> dict[str, float]:
-        """GPU: the allocator's peak; CPU: the process's peak resident set (includes the interpreter)."""
+        """GPU: the allocator's peak over the job and during diffusion (the text encoder runs alone, before
+        the DiT is loaded); CPU: the process's peak resident set (includes the interpreter)."""
         if self.device.type == "cuda":
-            return {"gpu_allocated": torch.cuda.max_memory_allocated(self.device) / 2**30}
+            out = {"gpu_allocated": max(self.gpu_peak.values(), default=0) / 2**30}
+            if "diffusion" in self.gpu_peak:
+                out["gpu_allocated_diffusion"] = self.gpu_peak["diffusion"] / 2**30
+            return out
         import resource
 
         scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss is bytes on macOS, KiB on Linux
