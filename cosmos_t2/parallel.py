@@ -444,20 +444,7 @@ def parallel_velocity(
     return velocity
 
 
-# --- rank 0 writes, every rank agrees -------------------------------------------------------------
-
-
-def on_main(ctx: ParallelContext, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T | None:
-    """Run ``fn`` (a file write, a print) on rank 0 only; other ranks get None."""
-    return fn(*args, **kwargs) if ctx.is_main else None
-
-
-def broadcast_from_main(ctx: ParallelContext, x: torch.Tensor) -> torch.Tensor:
-    """Make ``x`` bit-identical on every rank (rank 0's copy wins)."""
-    if ctx.distributed:
-        x = x.contiguous()
-        dist.broadcast(x, src=0)
-    return x
+# --- independent work dealt over ranks -------------------------------------------------------------
 
 
 def map_over_ranks(ctx: ParallelContext, items: Sequence[T], fn: Callable[[T], Any]) -> list[Any] | None:

@@ -26,11 +26,9 @@ from cosmos_t2.parallel import (
     ParallelContext,
     ParallelNet,
     SequenceShard,
-    cfg_pair,
     gather_frames,
     init_distributed,
     map_over_ranks,
-    on_main,
     parallel_job,
     parallel_velocity,
     sequence_parallel_attention,
@@ -196,24 +194,8 @@ def _fail(ctx: ParallelContext) -> None:
     dist.barrier()  # would wait for the 15-minute collective timeout if nobody stopped it
 
 
-def _write_mode(out_dir: str) -> None:
-    with parallel_job("cpu") as ctx:
-        _write(ctx, out_dir)
-
-
-def _write(ctx: ParallelContext, out_dir: str) -> None:
-    # Every rank draws the same seeded noise; only rank 0 writes it.
-    noise = torch.randn(4, 5, generator=torch.Generator().manual_seed(7))
-    both = cfg_pair(ctx, lambda: noise, lambda: noise)
-    gathered = gather_frames(
-        split_frames(noise, SequenceShard.of(4, ctx), dim=0), SequenceShard.of(4, ctx), ctx, dim=0
-    )
-    assert torch.equal(gathered, noise) and torch.equal(both[0], both[1])
-    on_main(ctx, torch.save, noise, Path(out_dir) / f"noise-rank{ctx.rank}.pt")
-
-
 if __name__ == "__main__":
     try:
-        {"fail": _fail_mode, "write": _write_mode}[sys.argv[1]](*sys.argv[2:])
+        {"fail": _fail_mode}[sys.argv[1]](*sys.argv[2:])
     except Exception as exc:
         exit_rank(exc)  # the launcher reports the root cause
