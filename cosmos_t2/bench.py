@@ -58,6 +58,9 @@ class BenchOptions:
     dtype: str = "bf16"
     cp: int = 1
     cfg_parallel: bool = False
+    profile: str | None = None  # write a kernel table of one profiled step to this file
+    compile_mode: str | None = None  # torch.compile mode, e.g. "max-autotune-no-cudagraphs"
+    plain: bool = False  # call the network directly instead of through the context-parallel wrapper
 
 
 def _sync(device: torch.device) -> None:
@@ -142,12 +145,12 @@ def bench_transfer(
     if opts.compile:
         from cosmos_t2.model.compile import compile_blocks
 
-        compile_blocks(net)
+        compile_blocks(net, mode=opts.compile_mode)
     x, timesteps, text, cond, controls = _inputs(cfg, preset, n_controls, device, dtype)
     if ctx.cfg_size == 2:  # this rank group runs one of the two CFG passes
         x, timesteps, text, cond = x[:1], timesteps[:1], text[:1], cond[:1]
         controls = [replace(c, latent=c.latent[:1]) for c in controls]
-    model = ParallelNet(net, ctx)
+    model = net if opts.plain else ParallelNet(net, ctx)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
 
@@ -161,12 +164,27 @@ def bench_transfer(
     first = time.perf_counter() - t0
     times = time_callable(step, device, opts.warmup, opts.iters)
     peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
+    if opts.profile:
+        _profile_step(step, Path(opts.profile))
     return {
         "step_s": statistics.median(times),
         "step_times_s": times,
         "first_call_s": first,
         "peak_gib": peak,
     }
+
+
+def _profile_step(step: Callable[[], object], path: Path) -> None:
+    """Kernel-level time table of one step (where the gap to the floor goes)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+    with profile(activities=activities) as prof:
+        step()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+    sort = "cuda_time_total" if torch.cuda.is_available() else "cpu_time_total"
+    path.write_text(prof.key_averages().table(sort_by=sort, row_limit=40, max_name_column_width=90))
 
 
 @torch.no_grad()
@@ -224,7 +242,7 @@ def run_bench(opts: BenchOptions, ctx=None) -> dict:
     if opts.vae and (ctx is None or not ctx.distributed):
         from cosmos_t2.model.vae import bench_vae
 
-        result["vae"] = bench_vae(preset=preset, device=device)
+        result["vae"] = bench_vae(device, frames=preset.frames, height=preset.height, width=preset.width)
     return result
 
 

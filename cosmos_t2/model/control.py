@@ -267,8 +267,10 @@ class TransferNet(nn.Module):
                 raise ValueError("this network has no image-context cross-attention")
             return None
         if image_context is None:
+            # Officially 256 zero tokens; they project to identical keys and values, so attention over them
+            # equals attention over one of them, which the cross-attention computes without a softmax.
             image_context = torch.zeros(
-                batch, cfg.image_context_tokens, cfg.image_context_dim, device=self._device, dtype=self._dtype
+                batch, 1, cfg.image_context_dim, device=self._device, dtype=self._dtype
             )
         return self.img_context_proj(image_context.to(self._dtype))
 

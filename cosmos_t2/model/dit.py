@@ -166,7 +166,11 @@ class Attention(nn.Module):
         q = self.q_norm(self._heads(self.q_proj(x)))
         k = self.k_norm(self._heads(self.k_proj(text)))
         out = attention(q, k, self._heads(self.v_proj(text)), backend)
-        if image is not None:
+        if image is not None and image.shape[1] == 1:
+            # One key: its softmax weight is exactly 1, so every query gets that key's value. This is how the
+            # no-reference-image case runs (256 identical tokens give identical keys: the same result).
+            out = out + self._heads(self.v_img(image))
+        elif image is not None:
             q_img = self.q_img_norm(self._heads(self.q_img(x)))
             k_img = self.k_img_norm(self._heads(self.k_img(image)))
             out = out + attention(q_img, k_img, self._heads(self.v_img(image)), backend)
