@@ -108,6 +108,10 @@ def bench(
     iters: Annotated[int, typer.Option(help="Timed steps (median reported).")] = 3,
     device: Annotated[str, typer.Option(help="cuda or cpu (cpu only with --preset tiny).")] = "cuda",
     json_out: Annotated[Path | None, typer.Option("--json-out", help="Write the full result as JSON.")] = None,
+    cfg_parallel: Annotated[bool, typer.Option(help="With --cp N: the two CFG passes on two rank groups.")] = False,
+    profile: Annotated[Path | None, typer.Option(help="Write a kernel time table of one step here.")] = None,
+    compile_mode: Annotated[str | None, typer.Option(help="torch.compile mode (with --compile).")] = None,
+    plain: Annotated[bool, typer.Option(help="Call the network directly, bypassing the parallel wrapper.")] = False,
 ) -> None:
     """Time one denoising step of the full-size network beside its floor (random weights)."""
     from cosmos_t2.bench import BenchOptions, print_result, run_bench_cli
@@ -125,6 +129,10 @@ def bench(
         device=device,
         dtype="bf16" if device == "cuda" else "fp32",
         cp=cp,
+        cfg_parallel=cfg_parallel,
+        profile=str(profile) if profile else None,
+        compile_mode=compile_mode,
+        plain=plain,
     )
     result = run_bench_cli(opts, json_out)
     if result is not None:
