@@ -94,6 +94,15 @@ def test_chunked_decode_equals_one_shot(tiny_pair, clip) -> None:
         one_shot = ours.decode(latent, chunk_frames=None)
         for chunk in (1, 2):
             assert (ours.decode(latent, chunk_frames=chunk) - one_shot).abs().max() <= 1e-5
+        # and the blocks without any carried state (state=None: the call sees the whole video)
+        mean, std = (
+            torch.tensor(v).view(1, -1, 1, 1, 1) for v in (ours.config.latent_mean, ours.config.latent_std)
+        )
+        with torch.no_grad():
+            whole = ours.decoder(ours.conv2(latent * std + mean)).clamp(-1, 1)
+            mu = ours.conv1(ours.encoder(clip))[:, :16]
+        assert (whole - one_shot).abs().max() <= 1e-5
+        assert ((mu - mean) / std - latent).abs().max() <= 1e-5
     pieces = list(ours.decode_chunks(latent, chunk_frames=1))
     assert [p.shape[2] for p in pieces] == [1, 4, 4]
     assert (ours.encode(clip, chunk_frames=8) - latent).abs().max() <= 1e-5
