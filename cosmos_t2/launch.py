@@ -4,9 +4,9 @@
 becomes the torchrun agent (in this process, through ``torch.distributed.run``) and starts N workers
 as ``python -m cosmos_t2.launch <the same arguments>``; inside torchrun it returns False and the
 command runs as one rank. When a worker raises, it writes its message to the error file torchrun
-gives it (``TORCHELASTIC_ERROR_FILE``); the agent stops the other ranks within its monitor interval
-(0.1 s), even those blocked in a collective, and :func:`run_torchrun` raises that message as a
-CosmosError (one red line, exit code 2).
+gives it (``TORCHELASTIC_ERROR_FILE``) and exits at once (:func:`exit_rank`); the agent stops the
+other ranks within its monitor interval (0.1 s), even those blocked in a collective, and
+:func:`run_torchrun` raises that message as a CosmosError (one red line, exit code 2).
 """
 
 from __future__ import annotations

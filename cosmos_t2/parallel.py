@@ -9,8 +9,8 @@ One job on N processes, as NVIDIA's inference does under ``torchrun --nproc_per_
   (each rank sees every token for a slice of heads), padded keys are dropped, attention runs, and a
   second all-to-all brings the output back. When N does not divide the heads, a ring variant passes
   K/V blocks around the ranks and merges them with a running log-sum-exp.
-- CFG parallel: with 2 or more ranks and guidance > 1 the conditional and unconditional passes run on
-  two halves of the ranks; an all-gather across the halves gives every rank both predictions, so
+- CFG parallel: with an even number of ranks and guidance on, the prompt and negative-prompt passes
+  run on two halves of the ranks; an all-gather across the halves gives every rank both predictions, so
   every rank takes the identical sampler step.
 
 Backends: NCCL on CUDA, gloo on CPU (how CI proves it). World size 1 never touches
@@ -99,6 +99,7 @@ def init_distributed(
             timeout=timedelta(seconds=timeout_s or DEFAULT_TIMEOUT_S),
             rank=rank,
             world_size=world_size,
+            device_id=device if device.type == "cuda" else None,
         )
     cfg_size = 2 if cfg_parallel else 1
     cp_size = world_size // cfg_size
@@ -272,10 +273,13 @@ def ring_attention(
         pending: list[Any] = []
         if step < n - 1:
             incoming = torch.empty_like(kv)
-            pending = [
-                dist.isend(kv, group_ranks[(shard.rank + 1) % n], group=ctx.cp_group),
-                dist.irecv(incoming, group_ranks[(shard.rank - 1) % n], group=ctx.cp_group),
-            ]
+            # One batch: NCCL would deadlock on separately issued sends that all wait for receives.
+            pending = dist.batch_isend_irecv(
+                [
+                    dist.P2POp(dist.isend, kv, group_ranks[(shard.rank + 1) % n], group=ctx.cp_group),
+                    dist.P2POp(dist.irecv, incoming, group_ranks[(shard.rank - 1) % n], group=ctx.cp_group),
+                ]
+            )
         valid = min(max(length - src * lq, 0), lq)  # keys of this block that are real tokens
         if valid:
             kb = rearrange(kv[0, :, :valid], "b l h d -> b h l d").float()
