@@ -303,6 +303,9 @@ def sequence_parallel_attention(shard: SequenceShard, ctx: ParallelContext, attn
     """An attention function with ``attn_fn``'s call signature that works on local shards:
     Ulysses when the heads split evenly over the ranks, ring otherwise."""
 
+    # Collectives stay outside torch.compile'd blocks (compile_blocks): one clean graph break
+    # around attention instead of dynamo tracing process-group calls.
+    @torch.compiler.disable
     def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, **kwargs: Any) -> torch.Tensor:
         if shard.size == 1:
             return attn_fn(q, k, v, **kwargs)
