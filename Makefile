@@ -25,8 +25,10 @@ test: $(STAMP)
 	$(MAKE) lint
 	$(VENV)/bin/pytest -q -m "not slow and not gpu" -n 2 --timeout 900
 
+# The default sweep (config.yaml: the bundled robot example, tiny model, CPU) -> results/report.html
 demo: $(STAMP)
-	$(VENV)/bin/cosmos-t2 validate examples/robot/edge.json
+	$(VENV)/bin/snakemake --profile profiles/local
+	@echo "report: results/report.html"
 
 clean:
 	rm -rf $(VENV) results .snakemake

@@ -90,13 +90,7 @@ def build_report(results: str | Path, out: str | Path, options: ReportOptions | 
         jobs_table=_table(_job_columns(jobs)),
         rule_table=_table(summary),
         bench_files_table=_table(bench),
-        stage_table=_table(
-            stages.pivot_table(
-                index=["hardware", "sample", "job"], columns="stage", values="seconds"
-            ).reset_index()
-            if not stages.empty
-            else stages
-        ),
+        stage_table=_table(_stage_pivot(stages)),
         bench_table=_table(benches),
         charts=_charts(summary, jobs, stages, benches),
         cards=[
@@ -120,6 +114,19 @@ def _table(frame: pd.DataFrame) -> Any:
         index=False, border=0, classes="data", na_rep="–", float_format=lambda x: f"{x:.4g}", escape=True
     )
     return _safe(html)
+
+
+def _stage_pivot(stages: pd.DataFrame) -> pd.DataFrame:
+    """One row per job, one column per stage, in the order infer ran them."""
+    if stages.empty:
+        return stages
+    order = list(dict.fromkeys(stages["stage"]))
+    wide = stages.pivot_table(
+        index=["hardware", "sample", "job"], columns="stage", values="seconds", sort=False
+    )
+    wide = wide[order].reset_index()
+    wide.columns.name = None
+    return wide
 
 
 def _job_columns(jobs: pd.DataFrame) -> pd.DataFrame:

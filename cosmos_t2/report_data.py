@@ -142,7 +142,7 @@ def job_table(
             }
             for rule, key in job.get("benchmarks", {}).items():
                 row[f"{rule}_s"] = walls.get((run.label, rule, key), math.nan)
-            row["steps"] = sidecar.get("diffusion_steps_total") or sidecar.get("steps")
+            row["diffusion_steps"] = sidecar.get("diffusion_steps_total") or sidecar.get("steps")
             row["s_per_step"] = sidecar.get("seconds_per_step")
             row["device"] = (sidecar.get("device") or {}).get("name")
             row["processes"] = (sidecar.get("device") or {}).get("processes")
