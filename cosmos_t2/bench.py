@@ -240,9 +240,12 @@ def run_bench(opts: BenchOptions, ctx=None) -> dict:
         result["diffusers"] = theirs
         result["speedup_vs_diffusers"] = theirs["step_s"] / ours["step_s"]
     if opts.vae and (ctx is None or not ctx.distributed):
-        from cosmos_t2.model.vae import bench_vae
+        from cosmos_t2.model.vae import VAEConfig, bench_vae
 
-        result["vae"] = bench_vae(device, frames=preset.frames, height=preset.height, width=preset.width)
+        vae_cfg = VAEConfig.tiny() if preset.tiny else VAEConfig.wan21()
+        result["vae"] = bench_vae(
+            device, config=vae_cfg, frames=preset.frames, height=preset.height, width=preset.width
+        )
     return result
 
 

@@ -23,6 +23,9 @@ class StepShape:
     text_tokens: int = 512
     batch: int = 2
     num_controls: int = 1
+    # Reference-image tokens: 0 or 1 when no image is given (the one-token shortcut in the cross-attention:
+    # one value projection, no attention), 256 with a style reference.
+    image_tokens: int = 1
 
     def tokens(self, cfg: TransferConfig) -> int:
         pt, ph, pw = cfg.patch_size
@@ -42,7 +45,9 @@ class StepFlops:
         return self.matmul / (matmul_tflops * 1e12) + self.attention / (attention_tflops * 1e12)
 
 
-def _block_flops(cfg: TransferConfig, tokens: int, text_tokens: int) -> tuple[float, float]:
+def _block_flops(
+    cfg: TransferConfig, tokens: int, text_tokens: int, image_tokens: int
+) -> tuple[float, float]:
     """(matmul, attention) FLOPs of one DiT block for one sample."""
     d, n = cfg.model_channels, tokens
     ctx = cfg.crossattn_emb_channels
@@ -51,10 +56,11 @@ def _block_flops(cfg: TransferConfig, tokens: int, text_tokens: int) -> tuple[fl
     matmul += 4 * n * d * int(d * cfg.mlp_ratio)  # MLP up and down
     attention = 4 * n * n * d  # QK^T and PV of self-attention
     attention += 4 * n * text_tokens * d
-    if cfg.image_context_dim is not None:
-        img = cfg.image_context_tokens
-        matmul += 2 * n * d * d + 4 * img * d * d
-        attention += 4 * n * img * d
+    if cfg.image_context_dim is not None and image_tokens == 1:
+        matmul += 2 * d * d  # v of the single token, broadcast to every query
+    elif cfg.image_context_dim is not None and image_tokens > 1:
+        matmul += 2 * n * d * d + 4 * image_tokens * d * d
+        attention += 4 * n * image_tokens * d
     return float(matmul), float(attention)
 
 
@@ -66,7 +72,7 @@ def step_flops(cfg: TransferConfig, shape: StepShape) -> StepFlops:
     n = shape.tokens(cfg)
     d = cfg.model_channels
     patch = cfg.patch_temporal * cfg.patch_spatial**2
-    block_mm, block_attn = _block_flops(cfg, n, shape.text_tokens)
+    block_mm, block_attn = _block_flops(cfg, n, shape.text_tokens, shape.image_tokens)
     blocks = cfg.num_blocks + shape.num_controls * cfg.num_control_blocks
     matmul = blocks * block_mm
     matmul += 2 * n * cfg.x_in_channels * patch * d  # x embedder
