@@ -12,7 +12,6 @@ venv: $(STAMP)
 # importable, so a machine that already has a (CUDA) torch keeps it.
 $(STAMP): pyproject.toml
 	test -x $(VPY) || $(PY) -m venv $(VENV)
-	$(VPY) -m pip install -q --upgrade pip
 	$(VPY) -c "import torch" 2>/dev/null || $(VPY) -m pip install -q torch==2.13.0
 	$(VPY) -m pip install -q -e '.[dev]'
 	touch $(STAMP)

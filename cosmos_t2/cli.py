@@ -96,22 +96,36 @@ def decode(
 
 @app.command()
 def bench(
-    preset: Annotated[str, typer.Option(help="Job shape: 720p93 (the job users time), 480p93, tiny.")] = "720p93",
+    preset: Annotated[
+        str, typer.Option(help="Job shape: 720p93 (the job users time), 480p93, tiny.")
+    ] = "720p93",
     steps: Annotated[int, typer.Option(help="Steps for the projected total.")] = 35,
-    controls: Annotated[str, typer.Option(help="Comma-separated control modalities (one branch each).")] = "edge",
+    controls: Annotated[
+        str, typer.Option(help="Comma-separated control modalities (one branch each).")
+    ] = "edge",
     cp: Annotated[int, typer.Option("--cp", help="Context-parallel ranks (relaunches under torchrun).")] = 1,
-    compare: Annotated[str, typer.Option(help="'diffusers' also times diffusers' models in the same run.")] = "",
-    compile: Annotated[bool, typer.Option("--compile/--no-compile", help="torch.compile the blocks.")] = False,
+    compare: Annotated[
+        str, typer.Option(help="'diffusers' also times diffusers' models in the same run.")
+    ] = "",
+    compile: Annotated[
+        bool, typer.Option("--compile/--no-compile", help="torch.compile the blocks.")
+    ] = False,
     attn_backend: Annotated[str, typer.Option(help="auto | cudnn | flash | efficient | math.")] = "auto",
     vae: Annotated[bool, typer.Option("--vae/--no-vae", help="Also time VAE encode and decode.")] = False,
     warmup: Annotated[int, typer.Option(help="Untimed steps first.")] = 2,
     iters: Annotated[int, typer.Option(help="Timed steps (median reported).")] = 3,
     device: Annotated[str, typer.Option(help="cuda or cpu (cpu only with --preset tiny).")] = "cuda",
-    json_out: Annotated[Path | None, typer.Option("--json-out", help="Write the full result as JSON.")] = None,
-    cfg_parallel: Annotated[bool, typer.Option(help="With --cp N: the two CFG passes on two rank groups.")] = False,
+    json_out: Annotated[
+        Path | None, typer.Option("--json-out", help="Write the full result as JSON.")
+    ] = None,
+    cfg_parallel: Annotated[
+        bool, typer.Option(help="With --cp N: the two CFG passes on two rank groups.")
+    ] = False,
     profile: Annotated[Path | None, typer.Option(help="Write a kernel time table of one step here.")] = None,
     compile_mode: Annotated[str | None, typer.Option(help="torch.compile mode (with --compile).")] = None,
-    plain: Annotated[bool, typer.Option(help="Call the network directly, bypassing the parallel wrapper.")] = False,
+    plain: Annotated[
+        bool, typer.Option(help="Call the network directly, bypassing the parallel wrapper.")
+    ] = False,
 ) -> None:
     """Time one denoising step of the full-size network beside its floor (random weights)."""
     from cosmos_t2.bench import BenchOptions, print_result, run_bench_cli
@@ -193,14 +207,20 @@ def encode_prompt(
 def infer(
     job: Annotated[Path, typer.Argument(help="A job spec, or a spec file (with --name for a JSONL).")],
     out_dir: Annotated[Path, typer.Option("-o", "--out", help="Folder for <name>.mp4 and <name>.json.")],
-    tiny: Annotated[bool, typer.Option("--tiny", help="The tiny random-weight model (CPU demo, tests).")] = False,
+    tiny: Annotated[
+        bool, typer.Option("--tiny", help="The tiny random-weight model (CPU demo, tests).")
+    ] = False,
     model_dir: Annotated[Path | None, typer.Option("--model-dir", help="Checkpoints, VAE, encoders.")] = None,
-    device: Annotated[str | None, typer.Option("--device", help="cpu or cuda (default: cuda if present).")] = None,
+    device: Annotated[
+        str | None, typer.Option("--device", help="cpu or cuda (default: cuda if present).")
+    ] = None,
     gpus: Annotated[int, typer.Option("--gpus", help="Processes (one GPU each) under torchrun.")] = 1,
     controls_dir: Annotated[
         Path | None, typer.Option("--controls-dir", help="Control videos from `cosmos-t2 controls`.")
     ] = None,
-    masks_dir: Annotated[Path | None, typer.Option("--masks-dir", help="Masks from `cosmos-t2 masks`.")] = None,
+    masks_dir: Annotated[
+        Path | None, typer.Option("--masks-dir", help="Masks from `cosmos-t2 masks`.")
+    ] = None,
     prompt_embeddings: Annotated[
         Path | None, typer.Option("--prompt-embeddings", help="From `cosmos-t2 encode-prompt`.")
     ] = None,
@@ -246,11 +266,15 @@ def infer(
 
 @app.command()
 def render(
-    latents: Annotated[Path, typer.Argument(help="A <name>.latents.safetensors from `infer --latents-only`.")],
+    latents: Annotated[
+        Path, typer.Argument(help="A <name>.latents.safetensors from `infer --latents-only`.")
+    ],
     out: Annotated[Path, typer.Option("-o", "--out", help="The mp4 to write (its .json goes beside it).")],
     tiny: Annotated[bool, typer.Option("--tiny", help="Latents of the tiny model (tiny VAE).")] = False,
     model_dir: Annotated[Path | None, typer.Option("--model-dir", help="Folder with tokenizer.pth.")] = None,
-    device: Annotated[str | None, typer.Option("--device", help="cpu or cuda (default: cuda if present).")] = None,
+    device: Annotated[
+        str | None, typer.Option("--device", help="cpu or cuda (default: cuda if present).")
+    ] = None,
 ) -> None:
     """Decode latents with the VAE into an mp4 (and its sidecar JSON)."""
     from cosmos_t2.pipeline_output import render_latents
@@ -275,7 +299,9 @@ def controls(
     input_path: Annotated[
         Path | None, typer.Option("--input", help="Model-size input (default DIR/input.mkv, else decoded).")
     ] = None,
-    device: Annotated[str | None, typer.Option("--device", help="cpu or cuda (default: cuda if present).")] = None,
+    device: Annotated[
+        str | None, typer.Option("--device", help="cpu or cuda (default: cuda if present).")
+    ] = None,
     tiny: Annotated[bool, typer.Option("--tiny", help="Decode at the tiny model's resolution.")] = False,
     name: Annotated[str | None, typer.Option("--name", help="The sample to use from a JSONL.")] = None,
     depth_model_dir: Annotated[Path | None, typer.Option(help=_DEPTH_DIR_HELP)] = None,
@@ -304,7 +330,9 @@ def masks(
     input_path: Annotated[
         Path | None, typer.Option("--input", help="Model-size input (default DIR/input.mkv, else decoded).")
     ] = None,
-    device: Annotated[str | None, typer.Option("--device", help="cpu or cuda (default: cuda if present).")] = None,
+    device: Annotated[
+        str | None, typer.Option("--device", help="cpu or cuda (default: cuda if present).")
+    ] = None,
     tiny: Annotated[bool, typer.Option("--tiny", help="Decode at the tiny model's resolution.")] = False,
     name: Annotated[str | None, typer.Option("--name", help="The sample to use from a JSONL.")] = None,
     seg_model_dir: Annotated[Path | None, typer.Option(help=_SEG_DIR_HELP)] = None,
