@@ -131,19 +131,21 @@ def test_jsonl_samples_glob_and_sample_filter(tmp_path: Path) -> None:
     assert only_b.stage_spec("job", job.key).validate_args() == ["--name", "b"]
 
 
-def test_control_path_skips_controls_and_decode(tmp_path: Path) -> None:
+def test_given_controls_skip_the_controls_stage_and_masks_read_the_decoded_input(tmp_path: Path) -> None:
     folder = write_example(tmp_path / "ex")
     (folder / "edge.mp4").write_bytes(b"edges")
-    spec = {
-        "prompt": "p",
-        "video_path": "input.mp4",
-        "edge": {"control_path": "edge.mp4", "mask_path": "edge.mp4"},
-    }
-    (folder / "given.json").write_text(json.dumps(spec))
+    given = {"prompt": "p", "video_path": "input.mp4", "edge": {"control_path": "edge.mp4"}}
+    (folder / "given.json").write_text(json.dumps(given))
+    masked = {**given, "name": "masked", "edge": {"control_path": "edge.mp4", "mask_prompt": "the arm"}}
+    (folder / "masked.json").write_text(json.dumps(masked))
     sweep = plan_sweep({"specs": ["ex/given.json"]}, tmp_path)
     (job,) = sweep.jobs.values()
-    assert job.controls is None and job.decode is None and sweep.keys("decode") == []
-    assert job.masks is not None and sweep.decode_of[job.masks]
+    assert job.controls is None and job.masks is None and job.decode is None
+    assert sweep.keys("decode") == sweep.keys("controls") == []
+    sweep = plan_sweep({"specs": ["ex/masked.json"]}, tmp_path)
+    (job,) = sweep.jobs.values()
+    assert job.controls is None and job.masks is not None
+    assert sweep.decode_of[job.masks] == job.decode and sweep.keys("decode") == [job.decode]
 
 
 def test_bad_configs_are_one_clear_error(tmp_path: Path) -> None:
