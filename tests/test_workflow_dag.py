@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import stat
 import subprocess
@@ -203,3 +204,19 @@ def test_killed_run_resumes_and_changes_redo_only_affected_jobs(
     write_sweep(sweep_dir, weights=(0.5, 0.8))
     counts = job_counts(snakemake(sweep_dir, "--dry-run", "--cores", "2", env=fake_cli))
     assert counts == {"spec": 2, "diffuse": 2, "encode": 2, "manifest": 1, "report": 1, "all": 1}
+
+
+def test_bundled_examples_and_a_mask_prompt_dry_run(tmp_path: Path) -> None:
+    shutil.copytree(REPO / "examples" / "robot", tmp_path / "robot")
+    masked = json.loads((tmp_path / "robot" / "depth.json").read_text())
+    masked.update(name="robot_masked", edge={"mask_prompt": "the robot arm"})
+    (tmp_path / "robot" / "masked.json").write_text(json.dumps(masked))
+    (tmp_path / "sweep.yaml").write_text("specs: [robot/*.json, robot/batch.jsonl]\ngrid: {num_steps: [2]}\n")
+    out = snakemake(tmp_path, "--dry-run", "--cores", "1", "--printshellcmds")
+    counts = job_counts(out)
+    samples = {"edge", "vis", "depth", "seg", "multicontrol", "masked", "edge_low", "depth_edge"}
+    assert counts["diffuse"] == len(samples) and counts["masks"] == 1 and counts["decode"] == 1
+    # controls given as files (depth.json, seg.json) need no controls job; edge, vis, edge_low,
+    # multicontrol (edge + vis), masked and depth_edge (edge) need four distinct control sets
+    assert counts["controls"] == 4
+    assert re.search(r"cosmos-t2 masks \S+ -o \S+ --input \S+/decode/\w+/input.mkv", out)
