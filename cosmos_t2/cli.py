@@ -360,11 +360,19 @@ def report(
     metrics: Annotated[bool, typer.Option(help="Score outputs against their controls.")] = True,
     metric_frames: Annotated[int, typer.Option(help="Frames per video the metrics look at.")] = 16,
     embed_limit_mb: Annotated[float, typer.Option(help="Inline previews up to this size.")] = 8.0,
+    depth_model_dir: Annotated[Path | None, typer.Option(help="Also score depth controls (si-RMSE).")] = None,
+    device: Annotated[str, typer.Option(help="Where the depth model runs: cpu or cuda.")] = "cpu",
 ) -> None:
     """Write one self-contained HTML report: jobs, costs per rule and hardware, previews, control fidelity."""
     from cosmos_t2.report import ReportOptions, build_report
 
-    options = ReportOptions(metrics=metrics, metric_frames=metric_frames, embed_limit_mb=embed_limit_mb)
+    options = ReportOptions(
+        metrics=metrics,
+        metric_frames=metric_frames,
+        embed_limit_mb=embed_limit_mb,
+        depth_model_dir=depth_model_dir,
+        device=device,
+    )
     typer.echo(build_report(results, out, options))
 
 

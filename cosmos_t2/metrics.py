@@ -5,7 +5,8 @@ Each metric compares the output, put through the same extractor as the control, 
 - blur SSIM: the output blurred with the control's preset vs the blur (vis) control;
 - depth si-RMSE: scale-invariant RMSE (Eigen et al. 2014) of depth estimated on the output vs the
   depth control, where a depth model is configured;
-- seg mIoU: mean intersection over union of label maps, where a segmentation model is configured.
+- seg mIoU: mean intersection over union of label maps (a function only: scoring seg needs GroundingDINO
+  and SAM2 on the output, which the report does not run).
 
 The metric functions are pure functions over arrays; `control_fidelity` reads the files.
 """
@@ -149,12 +150,21 @@ def resize_frames(frames: np.ndarray, height: int, width: int) -> np.ndarray:
     return np.stack([cv2.resize(f, (width, height), interpolation=interp) for f in frames])
 
 
-def control_fidelity(video: Path, controls_dir: Path | None, max_frames: int = 16) -> dict[str, float]:
-    """Edge F1 and blur SSIM of an output video against the edge/vis controls in `controls_dir`.
+def control_fidelity(
+    video: Path,
+    controls_dir: Path | None,
+    max_frames: int = 16,
+    *,
+    depth_model_dir: Path | None = None,
+    device: str = "cpu",
+) -> dict[str, float]:
+    """Control fidelity of an output video against the controls in `controls_dir`.
 
-    The output is resized to the control's size (the control is at model resolution; the output may
-    be back at the input's). Frames are sampled evenly, at most `max_frames` of them. Modalities whose
-    control is absent are left out; depth and seg need their models and are not computed here.
+    Edge F1 and blur SSIM always; depth si-RMSE when `depth_model_dir` is given (depth is estimated on
+    the output with the same model and rendering as the control; si-RMSE of the grey levels + 1, so
+    black pixels stay in). The output is resized to the control's size (the control is at model
+    resolution; the output may be back at the input's) and frames are sampled evenly, at most
+    `max_frames`. Modalities whose control is absent are left out.
     """
     from cosmos_t2.controls.blur import blur_video
     from cosmos_t2.controls.edge import canny_edges
@@ -162,21 +172,31 @@ def control_fidelity(video: Path, controls_dir: Path | None, max_frames: int = 1
 
     if controls_dir is None or not controls_dir.is_dir():
         return {}
-    present = [m for m in ("edge", "vis") if (controls_dir / f"{m}.mkv").is_file()]
+    wanted = ["edge", "vis"] + (["depth"] if depth_model_dir is not None else [])
+    present = [m for m in wanted if (controls_dir / f"{m}.mkv").is_file()]
     if not present:
         return {}
     output = read_video(video).frames.numpy()
     scores: dict[str, float] = {}
     for modality in present:
         control = read_video(controls_dir / f"{modality}.mkv").frames.numpy()
-        n = min(len(output), len(control))
-        idx = sample_frames(n, max_frames)
+        idx = sample_frames(min(len(output), len(control)), max_frames)
         out = resize_frames(output[idx], control.shape[1], control.shape[2])
-        preset = _preset(controls_dir / f"{modality}.json", modality)
         if modality == "edge":
-            scores["edge_f1"] = edge_f1(canny_edges(out, preset)[..., 0] > 0, control[idx][..., 0] > 127)
+            edges = canny_edges(out, _preset(controls_dir / "edge.json", modality))
+            scores["edge_f1"] = edge_f1(edges[..., 0] > 0, control[idx][..., 0] > 127)
+        elif modality == "vis":
+            scores["blur_ssim"] = ssim(
+                blur_video(out, _preset(controls_dir / "vis.json", modality)), control[idx]
+            )
         else:
-            scores["blur_ssim"] = ssim(blur_video(out, preset), control[idx])
+            import torch
+
+            from cosmos_t2.controls.depth import depth_control
+
+            depth, _ = depth_control(out, Path(depth_model_dir or ""), torch.device(device))
+            grey = lambda v: v[..., 0].astype(np.float64) + 1.0  # noqa: E731
+            scores["depth_si_rmse"] = si_rmse(grey(depth), grey(control[idx]))
     return scores
 
 

@@ -58,6 +58,8 @@ class ReportOptions:
     metrics: bool = True
     metric_frames: int = 16  # frames per video the metrics look at
     embed_limit_mb: float = 8.0  # larger previews are linked, not inlined
+    depth_model_dir: Path | None = None  # also score depth controls (si-RMSE) with this model
+    device: str = "cpu"  # where the depth model runs
 
 
 def build_report(results: str | Path, out: str | Path, options: ReportOptions | None = None) -> Path:
@@ -69,7 +71,9 @@ def build_report(results: str | Path, out: str | Path, options: ReportOptions | 
     results, out = Path(results), Path(out)
     runs = find_runs(results)
     bench = benchmark_table(runs)
-    metrics = compute_metrics(runs, options.metric_frames) if options.metrics else {}
+    metrics: dict[tuple[str, str], dict[str, float]] = {}
+    if options.metrics:
+        metrics = compute_metrics(runs, options.metric_frames, options.depth_model_dir, options.device)
     jobs = job_table(runs, bench, metrics)
     summary = rule_summary(bench)
     stages = stage_timings(runs)

@@ -192,7 +192,9 @@ def bench_table(runs: list[Run]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def compute_metrics(runs: list[Run], max_frames: int = 16) -> dict[tuple[str, str], dict[str, float]]:
+def compute_metrics(
+    runs: list[Run], max_frames: int = 16, depth_model_dir: Path | None = None, device: str = "cpu"
+) -> dict[tuple[str, str], dict[str, float]]:
     """Control fidelity of each finished job's video against its computed controls."""
     from cosmos_t2.metrics import control_fidelity
 
@@ -204,7 +206,9 @@ def compute_metrics(runs: list[Run], max_frames: int = 16) -> dict[tuple[str, st
             if not video.is_file() or controls is None:
                 continue
             try:
-                scores[(run.label, job["key"])] = control_fidelity(video, run.folder / controls, max_frames)
+                scores[(run.label, job["key"])] = control_fidelity(
+                    video, run.folder / controls, max_frames, depth_model_dir=depth_model_dir, device=device
+                )
             except (CosmosError, ValueError) as exc:  # one unreadable video should not sink the report
                 log.warning("no metrics for %s: %s", video, exc)
     return scores

@@ -114,3 +114,25 @@ def test_control_fidelity_scores_an_output_against_its_control_files(tmp_path: P
     worse = control_fidelity(other, controls)
     assert worse["edge_f1"] < 0.5 and worse["blur_ssim"] < 0.5
     assert control_fidelity(same, tmp_path / "missing") == {}
+
+
+def test_depth_si_rmse_of_an_output_with_a_depth_model(tmp_path: Path) -> None:
+    import torch
+    from test_controls_models import build_tiny_depth  # the tiny random Depth Anything V2 of those tests
+
+    from cosmos_t2.controls.depth import depth_control
+    from cosmos_t2.video import write_video
+
+    model = build_tiny_depth(tmp_path / "depth-model")
+    rng = np.random.default_rng(3)
+    frames = np.zeros((3, 28, 42, 3), np.uint8)
+    frames[:, :, :21] = 180
+    frames = np.clip(frames + rng.integers(0, 30, frames.shape), 0, 255).astype(np.uint8)
+    control, _ = depth_control(frames, model, torch.device("cpu"))
+    write_video(tmp_path / "controls" / "depth.mkv", control, 16, lossless=True)
+    same = write_video(tmp_path / "same.mkv", frames, 16, lossless=True)
+    assert "depth_si_rmse" not in control_fidelity(same, tmp_path / "controls")  # no model: not scored
+    scores = control_fidelity(same, tmp_path / "controls", depth_model_dir=model)
+    assert scores["depth_si_rmse"] == pytest.approx(0.0, abs=1e-9)
+    flipped = write_video(tmp_path / "flipped.mkv", frames[:, :, ::-1].copy(), 16, lossless=True)
+    assert control_fidelity(flipped, tmp_path / "controls", depth_model_dir=model)["depth_si_rmse"] > 0.01

@@ -87,10 +87,14 @@ def model_args(dir_key):
     return [f"--{dir_key.replace('_', '-')}", folder] if folder else []
 
 
+def dir_args(*dir_keys):
+    """`--<key> <folder>` for each configured model folder (depth, segmentation, grounding)."""
+    return [a for k in dir_keys if config[k] for a in (f"--{k.replace('_', '-')}", config[k])]
+
+
 def aux_model_args(*dir_keys):
-    """Depth / segmentation model folders for the stages that run them (when configured)."""
-    tiny = ["--tiny"] if config["tiny"] else []
-    return tiny + [a for k in dir_keys if config[k] for a in (f"--{k.replace('_', '-')}", config[k])]
+    """--tiny (decode at the tiny model's resolution) and the model folders a stage runs."""
+    return (["--tiny"] if config["tiny"] else []) + dir_args(*dir_keys)
 
 
 def gpus_if_device(wildcards):

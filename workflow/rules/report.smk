@@ -27,6 +27,7 @@ rule report:
         html=report(config["report"], caption="../report/report.rst", category="Report"),
     params:
         results=lambda wildcards: RESULTS,
+        metrics=dir_args("depth_model_dir") + ["--device", config["device"]],
     log:
         f"{RUN}/logs/report.log",
     benchmark:
@@ -34,4 +35,4 @@ rule report:
     conda:
         "../envs/cosmos-t2.yaml"
     shell:
-        "cosmos-t2 report {params.results:q} -o {output.html:q} > {log:q} 2>&1"
+        "cosmos-t2 report {params.results:q} -o {output.html:q} {params.metrics:q} > {log:q} 2>&1"
