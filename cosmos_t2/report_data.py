@@ -31,8 +31,7 @@ BENCH_COLUMNS = {
     "io_in": "io_in_mib",
     "io_out": "io_out_mib",
 }
-# The rule whose sidecar carries each stage's GPU/CPU peak memory.
-SIDECAR_RULES = ("diffuse", "encode")
+BENCH_OPTIONS = ("steps", "cp", "cfg_parallel", "dtype", "compile", "attn_backend")
 
 
 @dataclass(frozen=True)
@@ -185,7 +184,10 @@ def bench_table(runs: list[Run]) -> pd.DataFrame:
             row: dict[str, Any] = {"hardware": run.label, "file": rel}
             for key, value in data.items():
                 if isinstance(value, dict):
-                    row.update({f"{key}.{k}": v for k, v in value.items() if not isinstance(v, (dict, list))})
+                    kept = {k: v for k, v in value.items() if not isinstance(v, (dict, list))}
+                    if key == "options":  # how it was run; the rest of the options are tuning knobs
+                        kept = {k: v for k, v in kept.items() if k in BENCH_OPTIONS}
+                    row.update({f"{key}.{k}": v for k, v in kept.items()})
                 elif not isinstance(value, list):
                     row[key] = value
             rows.append(row)

@@ -43,9 +43,17 @@ def make_results(root: Path, labels: tuple[str, ...] = ("cpu-test", "h100-test")
     results = root / "results"
     for n, label in enumerate(labels):
         run = results / label
-        data = manifest(sweep, {"label": label, "device": "cuda" if "h100" in label else "cpu"})
+        gpu = "h100" in label
+        data = manifest(
+            sweep, {"label": label, "device": "cuda" if gpu else "cpu"}, ["720p93"] if gpu else []
+        )
         (run / "manifest.json").parent.mkdir(parents=True)
         (run / "manifest.json").write_text(json.dumps(data))
+        if gpu:  # a `cosmos-t2 bench --json-out` result
+            bench = {"preset": {"name": "720p93"}, "options": {"cp": 1, "warmup": 2}, "device": "NVIDIA H100"}
+            bench["cosmos_t2"] = {"step_s": 6.9, "peak_gib": 21.5, "step_times_s": [6.9, 6.9]}
+            (run / "bench").mkdir()
+            (run / "bench" / "720p93.json").write_text(json.dumps(bench))
         for i, job in enumerate(data["jobs"]):
             paths = job["paths"]
             weight = job["settings"]["control_weight"]
@@ -125,6 +133,10 @@ def test_report_tables_hold_each_job_its_costs_and_fidelity(report_html: tuple[P
         assert text in html
     for chart in ("chart-rule-time", "chart-s-per-step", "chart-stages", "chart-fidelity"):
         assert f'id="{chart}"' in html
+    bench = re.search(r'<section id="bench">(.*?)</section>', html, re.S)
+    assert bench and "<th>cosmos_t2.step_s</th>" in bench[1] and "<td>6.9</td>" in bench[1]
+    assert "options.warmup" not in bench[1] and "<th>options.cp</th>" in bench[1]
+    assert "cosmos-t2 bench" in html.split('id="chart-s-per-step"', 1)[1].split("</script>", 1)[0]
     rules = re.search(r'<section id="rules">(.*?)</section>', html, re.S)
     assert rules and all(r in rules[1] for r in ("decode", "controls", "prompt", "diffuse", "encode"))
 
