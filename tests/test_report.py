@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from cosmos_t2.report import ReportOptions, build_report
-from cosmos_t2.workflow_support import manifest, plan_sweep
+from cosmos_t2.workflow_manifest import manifest
+from cosmos_t2.workflow_support import plan_sweep
 
 BENCH_HEADER = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
 

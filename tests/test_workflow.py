@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 
 from cosmos_t2.errors import CosmosError
+from cosmos_t2.workflow_manifest import manifest
 from cosmos_t2.workflow_support import (
     FileHasher,
     format_set_args,
     grid_points,
-    manifest,
     plan_sweep,
     point_overrides,
     stable_hash,

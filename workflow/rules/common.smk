@@ -5,7 +5,8 @@ import shutil
 import sys
 from pathlib import Path
 
-from cosmos_t2.workflow_support import PATHS, FileHasher, manifest, plan_sweep
+from cosmos_t2.workflow_manifest import PATHS, manifest
+from cosmos_t2.workflow_support import FileHasher, plan_sweep
 
 RESULTS = config["results"]
 RUN = f"{RESULTS}/{config['hardware_label']}"

@@ -1,0 +1,81 @@
+"""The sweep's manifest: where each job's files live in a run folder, for the report to find them.
+
+The workflow's rules and the manifest use the same path patterns (`PATHS`), so the report never has to
+guess a key: every job lists its spec, prompt embeddings, controls, masks, latents, sidecar and video,
+and the benchmark file of each rule it went through.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from cosmos_t2.workflow_support import Sweep, write_text_atomic
+
+# Where each product lives under a run folder (`<results>/<hardware label>`); the rules and the
+# manifest the report reads both use these patterns.
+PATHS = {
+    "spec": "specs/{stage}/{key}.json",
+    "decoded": "decode/{key}/input.mkv",
+    "controls": "controls/{key}",
+    "masks": "masks/{key}",
+    "prompt": "prompts/{key}.safetensors",
+    "latents": "diffuse/{job}/{name}.latents.safetensors",
+    "diffuse_sidecar": "diffuse/{job}/{name}.json",
+    "video": "videos/{job}/{name}.mp4",
+    "bench": "bench/{preset}.json",
+    "manifest": "manifest.json",
+}
+
+
+def manifest(sweep: Sweep, hardware: Mapping[str, Any], bench: Iterable[str] = ()) -> dict[str, Any]:
+    """What the report needs to find every job's files, relative to the run folder."""
+    jobs = []
+    order = sorted(
+        sweep.jobs.values(),
+        key=lambda j: (j.spec_file, j.name, json.dumps(j.settings, sort_keys=True), j.key),
+    )
+    for job in order:
+        paths = {
+            "spec": PATHS["spec"].format(stage="job", key=job.key),
+            "prompt": PATHS["prompt"].format(key=job.prompt),
+            "latents": PATHS["latents"].format(job=job.key, name=job.name),
+            "diffuse_sidecar": PATHS["diffuse_sidecar"].format(job=job.key, name=job.name),
+            "video": PATHS["video"].format(job=job.key, name=job.name),
+        }
+        if job.controls:
+            paths["controls"] = PATHS["controls"].format(key=job.controls)
+        if job.masks:
+            paths["masks"] = PATHS["masks"].format(key=job.masks)
+        # benchmark files are benchmarks/<rule>/<this>.tsv
+        rules = {
+            "spec": f"job-{job.key}",
+            "decode": job.decode,
+            "controls": job.controls,
+            "masks": job.masks,
+            "prompt": job.prompt,
+            "diffuse": f"{job.key}/{job.name}",
+            "encode": f"{job.key}/{job.name}",
+        }
+        jobs.append(
+            {
+                "key": job.key,
+                "name": job.name,
+                "spec_file": job.spec_file,
+                "settings": job.settings,
+                "overrides": job.overrides,
+                "modalities": job.modalities,
+                "paths": paths,
+                "benchmarks": {rule: key for rule, key in rules.items() if key},
+            }
+        )
+    bench_paths = [PATHS["bench"].format(preset=p) for p in bench]
+    return {"version": 1, "hardware": dict(hardware), "jobs": jobs, "bench": bench_paths}
+
+
+def write_manifest(path: str | Path, data: Mapping[str, Any]) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
