@@ -127,15 +127,18 @@ def _jsonable(value: Any) -> Any:
 
 
 def normalized_control_weights(spec: Spec) -> dict[str, float]:
-    """The weights the model applies when several controls are used together.
+    """The weights the model applies where no mask is black, as upstream computes them.
 
-    Upstream (`resize_control_weight` in `vid2vid_model_control_vace_rectified_flow.py`) stacks the
-    per-modality weight maps (weight × mask, per latent position), sums over modalities and, where that
-    sum exceeds 1, divides every weight there by the sum: weights are scaled to sum to at most 1, never
-    scaled up. This is the mask-free case of that rule; with masks the pipeline applies the same rule
-    per position to weight × mask (where a mask is black that modality counts 0 there).
+    Upstream (`resize_control_weight` in `vid2vid_model_control_vace_rectified_flow.py`) normalises only when
+    some control has a mask (`mask_path` or `mask_prompt`): then every control becomes a weight map
+    (weight × mask, per latent position), and where the maps sum to more than 1 each is divided by the sum.
+    Without masks the scalar weights are used as given, even if they sum to more than 1 (its config
+    docstring says otherwise; the code is what runs). This returns the value at positions where every mask
+    is white; `cosmos_t2.model.control.control_weights` applies the rule per position.
     """
     weights = {m: c.control_weight for m, c in spec.controls.items()}
+    if not any(c.mask_path or c.mask_prompt for c in spec.controls.values()):
+        return weights
     scale = 1.0 / max(sum(weights.values()), 1.0)
     return {m: w * scale for m, w in weights.items()}
 

@@ -247,15 +247,22 @@ def test_job_spec_round_trip(ws: Path) -> None:
 
 
 def test_normalized_control_weights_follow_upstream() -> None:
-    def spec(**weights: float) -> Spec:
-        controls = {m: ControlSpec(modality=m, control_weight=w) for m, w in weights.items()}
+    def spec(mask: bool = False, **weights: float) -> Spec:
+        controls = {
+            m: ControlSpec(modality=m, control_weight=w, mask_prompt="robot" if mask and i == 0 else None)
+            for i, (m, w) in enumerate(weights.items())
+        }
         return Spec(name="n", prompt="p", video_path=Path("/v.mp4"), controls=controls)
 
-    assert normalized_control_weights(spec(edge=0.3, depth=0.5)) == {
-        "edge": 0.3,
+    # without masks, upstream uses the weights as given, even above a sum of 1
+    assert normalized_control_weights(spec(edge=1.0, depth=0.5, seg=0.5)) == {
+        "edge": 1.0,
         "depth": 0.5,
-    }  # sum <= 1 kept
-    scaled = normalized_control_weights(spec(edge=1.0, depth=0.5, seg=0.5))
+        "seg": 0.5,
+    }
+    # with a mask, the sum is capped at 1 (never scaled up)
+    assert normalized_control_weights(spec(True, edge=0.3, depth=0.5)) == {"edge": 0.3, "depth": 0.5}
+    scaled = normalized_control_weights(spec(True, edge=1.0, depth=0.5, seg=0.5))
     assert scaled == pytest.approx({"edge": 0.5, "depth": 0.25, "seg": 0.25})
     assert sum(scaled.values()) == pytest.approx(1.0)
 
