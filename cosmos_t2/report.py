@@ -195,18 +195,33 @@ def _charts(
 def _step_rows(jobs: pd.DataFrame, benches: pd.DataFrame) -> pd.DataFrame:
     rows = []
     if "s_per_step" in jobs:
-        for row in jobs.dropna(subset=["s_per_step"]).itertuples():
-            rows.append({"hardware": row.hardware, "s_per_step": row.s_per_step, "source": "sweep jobs"})
+        for row in jobs.dropna(subset=["s_per_step"]).to_dict("records"):
+            gpu = _gpu_label(row.get("device"), row.get("processes"))
+            rows.append(
+                {
+                    "hardware": f"{row['hardware']}{gpu}",
+                    "s_per_step": row["s_per_step"],
+                    "source": "sweep jobs",
+                }
+            )
     if "cosmos_t2.step_s" in benches:
         for row in benches.dropna(subset=["cosmos_t2.step_s"]).to_dict("records"):
             rows.append(
                 {
-                    "hardware": row["hardware"],
+                    "hardware": f"{row['hardware']}{_gpu_label(row.get('device'), row.get('world_size'))}",
                     "s_per_step": row["cosmos_t2.step_s"],
                     "source": "cosmos-t2 bench",
                 }
             )
     return pd.DataFrame(rows)
+
+
+def _gpu_label(device: Any, processes: Any) -> str:
+    """ " (NVIDIA H100 80GB HBM3 x4)" for the s/step chart's axis; "" where the sidecar has no device."""
+    if not isinstance(device, str) or not device:
+        return ""
+    count = f" x{int(processes)}" if _present(processes) and int(processes) > 1 else ""
+    return f" ({device}{count})"
 
 
 def _fidelity_rows(jobs: pd.DataFrame) -> pd.DataFrame:

@@ -137,7 +137,10 @@ def test_report_tables_hold_each_job_its_costs_and_fidelity(report_html: tuple[P
     bench = re.search(r'<section id="bench">(.*?)</section>', html, re.S)
     assert bench and "<th>cosmos_t2.step_s</th>" in bench[1] and "<td>6.9</td>" in bench[1]
     assert "options.warmup" not in bench[1] and "<th>options.cp</th>" in bench[1]
-    assert "cosmos-t2 bench" in html.split('id="chart-s-per-step"', 1)[1].split("</script>", 1)[0]
+    assert (
+        "h100-test (NVIDIA H100)" in html
+        and "cosmos-t2 bench" in html.split('id="chart-s-per-step"', 1)[1].split("</script>", 1)[0]
+    )
     rules = re.search(r'<section id="rules">(.*?)</section>', html, re.S)
     assert rules and all(r in rules[1] for r in ("decode", "controls", "prompt", "diffuse", "encode"))
 
