@@ -5,8 +5,13 @@ import shutil
 import sys
 from pathlib import Path
 
+from snakemake.exceptions import WorkflowError
+
 from cosmos_t2.workflow_manifest import PATHS, manifest
 from cosmos_t2.workflow_support import FileHasher, plan_sweep
+
+if not config["tiny"] and not config["model_dir"]:
+    raise WorkflowError("tiny is false: set model_dir (the Cosmos-Transfer2.5-2B folder), e.g. --config tiny=False model_dir=...")
 
 RESULTS = config["results"]
 RUN = f"{RESULTS}/{config['hardware_label']}"
@@ -81,11 +86,11 @@ def launcher(wildcards, resources):
 
 
 def model_args(dir_key):
-    """--tiny, or the model folder the stage reads."""
+    """--tiny, or the model folder the stage reads (the text encoder defaults to model_dir/text_encoder)."""
     if config["tiny"]:
         return ["--tiny"]
-    folder = config[dir_key]
-    return [f"--{dir_key.replace('_', '-')}", folder] if folder else []
+    folder = config[dir_key] or (f"{config['model_dir']}/text_encoder" if dir_key == "text_encoder_dir" else "")
+    return [f"--{dir_key.replace('_', '-')}", folder]
 
 
 def dir_args(*dir_keys):
