@@ -147,10 +147,28 @@ def bench_transfer(
 
         compile_blocks(net, mode=opts.compile_mode)
     x, timesteps, text, cond, controls = _inputs(cfg, preset, n_controls, device, dtype)
-    if ctx.cfg_size == 2:  # this rank group runs one of the two CFG passes
-        x, timesteps, text, cond = x[:1], timesteps[:1], text[:1], cond[:1]
-        controls = [replace(c, latent=c.latent[:1]) for c in controls]
     model = net if opts.plain else ParallelNet(net, ctx)
+    if ctx.cfg_size == 2:  # each rank group runs one CFG pass (B=1); an all-gather gives both to every rank
+        from cosmos_t2.parallel import cfg_pair
+
+        controls = [replace(c, latent=c.latent[:1]) for c in controls]
+        x, timesteps, cond = x[:1], timesteps[:1], cond[:1]
+        texts = text[:1], text[1:]
+        one_pass = model
+
+        def model(x, timesteps, text, *, condition_mask, controls):
+            return torch.cat(
+                cfg_pair(
+                    ctx,
+                    lambda: one_pass(
+                        x, timesteps, texts[0], condition_mask=condition_mask, controls=controls
+                    ),
+                    lambda: one_pass(
+                        x, timesteps, texts[1], condition_mask=condition_mask, controls=controls
+                    ),
+                )
+            )
+
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
 
@@ -273,7 +291,10 @@ def print_result(result: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"cosmos-t2 bench: {result['preset']['name']} on {result['device']}")
+    where = result["device"]
+    if result.get("world_size", 1) > 1:
+        where += f" x{result['world_size']} (cp {result['cp_size']}, cfg {result['cfg_size']})"
+    table = Table(title=f"cosmos-t2 bench: {result['preset']['name']} on {where}")
     for col in ("what", "s / step", f"{result['options']['steps']} steps (s)", "peak GiB", "vs floor"):
         table.add_column(col)
     floor = result.get("floor_step_s")
