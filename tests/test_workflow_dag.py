@@ -220,3 +220,14 @@ def test_bundled_examples_and_a_mask_prompt_dry_run(tmp_path: Path) -> None:
     # multicontrol (edge + vis), masked and depth_edge (edge) need four distinct control sets
     assert counts["controls"] == 4
     assert re.search(r"cosmos-t2 masks \S+ -o \S+ --input \S+/decode/\w+/input.mkv", out)
+
+
+def test_bad_configs_stop_before_any_job(sweep_dir: Path) -> None:
+    base = [str(SNAKEMAKE), "-s", str(REPO / "Snakefile"), "--configfile", "sweep.yaml", "--dry-run"]
+    for extra, message in (
+        (["--config", "tiny=False"], "tiny is false: set model_dir"),
+        (["--config", "device=tpu"], "Error validating config file"),
+        (["--config", "specs=[nothing/*.json]"], "no spec file matches"),
+    ):
+        proc = subprocess.run([*base, *extra], cwd=sweep_dir, capture_output=True, text=True, timeout=300)
+        assert proc.returncode != 0 and message in proc.stdout + proc.stderr, extra
