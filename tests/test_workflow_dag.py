@@ -120,6 +120,8 @@ def test_lint_reports_nothing(sweep_dir: Path) -> None:
 @pytest.mark.parametrize("profile", ["local", "local-gpu", "slurm-h100", "slurm-h200"])
 def test_each_profile_dry_runs(sweep_dir: Path, profile: str) -> None:
     extra = ["--executor", "slurm"] if profile.startswith("slurm") else []
+    if profile == "local-gpu":  # two GPUs for one diffusion job: context parallel under torchrun
+        extra = ["--resources", "gpu=2", "--set-resources", "diffuse:gpu=2", "--printshellcmds"]
     out = snakemake(sweep_dir, "--profile", str(REPO / "profiles" / profile), *extra, "--dry-run")
     assert job_counts(out)["diffuse"] == 4
     label = re.search(r"hardware_label: (\S+)", (REPO / "profiles" / profile / "config.v9+.yaml").read_text())
@@ -128,6 +130,11 @@ def test_each_profile_dry_runs(sweep_dir: Path, profile: str) -> None:
         gpu = profile.removeprefix("slurm-")
         diffuse = out.split("rule diffuse:", 1)[1].split("rule ", 1)[0]
         assert f"gpu=1, gpu_model={gpu}" in diffuse and "slurm_partition=gpu" in diffuse
+    if profile == "local-gpu":
+        assert re.search(
+            r"torchrun --standalone --nproc_per_node=2 -m cosmos_t2.launch infer .* --gpus 2 ", out
+        )
+        assert "--device cuda" in out
 
 
 @pytest.fixture
