@@ -128,8 +128,9 @@ def grid_points(grid: Mapping[str, Any]) -> list[dict[str, Any]]:
 def point_overrides(data: Mapping[str, Any], point: Mapping[str, Any]) -> dict[str, Any]:
     """Dotted-key overrides that apply one grid point to one sample.
 
-    `control_weight` sets the weight of every control the sample has and `preset` sets the edge
-    threshold and blur strength presets of the sample's edge and vis controls.
+    `control_weight` sets the weight of every control the sample has, `preset` the edge threshold and
+    blur strength presets of its edge and vis controls, and a `set` key inside a control block
+    (``depth.control_weight``) only reaches samples that have that control.
     """
     present = modalities_of(data)
     out: dict[str, Any] = {}
@@ -141,7 +142,11 @@ def point_overrides(data: Mapping[str, Any], point: Mapping[str, Any]) -> dict[s
         elif key in SCALAR_GRID_KEYS:
             out[key] = value
         elif key.startswith("set:"):
-            out[key.removeprefix("set:")] = value
+            dotted = key.removeprefix("set:")
+            head, dot, _ = dotted.partition(".")
+            if dot and head in MODALITIES and head not in present:
+                continue  # a key of a control the sample does not have would add that control
+            out[dotted] = value
     return out
 
 

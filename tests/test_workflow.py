@@ -50,7 +50,13 @@ def test_grid_points_are_the_cartesian_product_and_empty_axes_keep_the_spec() ->
 
 def test_point_overrides_reach_only_the_controls_a_sample_has() -> None:
     sample = {"edge": {}, "depth": {}}
-    point = {"control_weight": 0.3, "preset": "low", "seed": 9, "set:depth.mask_prompt": "arm"}
+    point = {
+        "control_weight": 0.3,
+        "preset": "low",
+        "seed": 9,
+        "set:depth.mask_prompt": "arm",
+        "set:seg.x": 1,
+    }
     assert point_overrides(sample, point) == {
         "edge.control_weight": 0.3,
         "depth.control_weight": 0.3,
