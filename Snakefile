@@ -48,6 +48,6 @@ localrules:
 rule all:
     default_target: True
     input:
-        config["report"],
+        REPORT,
         all_videos(),
         all_diffusion("latents", "diffuse_sidecar"),

@@ -15,6 +15,7 @@ if not config["tiny"] and not config["model_dir"]:
 
 RESULTS = config["results"]
 RUN = f"{RESULTS}/{config['hardware_label']}"
+REPORT = config["report"] or f"{RESULTS}/report.html"
 SWEEP = plan_sweep(config, Path.cwd(), FileHasher(Path(RESULTS) / ".file-digests.json"))
 GPU_DEVICE = config["device"] == "cuda"
 BENCH = config["bench_presets"]

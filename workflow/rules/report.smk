@@ -24,7 +24,7 @@ rule report:
         sidecars=all_diffusion("diffuse_sidecar"),
         bench=all_bench(),
     output:
-        html=report(config["report"], caption="../report/report.rst", category="Report"),
+        html=report(REPORT, caption="../report/report.rst", category="Report"),
     params:
         results=lambda wildcards: RESULTS,
         metrics=dir_args("depth_model_dir") + ["--device", config["device"]],
