@@ -8,8 +8,6 @@ measured in the same process, so the two are comparable on whatever GPU runs the
 
 from __future__ import annotations
 
-import json
-import os
 import statistics
 import sys
 import time
@@ -19,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from cosmos_t2.atomic import write_json_atomic
 from cosmos_t2.bench_flops import StepShape, step_flops
 from cosmos_t2.errors import CosmosError
 from cosmos_t2.model.config import TransferConfig
@@ -279,10 +278,7 @@ def run_bench_cli(opts: BenchOptions, json_out: Path | None) -> dict | None:
     if not ctx.is_main:
         return None
     if json_out is not None:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = json_out.with_name(f".{json_out.name}.tmp")
-        tmp.write_text(json.dumps(result, indent=2, default=str))
-        os.replace(tmp, json_out)
+        write_json_atomic(json_out, result, default=str)
     return result
 
 

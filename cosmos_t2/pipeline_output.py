@@ -10,8 +10,6 @@ by remuxing the encoded stream (no re-encode; deterministic bytes).
 from __future__ import annotations
 
 import dataclasses
-import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +18,7 @@ from typing import Any
 import av
 import torch
 
+from cosmos_t2.atomic import atomic_path
 from cosmos_t2.chunking import Chunk, stitch
 from cosmos_t2.errors import CosmosError
 from cosmos_t2.pipeline_inputs import JobInputs, to_uint8_frames
@@ -90,22 +89,15 @@ def _resize_panels(video: torch.Tensor, model_width: int, size: tuple[int, int])
 
 def label_mp4(path: Path, title: str) -> Path:
     """Set the container title by remuxing (no re-encode), atomically."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".mp4")
-    os.close(fd)
-    try:
-        with av.open(str(path)) as src, av.open(tmp, "w", format="mp4") as dst:
-            dst.metadata["title"] = title
-            stream_in = src.streams.video[0]
-            stream_out = dst.add_stream_from_template(stream_in)
-            for packet in src.demux(stream_in):
-                if packet.dts is None:  # the demuxer's end-of-stream marker
-                    continue
-                packet.stream = stream_out
-                dst.mux(packet)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    with atomic_path(path) as tmp, av.open(str(path)) as src, av.open(str(tmp), "w", format="mp4") as dst:
+        dst.metadata["title"] = title
+        stream_in = src.streams.video[0]
+        stream_out = dst.add_stream_from_template(stream_in)
+        for packet in src.demux(stream_in):
+            if packet.dts is None:  # the demuxer's end-of-stream marker
+                continue
+            packet.stream = stream_out
+            dst.mux(packet)
     return path
 
 

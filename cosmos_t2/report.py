@@ -12,7 +12,6 @@ import base64
 import json
 import logging
 import os
-import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from cosmos_t2 import __version__
+from cosmos_t2.atomic import write_text_atomic
 from cosmos_t2.errors import CosmosError
 from cosmos_t2.report_data import (
     Run,
@@ -101,7 +101,7 @@ def build_report(results: str | Path, out: str | Path, options: ReportOptions | 
             _card(run, job, jobs, out.parent, options) for run in runs for job in run.manifest.get("jobs", [])
         ],
     )
-    _write_atomic(out, page)
+    write_text_atomic(out, page)
     return out
 
 
@@ -297,16 +297,3 @@ def _preview(video: Path, page_dir: Path, limit_mb: float) -> dict[str, Any]:
             "inline": True,
         }
     return {"src": os.path.relpath(video, page_dir), "inline": False, "mb": round(size / 2**20, 1)}
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -9,10 +9,8 @@ metadata as a hash map, whose order (and so the file's bytes) is not fixed when 
 from __future__ import annotations
 
 import json
-import os
 import platform
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,28 +20,15 @@ from typing import Any
 import torch
 
 from cosmos_t2 import __version__
+from cosmos_t2.atomic import write_bytes_atomic, write_json_atomic
 from cosmos_t2.errors import CosmosError
 
 LATENTS_SUFFIX = ".latents.safetensors"
 _META_KEY = "cosmos_t2"
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
 def write_json(path: Path, data: dict[str, Any]) -> Path:
-    return atomic_write_bytes(path, (json.dumps(data, indent=2) + "\n").encode())
+    return write_json_atomic(path, data)
 
 
 def read_json(path: Path) -> dict[str, Any]:
@@ -130,7 +115,7 @@ def save_latents(path: Path, chunks: list[torch.Tensor], meta: dict[str, Any]) -
 
     tensors = {f"chunk_{i}": c.detach().float().cpu().contiguous() for i, c in enumerate(chunks)}
     data = save(tensors, metadata={_META_KEY: json.dumps(meta, sort_keys=True)})
-    return atomic_write_bytes(path, data)
+    return write_bytes_atomic(path, data)
 
 
 def load_latents(path: Path) -> tuple[list[torch.Tensor], dict[str, Any]]:

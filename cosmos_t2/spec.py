@@ -14,14 +14,12 @@ control configs) of nvidia-cosmos/cosmos-transfer2.5. Where we differ, on purpos
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cosmos_t2.atomic import write_json_atomic
 from cosmos_t2.errors import CosmosError
 from cosmos_t2.spec_fields import Fields, Source, is_integer, show
 from cosmos_t2.spec_parse import RawSample, apply_overrides, flatten_overrides, read_spec_file
@@ -343,15 +341,4 @@ def load_batch(
 
 def write_job_spec(spec: Spec, path: str | Path) -> Path:
     """Write one resolved Spec as a job spec JSON, atomically (temp file in the same folder + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(spec.to_dict(), f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_json_atomic(path, spec.to_dict())

@@ -12,11 +12,7 @@ aspect difference becomes a slight stretch), and outputs go back to the input si
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import tempfile
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -26,6 +22,7 @@ import cv2
 import numpy as np
 import torch
 
+from cosmos_t2.atomic import atomic_path
 from cosmos_t2.errors import CosmosError
 
 # (height, width) per resolution and aspect ratio "w,h". "480" and "720" are the official table
@@ -153,7 +150,7 @@ def write_video(
     # A Fraction keeps NTSC rates (30000/1001) exact in the container's time base.
     rate = Fraction(fps).limit_denominator(1001)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with _atomic(path) as tmp:
+    with atomic_path(path) as tmp:
         try:
             # faststart puts the index first, so the HTML report's <video> starts before the file is read
             options = {"movflags": "+faststart"} if path.suffix.lower() in {".mp4", ".mov"} else {}
@@ -249,7 +246,7 @@ def decode_to_model(
         resolution=resolution,
         aspect_ratio=aspect_ratio_key(video.height, video.width),
     )
-    with _atomic(out_dir / "input.json") as tmp:
+    with atomic_path(out_dir / "input.json") as tmp:
         tmp.write_text(json.dumps(asdict(info), indent=2) + "\n")
     return info
 
@@ -293,18 +290,3 @@ def _resize(
     for i, image in enumerate(array):
         out[i] = cv2.resize(image, (width, height), interpolation=interpolation)
     return out
-
-
-@contextlib.contextmanager
-def _atomic(path: Path) -> Iterator[Path]:
-    """Yield a temp path beside `path` (same suffix, so FFmpeg picks the same container); publish on success."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
-    os.close(fd)
-    tmp = Path(name)
-    os.chmod(tmp, 0o644)  # mkstemp's 0600 would make outputs private to this user
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)

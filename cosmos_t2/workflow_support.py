@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cosmos_t2.atomic import write_text_atomic
 from cosmos_t2.errors import CosmosError
 
 KEY_LEN = 16
@@ -80,14 +81,6 @@ class FileHasher:
         self.cache_path.parent.mkdir(parents=True, exist_ok=True)
         write_text_atomic(self.cache_path, json.dumps(self._cache, indent=0, sort_keys=True))
         self._dirty = False
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write through a temporary file in the same folder so readers never see half a file."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def expand_spec_entries(entries: Iterable[str], root: Path) -> list[Path]:

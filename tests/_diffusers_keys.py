@@ -21,6 +21,7 @@ from diffusers import CosmosControlNetModel, CosmosTransformer3DModel
 from diffusers.models.controlnets import controlnet_cosmos
 from diffusers.models.transformers import transformer_cosmos
 
+from cosmos_t2.bench_diffusers import diffusers_kwargs
 from cosmos_t2.model.config import TransferConfig
 
 # diffusers -> official, applied in order to the part of a key below `transformer_blocks.N.` / `control_blocks.N.`
@@ -74,51 +75,11 @@ def install_torchvision_shim() -> None:
 
 
 def transformer_kwargs(cfg: TransferConfig) -> dict:
-    return dict(
-        in_channels=cfg.latent_channels + 1,
-        out_channels=cfg.latent_channels,
-        num_attention_heads=cfg.num_heads,
-        attention_head_dim=cfg.head_dim,
-        num_layers=cfg.num_blocks,
-        mlp_ratio=cfg.mlp_ratio,
-        text_embed_dim=cfg.crossattn_emb_channels,
-        adaln_lora_dim=cfg.adaln_lora_dim,
-        max_size=cfg.max_size,
-        patch_size=cfg.patch_size,
-        rope_scale=cfg.rope_scale,
-        concat_padding_mask=True,
-        extra_pos_embed_type=None,
-        use_crossattn_projection=True,
-        crossattn_proj_in_channels=cfg.crossattn_proj_in_channels,
-        encoder_hidden_states_channels=cfg.crossattn_emb_channels,
-        controlnet_block_every_n=cfg.control_block_every_n,
-        img_context_dim_in=cfg.image_context_dim,
-        img_context_num_tokens=cfg.image_context_tokens,
-        img_context_dim_out=cfg.model_channels,
-    )
+    return diffusers_kwargs(cfg)[0]
 
 
 def controlnet_kwargs(cfg: TransferConfig) -> dict:
-    return dict(
-        n_controlnet_blocks=cfg.num_control_blocks,
-        in_channels=cfg.control_in_channels,
-        latent_channels=cfg.x_in_channels,
-        model_channels=cfg.model_channels,
-        num_attention_heads=cfg.num_heads,
-        attention_head_dim=cfg.head_dim,
-        mlp_ratio=cfg.mlp_ratio,
-        text_embed_dim=cfg.crossattn_emb_channels,
-        adaln_lora_dim=cfg.adaln_lora_dim,
-        patch_size=cfg.patch_size,
-        max_size=cfg.max_size,
-        rope_scale=cfg.rope_scale,
-        extra_pos_embed_type=None,
-        img_context_dim_in=cfg.image_context_dim,
-        img_context_dim_out=cfg.model_channels,
-        use_crossattn_projection=True,
-        crossattn_proj_in_channels=cfg.crossattn_proj_in_channels,
-        encoder_hidden_states_channels=cfg.crossattn_emb_channels,
-    )
+    return diffusers_kwargs(cfg)[1]
 
 
 @torch.no_grad()

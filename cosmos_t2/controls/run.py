@@ -6,9 +6,6 @@ DIR/<modality>.mp4 (H.264 preview) and DIR/<modality>.json (the parameters and m
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -17,6 +14,7 @@ import numpy as np
 import torch
 
 from cosmos_t2 import __version__
+from cosmos_t2.atomic import write_json_atomic
 from cosmos_t2.controls import MODALITIES, compute_control_with_info
 from cosmos_t2.controls.models import ModelPaths, resolve_device
 from cosmos_t2.video import Video, model_resolution, read_video, resize_to_model, write_video
@@ -102,21 +100,5 @@ def write_outputs(out_dir: Path, stem: str, video: np.ndarray, fps: float, recor
     record = {**record, "video": lossless.name, "preview": None}
     if video.shape[1] % 2 == 0 and video.shape[2] % 2 == 0:  # H.264 yuv420p needs even sides
         record["preview"] = write_video(out_dir / f"{stem}.mp4", video, fps).name
-    write_json(out_dir / f"{stem}.json", record)
+    write_json_atomic(out_dir / f"{stem}.json", record)
     return lossless
-
-
-def write_json(path: Path, data: dict[str, Any]) -> Path:
-    """Write JSON atomically: a temp file in the same folder, then os.replace."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(data, handle, indent=2)
-            handle.write("\n")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path

@@ -15,8 +15,6 @@ control branch n from file n (`control_blocks.*` -> `control_blocks_{n}.*`, `con
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -24,6 +22,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from cosmos_t2.atomic import atomic_path
 from cosmos_t2.errors import CosmosError
 
 WRAPPER_PREFIXES = ("net.", "module.", "_orig_mod.", "model.")
@@ -205,13 +204,6 @@ def convert_checkpoint(
         ptr = value.untyped_storage().data_ptr()
         out[key] = value.clone() if ptr in seen else value.contiguous()
         seen.add(ptr)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(out, tmp, metadata={"format": "pt", "source": src.name, "producer": "cosmos-t2"})
-        os.replace(tmp, dst)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(dst) as tmp:
+        save_file(out, str(tmp), metadata={"format": "pt", "source": src.name, "producer": "cosmos-t2"})
     return dst
