@@ -23,6 +23,15 @@ err_console = Console(stderr=True)
 _state = {"debug": False}
 
 
+# Arguments several stage commands share (the workflow calls them all the same way).
+JobArg = Annotated[Path, typer.Argument(help="A job spec, or a spec file (with --name for a JSONL).")]
+SampleName = Annotated[str | None, typer.Option("--name", help="The sample to use from a JSONL.")]
+MaybeDevice = Annotated[str | None, typer.Option("--device", help="cpu or cuda (default: cuda if present).")]
+ModelSizeInput = Annotated[
+    Path | None, typer.Option("--input", help="Model-size input (default DIR/input.mkv, else decoded).")
+]
+
+
 @app.callback()
 def _main(
     debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks.")] = False,
@@ -75,10 +84,10 @@ def validate(
 
 @app.command()
 def decode(
-    job: Annotated[Path, typer.Argument(help="A job spec, or a spec file (with --name for a JSONL).")],
+    job: JobArg,
     out_dir: Annotated[Path, typer.Option("-o", "--out", help="Folder for input.mkv and input.json.")],
     tiny: Annotated[bool, typer.Option("--tiny", help="Use the tiny model's resolution.")] = False,
-    name: Annotated[str | None, typer.Option("--name", help="The sample to use from a JSONL.")] = None,
+    name: SampleName = None,
 ) -> None:
     """Decode the job's input video, resized to the model resolution, into a lossless input.mkv + input.json."""
     import json
@@ -188,9 +197,7 @@ def encode_prompt(
         typer.Option("--cache-dir", help="Embedding cache (default $COSMOS_T2_CACHE_DIR/text-embeddings)."),
     ] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Neither read nor write the cache.")] = False,
-    device: Annotated[
-        str | None, typer.Option("--device", help="cpu or cuda (default: cuda if present).")
-    ] = None,
+    device: MaybeDevice = None,
 ) -> None:
     """Encode the job's prompt and negative prompt into one .safetensors file (cached per prompt)."""
     from cosmos_t2.spec import load_job
@@ -205,15 +212,13 @@ def encode_prompt(
 
 @app.command()
 def infer(
-    job: Annotated[Path, typer.Argument(help="A job spec, or a spec file (with --name for a JSONL).")],
+    job: JobArg,
     out_dir: Annotated[Path, typer.Option("-o", "--out", help="Folder for <name>.mp4 and <name>.json.")],
     tiny: Annotated[
         bool, typer.Option("--tiny", help="The tiny random-weight model (CPU demo, tests).")
     ] = False,
     model_dir: Annotated[Path | None, typer.Option("--model-dir", help="Checkpoints, VAE, encoders.")] = None,
-    device: Annotated[
-        str | None, typer.Option("--device", help="cpu or cuda (default: cuda if present).")
-    ] = None,
+    device: MaybeDevice = None,
     gpus: Annotated[int, typer.Option("--gpus", help="Processes (one GPU each) under torchrun.")] = 1,
     controls_dir: Annotated[
         Path | None, typer.Option("--controls-dir", help="Control videos from `cosmos-t2 controls`.")
@@ -272,9 +277,7 @@ def render(
     out: Annotated[Path, typer.Option("-o", "--out", help="The mp4 to write (its .json goes beside it).")],
     tiny: Annotated[bool, typer.Option("--tiny", help="Latents of the tiny model (tiny VAE).")] = False,
     model_dir: Annotated[Path | None, typer.Option("--model-dir", help="Folder with tokenizer.pth.")] = None,
-    device: Annotated[
-        str | None, typer.Option("--device", help="cpu or cuda (default: cuda if present).")
-    ] = None,
+    device: MaybeDevice = None,
 ) -> None:
     """Decode latents with the VAE into an mp4 (and its sidecar JSON)."""
     from cosmos_t2.pipeline_output import render_latents
@@ -294,16 +297,12 @@ _GROUNDING_DIR_HELP = "GroundingDINO folder (else $COSMOS_T2_GROUNDING_MODEL_DIR
 
 @app.command()
 def controls(
-    job: Annotated[Path, typer.Argument(help="A job spec, or a spec file (with --name for a JSONL).")],
+    job: JobArg,
     out_dir: Annotated[Path, typer.Option("-o", "--out", help="Folder for <modality>.mkv/.mp4/.json.")],
-    input_path: Annotated[
-        Path | None, typer.Option("--input", help="Model-size input (default DIR/input.mkv, else decoded).")
-    ] = None,
-    device: Annotated[
-        str | None, typer.Option("--device", help="cpu or cuda (default: cuda if present).")
-    ] = None,
+    input_path: ModelSizeInput = None,
+    device: MaybeDevice = None,
     tiny: Annotated[bool, typer.Option("--tiny", help="Decode at the tiny model's resolution.")] = False,
-    name: Annotated[str | None, typer.Option("--name", help="The sample to use from a JSONL.")] = None,
+    name: SampleName = None,
     depth_model_dir: Annotated[Path | None, typer.Option(help=_DEPTH_DIR_HELP)] = None,
     seg_model_dir: Annotated[Path | None, typer.Option(help=_SEG_DIR_HELP)] = None,
     grounding_model_dir: Annotated[Path | None, typer.Option(help=_GROUNDING_DIR_HELP)] = None,
@@ -325,16 +324,12 @@ def controls(
 
 @app.command()
 def masks(
-    job: Annotated[Path, typer.Argument(help="A job spec, or a spec file (with --name for a JSONL).")],
+    job: JobArg,
     out_dir: Annotated[Path, typer.Option("-o", "--out", help="Folder for <modality>_mask.mkv/.mp4/.json.")],
-    input_path: Annotated[
-        Path | None, typer.Option("--input", help="Model-size input (default DIR/input.mkv, else decoded).")
-    ] = None,
-    device: Annotated[
-        str | None, typer.Option("--device", help="cpu or cuda (default: cuda if present).")
-    ] = None,
+    input_path: ModelSizeInput = None,
+    device: MaybeDevice = None,
     tiny: Annotated[bool, typer.Option("--tiny", help="Decode at the tiny model's resolution.")] = False,
-    name: Annotated[str | None, typer.Option("--name", help="The sample to use from a JSONL.")] = None,
+    name: SampleName = None,
     seg_model_dir: Annotated[Path | None, typer.Option(help=_SEG_DIR_HELP)] = None,
     grounding_model_dir: Annotated[Path | None, typer.Option(help=_GROUNDING_DIR_HELP)] = None,
 ) -> None:
