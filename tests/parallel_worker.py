@@ -31,10 +31,10 @@ from cosmos_t2.parallel import (
     map_over_ranks,
     parallel_job,
     parallel_velocity,
-    sequence_parallel_attention,
     shutdown_distributed,
     split_frames,
 )
+from cosmos_t2.parallel_attention import sequence_parallel_attention
 
 
 def _free_port() -> int:

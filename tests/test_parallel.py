@@ -24,9 +24,9 @@ from cosmos_t2.parallel import (
     cfg_pair,
     init_distributed,
     map_over_ranks,
-    sequence_parallel_attention,
     split_frames,
 )
+from cosmos_t2.parallel_attention import sequence_parallel_attention
 
 WORKER = str(Path(__file__).with_name("parallel_worker.py"))
 
