@@ -114,12 +114,14 @@ def _inputs(cfg: TransferConfig, preset: Preset, n_controls: int, device: torch.
     def randn(*shape: int) -> torch.Tensor:
         return torch.randn(*shape, generator=gen).to(device=device, dtype=dtype)
 
-    x = randn(2, cfg.latent_channels, t, h, w)
+    # The CFG pair as the sampler builds it: the same latents twice, prompt and negative text.
+    x = randn(1, cfg.latent_channels, t, h, w).expand(2, -1, -1, -1, -1)
     timesteps = torch.full((2, t), 0.5, device=device)
     text = randn(2, 512, cfg.crossattn_emb_channels)  # projected once per job, as the pipeline does
     cond = torch.zeros(2, 1, t, 1, 1, device=device, dtype=dtype)
     controls = [
-        ControlInput(latent=randn(2, cfg.latent_channels, t, h, w), weight=1.0) for _ in range(n_controls)
+        ControlInput(latent=randn(1, cfg.latent_channels, t, h, w).expand(2, -1, -1, -1, -1), weight=1.0)
+        for _ in range(n_controls)
     ]
     return x, timesteps, text, cond, controls
 
@@ -173,7 +175,9 @@ def bench_transfer(
 
     def step() -> torch.Tensor:
         with torch.inference_mode():
-            return model(x, timesteps, text, condition_mask=cond, controls=controls)
+            if ctx.cfg_size == 2:
+                return model(x, timesteps, text, condition_mask=cond, controls=controls)
+            return model(x, timesteps, text, condition_mask=cond, controls=controls, cfg_halves=True)
 
     t0 = time.perf_counter()
     step()

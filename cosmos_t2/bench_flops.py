@@ -26,6 +26,9 @@ class StepShape:
     # Reference-image tokens: 0 or 1 when no image is given (the one-token shortcut in the cross-attention:
     # one value projection, no attention), 256 with a style reference.
     image_tokens: int = 1
+    # The CFG pair shares its tokens until the first cross-attention: the first self-attention of the
+    # backbone and of each control branch runs once for both passes (`TransferNet(cfg_halves=True)`).
+    cfg_shared_first_attention: bool = True
 
     def tokens(self, cfg: TransferConfig) -> int:
         pt, ph, pw = cfg.patch_size
@@ -79,4 +82,9 @@ def step_flops(cfg: TransferConfig, shape: StepShape) -> StepFlops:
     matmul += shape.num_controls * 2 * n * cfg.control_in_channels * patch * d  # control embedders
     matmul += shape.num_controls * (cfg.num_control_blocks + 1) * 2 * n * d * d  # before/after projections
     matmul += 2 * n * d * cfg.latent_channels * patch  # final layer
-    return StepFlops(matmul=shape.batch * matmul, attention=shape.batch * blocks * block_attn)
+    matmul, attention = shape.batch * matmul, shape.batch * blocks * block_attn
+    if shape.batch == 2 and shape.cfg_shared_first_attention:
+        shared = 1 + shape.num_controls  # backbone block 0 and each branch's control block 0
+        matmul -= shared * 8 * n * d * d  # q, k, v, out projections of one pass
+        attention -= shared * 4 * n * n * d
+    return StepFlops(matmul=matmul, attention=attention)

@@ -263,6 +263,7 @@ class ParallelNet:
         controls: list[Any],
         padding_mask: torch.Tensor | None = None,
         image_context: torch.Tensor | None = None,
+        cfg_halves: bool = False,
     ) -> torch.Tensor:
         net, ctx = self.net, self.ctx
         if ctx.cp_size == 1:
@@ -274,6 +275,7 @@ class ParallelNet:
                 controls=controls,
                 padding_mask=padding_mask,
                 image_context=image_context,
+                cfg_halves=cfg_halves,
             )
         shard = SequenceShard.of(x.shape[2], ctx)
         full_rope = net.rope  # the class's table function, before the swap below
@@ -298,6 +300,7 @@ class ParallelNet:
                 controls=local_controls,
                 padding_mask=padding_mask,
                 image_context=image_context,
+                cfg_halves=cfg_halves,
             )
         return gather_frames(out, shard, ctx, dim=2)
 

@@ -115,6 +115,8 @@ def _velocity(
         b = x.shape[0]
         batch = [dataclasses.replace(c, latent=c.latent.expand(b, *c.latent.shape[1:])) for c in controls]
         image = cond["image_context"]
+        # guided_velocity batches the CFG pair as [x; x] with [prompt; negative]: equal halves but for text
+        cfg_halves = text_emb.shape[0] == 2 * text_pair[0].shape[0]
         return call(
             x,
             timesteps,
@@ -122,6 +124,7 @@ def _velocity(
             condition_mask=cond["condition_mask"].expand(b, *cond["condition_mask"].shape[1:]),
             controls=batch,
             image_context=None if image is None else image.expand(b, *image.shape[1:]),
+            cfg_halves=cfg_halves,
         )
 
     if options.parallel is not None:

@@ -59,6 +59,27 @@ def test_one_token_image_context_equals_official_zero_tokens() -> None:
 
 
 @torch.no_grad()
+def test_cfg_pair_shares_its_first_self_attention() -> None:
+    """A CFG pair [a; a] differing only in text: attending once before the first cross-attention equals
+    attending twice; a batch whose halves differ must not use the shortcut (the output would change)."""
+    cfg = TransferConfig.tiny()
+    net = _net(cfg)
+    (x, timesteps, text), kwargs = _inputs(cfg)
+    pair = {"condition_mask": kwargs["condition_mask"][:1].expand(2, -1, -1, -1, -1)}
+    pair["controls"] = [
+        ControlInput(latent=c.latent[:1].expand(2, -1, -1, -1, -1), weight=c.weight)
+        for c in kwargs["controls"]
+    ]
+    x2, t2 = x[:1].expand(2, -1, -1, -1, -1), timesteps[:1].expand(2, -1)
+    expected = net(x2, t2, text, **pair)
+    got = net(x2, t2, text, **pair, cfg_halves=True)
+    assert (got - expected).abs().max().item() <= 1e-5
+    assert (got[0] - got[1]).abs().max().item() > 1e-3  # the text still differs between the halves
+    unequal = net(x, timesteps, text, **kwargs, cfg_halves=True)
+    assert (unequal - net(x, timesteps, text, **kwargs)).abs().max().item() > 1e-3
+
+
+@torch.no_grad()
 def test_compiled_blocks_match_eager_fp32_cpu() -> None:
     cfg = dataclasses.replace(TransferConfig.tiny(), num_blocks=3)
     eager = _net(cfg)

@@ -133,11 +133,11 @@ class ControlBlock(Block):
         self.after_proj = nn.Linear(dim, dim)
 
     def forward_control(
-        self, c: torch.Tensor, x: torch.Tensor, *args: object
+        self, c: torch.Tensor, x: torch.Tensor, *args: object, shared_halves: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor]:
         if hasattr(self, "before_proj"):
             c = self.before_proj(c) + x
-        c = self.forward(c, *args)
+        c = self.forward(c, *args, shared_halves=shared_halves)
         return c, self.after_proj(c)
 
 
@@ -298,7 +298,12 @@ class TransferNet(nn.Module):
         controls: list[ControlInput],
         padding_mask: torch.Tensor | None = None,
         image_context: torch.Tensor | None = None,
+        cfg_halves: bool = False,
     ) -> torch.Tensor:
+        """`cfg_halves=True` promises that the batch is a CFG pair [a; a]: the two halves have the same
+        latents, timesteps, condition mask and controls and differ only in text. Until the first
+        cross-attention their tokens are then equal, so the first self-attention of the backbone and of each
+        control branch runs once for both (2 of the step's 64 attentions at 720p with one control)."""
         cfg, dtype = self.config, self._dtype
         b, _, t, h, w = x.shape
         grid = (t // cfg.patch_temporal, h // cfg.patch_spatial, w // cfg.patch_spatial)
@@ -315,9 +320,9 @@ class TransferNet(nn.Module):
         rope = self.rope(grid, x.device)
         args = (emb, adaln_lora, text, image, rope, self.attn_fn, self.attn_backend)
 
-        hints = self._control_hints(tokens, controls, cond, pad, grid, args)
+        hints = self._control_hints(tokens, controls, cond, pad, grid, args, cfg_halves)
         for i, block in enumerate(self.blocks):
-            tokens = block(tokens, *args)
+            tokens = block(tokens, *args, shared_halves=cfg_halves and i == 0)
             k = self._hint_of_block.get(i)
             if k is not None and hints:
                 tokens = tokens + hints[k]
@@ -332,6 +337,7 @@ class TransferNet(nn.Module):
         pad: torch.Tensor,
         grid: tuple[int, int, int],
         args: tuple,
+        cfg_halves: bool = False,
     ) -> list[torch.Tensor]:
         """Run every control branch once; hints (B, L, D) per control block, weighted and summed."""
         cfg, dtype = self.config, self._dtype
@@ -350,7 +356,7 @@ class TransferNet(nn.Module):
             )  # zero channels, as officially
             c = embedder(torch.cat([latent, cond, pad], dim=1))
             for k, block in enumerate(blocks):
-                c, hint = block.forward_control(c, tokens, *args)
+                c, hint = block.forward_control(c, tokens, *args, shared_halves=cfg_halves and k == 0)
                 hint = hint * (weight.to(dtype) if isinstance(weight, torch.Tensor) else weight)
                 if i == 0:
                     hints.append(hint)

@@ -219,7 +219,10 @@ class Block(nn.Module):
         rope: tuple[torch.Tensor, torch.Tensor],
         attn_fn: AttnFn,
         backend: AttentionBackend,
+        shared_halves: bool = False,
     ) -> torch.Tensor:
+        """`shared_halves`: the two halves of the batch hold the same tokens and timesteps (the CFG pair
+        before any cross-attention has run), so self-attention runs on the first half and is reused."""
         b, seq_len, dim = x.shape
         frames = emb.shape[1]
         x = x.view(b, frames, seq_len // frames, dim)  # (B, T, S, D): modulation is per frame
@@ -231,7 +234,13 @@ class Block(nn.Module):
             return t.view(b, frames, seq_len // frames, dim)
 
         shift, scale, gate = modulation(self.adaln_modulation_self_attn, emb, adaln_lora, 3)
-        h = self.self_attn.self_attention(flat(_modulate(x, shift, scale, self.eps)), *rope, attn_fn)
+        if shared_halves:
+            half = b // 2
+            xh = _modulate(x[:half], shift[:half], scale[:half], self.eps).reshape(half, seq_len, dim)
+            h = self.self_attn.self_attention(xh, *rope, attn_fn)
+            h = torch.cat([h, h])
+        else:
+            h = self.self_attn.self_attention(flat(_modulate(x, shift, scale, self.eps)), *rope, attn_fn)
         x = x + gate.to(x.dtype) * frames_of(h)
 
         shift, scale, gate = modulation(self.adaln_modulation_cross_attn, emb, adaln_lora, 3)
