@@ -261,3 +261,46 @@ def test_prompt_embeddings_of_another_prompt_are_refused(folder: Path, no_models
                 out_dir=folder / "out", model_dir=folder, prompt_embeddings=folder / "full.safetensors"
             ),
         )
+
+
+@torch.no_grad()
+def test_guided_velocity_uses_the_shared_cfg_attention_and_matches_two_plain_passes(tmp_path: Path) -> None:
+    """The pipeline's CFG step (one batched forward, first self-attention shared by the pair) equals running
+    the prompt and negative-prompt passes separately through the plain network."""
+    from cosmos_t2.model.control import ControlInput
+
+    cfg = TransferConfig.tiny()
+    torch.manual_seed(0)
+    net = TransferNet(cfg).eval()
+    randomize(net, 0)
+    t, h, w = 3, 8, 12
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(1, cfg.latent_channels, t, h, w, generator=g)
+    timesteps = torch.rand(1, t, generator=g)
+    prompt, negative = (torch.randn(1, 5, cfg.crossattn_proj_in_channels, generator=g) for _ in range(2))
+    cond = {
+        "controls": [
+            ControlInput(latent=torch.randn(1, cfg.latent_channels, t, h, w, generator=g), weight=0.8)
+        ],
+        "condition_mask": torch.zeros(1, 1, t, 1, 1),
+        "image_context": None,
+    }
+    velocity = pipeline._velocity(net, RunOptions(out_dir=tmp_path), (prompt, negative), **cond)
+    seen: list[Any] = []
+    forward = net.forward
+
+    def spy(*args: Any, **kwargs: Any) -> torch.Tensor:
+        seen.append(kwargs.get("cfg_halves"))
+        return forward(*args, **kwargs)
+
+    net.forward = spy
+    both = velocity(x, timesteps, guided=True)
+    net.forward = forward
+    assert seen == [True]  # one batched forward, told that its halves are a CFG pair
+    plain = [
+        net(x, timesteps, text, condition_mask=cond["condition_mask"], controls=cond["controls"])
+        for text in (prompt, negative)
+    ]
+    assert both.shape == (2, *x.shape)
+    for got, expected in zip(both, plain, strict=True):
+        assert (got - expected).abs().max().item() <= 1e-5
