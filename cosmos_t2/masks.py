@@ -27,12 +27,12 @@ from typing import Any
 import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from cosmos_t2 import __version__
 from cosmos_t2.controls.models import ModelPaths, resolve_device
 from cosmos_t2.controls.run import load_model_frames, write_outputs
 from cosmos_t2.errors import CosmosError
+from cosmos_t2.model.control import resample_frames_to_grid
 from cosmos_t2.video import Video, read_video
 
 log = logging.getLogger(__name__)
@@ -94,15 +94,7 @@ def resample_mask_to_latent(
             f"a {frames}-frame mask does not map onto {latent_t} latent frames "
             f"(needs {temporal_compression * (latent_t - 1) + 1})"
         )
-    m = m[None, None]  # (1, 1, T, H, W)
-    parts = [F.interpolate(m[:, :, :1], size=(1, latent_h, latent_w), mode="trilinear", align_corners=False)]
-    if latent_t > 1:
-        parts.append(
-            F.interpolate(
-                m[:, :, 1:], size=(latent_t - 1, latent_h, latent_w), mode="trilinear", align_corners=False
-            )
-        )
-    return torch.cat(parts, dim=2)[0, 0]
+    return resample_frames_to_grid(m[None, None], (latent_t, latent_h, latent_w))[0, 0]
 
 
 # ---- shapes ---------------------------------------------------------------------------------------------

@@ -73,9 +73,8 @@ def resample_mask_to_latent(
 ) -> torch.Tensor:
     """Pixel-space mask video (B, 1, F, Hpix, Wpix), F = 4*(T-1)+1, -> token grid (B, 1, T, H/ph, W/pw).
 
-    As the official `resize_control_weight`: the first frame maps to latent frame 0, the remaining F-1 frames to
-    the other T-1, each by trilinear interpolation (align_corners=False) straight to the token grid.
-    `latent_shape` is (T, H, W) of the latents.
+    As the official `resize_control_weight` (see `resample_frames_to_grid`). `latent_shape` is (T, H, W) of
+    the latents.
     """
     t, h, w = latent_shape
     grid = (t // patch_size[0], h // patch_size[1], w // patch_size[2])
@@ -87,6 +86,13 @@ def resample_mask_to_latent(
             f"mask has {mask.shape[2]} frames; expected {temporal_compression * (grid[0] - 1) + 1} for "
             f"{grid[0]} latent frames"
         )
+    return resample_frames_to_grid(mask, grid)
+
+
+def resample_frames_to_grid(mask: torch.Tensor, grid: tuple[int, int, int]) -> torch.Tensor:
+    """(B, 1, F, H, W) float -> (B, 1, *grid): the official `resize_control_weight` rule. The first frame maps
+    to grid frame 0 alone, the remaining F-1 frames to the other grid[0]-1, each by trilinear interpolation
+    (align_corners=False) straight to the grid."""
     parts = [F.interpolate(mask[:, :, :1], size=(1, *grid[1:]), mode="trilinear", align_corners=False)]
     if grid[0] > 1:
         rest = (grid[0] - 1, *grid[1:])
