@@ -20,7 +20,7 @@ import torch
 
 from cosmos_t2.errors import CosmosError
 from cosmos_t2.spec import Spec
-from cosmos_t2.video import model_resolution, read_video, resize_to_model
+from cosmos_t2.video import read_at_model_resolution, read_video
 
 # upstream's interpolation for a given control video (cosmos_transfer2/_src/transfer2/inference/utils.py)
 CONTROL_INTERPOLATION = {
@@ -98,7 +98,7 @@ def _control(
 def _mask(
     spec: Spec, modality: str, frames: torch.Tensor, masks_dir: Path | None, device: str
 ) -> tuple[np.ndarray | None, str]:
-    from cosmos_t2.masks import load_mask, mask_from_prompt
+    from cosmos_t2.masks import binarize_mask_frames, load_mask, mask_from_prompt
 
     block = spec.controls[modality]
     num, height, width = (int(s) for s in frames.shape[:3])
@@ -106,10 +106,11 @@ def _mask(
     if cached is not None and cached.is_file():  # made by `cosmos-t2 masks` from this very input
         return load_mask(cached, height, width, num), f"masks-dir {cached}"
     if block.mask_path is not None:
-        if block.mask_path.suffix.lower() != ".json":
-            count = read_video(block.mask_path, max_frames=spec.max_frames).num_frames
-            _require_frames(count, num, block.mask_path, f"{modality}.mask_path")
-        return load_mask(block.mask_path, height, width, num), f"file {block.mask_path}"
+        if block.mask_path.suffix.lower() == ".json":
+            return load_mask(block.mask_path, height, width, num), f"file {block.mask_path}"
+        video = read_video(block.mask_path, max_frames=spec.max_frames)
+        _require_frames(video.num_frames, num, block.mask_path, f"{modality}.mask_path")
+        return binarize_mask_frames(video.frames, height, width), f"file {block.mask_path}"
     if block.mask_prompt:
         from cosmos_t2.controls.models import ModelPaths
 
@@ -122,10 +123,11 @@ def load_inputs(
     spec: Spec, *, controls_dir: Path | None = None, masks_dir: Path | None = None, device: str = "cpu"
 ) -> JobInputs:
     """Read the input, every control and every mask at the model resolution of `spec.resolution`."""
-    video = read_video(spec.video_path, max_frames=spec.max_frames)
-    height, width = model_resolution(spec.resolution, video.height, video.width)
-    frames = resize_to_model(video.frames, height, width)
-    inputs = JobInputs(frames=frames, fps=video.fps, source_size=(video.height, video.width), controls={})
+    video, source_size = read_at_model_resolution(
+        spec.video_path, spec.resolution, max_frames=spec.max_frames
+    )
+    frames = video.frames
+    inputs = JobInputs(frames=frames, fps=video.fps, source_size=source_size, controls={})
     for modality in spec.controls:
         inputs.controls[modality], inputs.sources[modality] = _control(
             spec, modality, frames, controls_dir, device

@@ -221,6 +221,16 @@ def resize_back(frames: torch.Tensor, height: int, width: int) -> torch.Tensor:
     return torch.from_numpy(_resize(_as_uint8_frames(frames), height - height % 2, width - width % 2))
 
 
+def read_at_model_resolution(
+    path: str | Path, resolution: str, *, max_frames: int | None = None, crop: bool = False
+) -> tuple[Video, tuple[int, int]]:
+    """A job's input resized to the model resolution of `resolution`, and its source (height, width)."""
+    video = read_video(path, max_frames=max_frames)
+    height, width = model_resolution(resolution, video.height, video.width)
+    frames = resize_to_model(video.frames, height, width, crop=crop)
+    return Video(frames=frames, fps=video.fps), (video.height, video.width)
+
+
 def decode_to_model(
     video_path: str | Path,
     out_dir: str | Path,
@@ -230,21 +240,21 @@ def decode_to_model(
     crop: bool = False,
 ) -> InputInfo:
     """Decode a job's input, resize it to the model resolution and write out_dir/input.mkv + input.json."""
-    video = read_video(video_path, max_frames=max_frames)
-    height, width = model_resolution(resolution, video.height, video.width)
-    frames = resize_to_model(video.frames, height, width, crop=crop)
+    video, (source_height, source_width) = read_at_model_resolution(
+        video_path, resolution, max_frames=max_frames, crop=crop
+    )
     out_dir = Path(out_dir)
-    write_video(out_dir / "input.mkv", frames, video.fps, lossless=True)
+    write_video(out_dir / "input.mkv", video.frames, video.fps, lossless=True)
     info = InputInfo(
         source=str(video_path),
         fps=video.fps,
         num_frames=video.num_frames,
-        source_height=video.height,
-        source_width=video.width,
-        height=height,
-        width=width,
+        source_height=source_height,
+        source_width=source_width,
+        height=video.height,
+        width=video.width,
         resolution=resolution,
-        aspect_ratio=aspect_ratio_key(video.height, video.width),
+        aspect_ratio=aspect_ratio_key(source_height, source_width),
     )
     with atomic_path(out_dir / "input.json") as tmp:
         tmp.write_text(json.dumps(asdict(info), indent=2) + "\n")

@@ -17,7 +17,7 @@ from cosmos_t2 import __version__
 from cosmos_t2.atomic import write_json_atomic
 from cosmos_t2.controls import MODALITIES, compute_control_with_info
 from cosmos_t2.controls.models import ModelPaths, resolve_device
-from cosmos_t2.video import Video, model_resolution, read_video, resize_to_model, write_video
+from cosmos_t2.video import Video, read_at_model_resolution, read_video, write_video
 
 
 def load_model_frames(
@@ -29,9 +29,10 @@ def load_model_frames(
         input_path = Path(out_dir) / "input.mkv"
     if input_path is not None:
         return read_video(input_path, max_frames=spec.max_frames)
-    video = read_video(spec.video_path, max_frames=spec.max_frames)
-    height, width = model_resolution(resolution or spec.resolution, video.height, video.width)
-    return Video(frames=resize_to_model(video.frames, height, width), fps=video.fps)
+    video, _ = read_at_model_resolution(
+        spec.video_path, resolution or spec.resolution, max_frames=spec.max_frames
+    )
+    return video
 
 
 def controls_for_job(
