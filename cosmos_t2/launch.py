@@ -11,7 +11,6 @@ other ranks within its monitor interval (0.1 s), even those blocked in a collect
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
@@ -21,6 +20,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import NoReturn
 
+from cosmos_t2.atomic import write_json_atomic
 from cosmos_t2.errors import CosmosError
 
 WORKER_MODULE = "cosmos_t2.launch"
@@ -138,11 +138,7 @@ def record_failure(message: str, exc: BaseException | None = None, *, user_error
             "user_error": user_error,
         },
     }
-    tmp = f"{path}.tmp{os.getpid()}"
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    with open(tmp, "w") as fp:
-        json.dump(data, fp)
-    os.replace(tmp, path)
+    write_json_atomic(path, data, indent=None)
 
 
 @contextmanager

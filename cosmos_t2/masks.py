@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from cosmos_t2 import __version__
+from cosmos_t2.chunking import TEMPORAL_COMPRESSION
 from cosmos_t2.controls.models import ModelPaths, resolve_device
 from cosmos_t2.controls.run import load_model_frames, write_outputs
 from cosmos_t2.errors import CosmosError
@@ -38,7 +39,6 @@ from cosmos_t2.video import Video, read_video
 log = logging.getLogger(__name__)
 
 MASK_THRESHOLD = 127.5  # upstream: (mask[:1] > 127.5) on the uint8 frames
-TEMPORAL_COMPRESSION = 4  # Wan VAE: latent frame 0 <- pixel frame 0, latent t >= 1 <- pixel frames 4t-3..4t
 
 
 def binarize_mask_frames(frames: np.ndarray | torch.Tensor, height: int, width: int) -> np.ndarray:

@@ -14,21 +14,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 
 from cosmos_t2.errors import CosmosError
 from cosmos_t2.spec import Spec
-from cosmos_t2.video import read_at_model_resolution, read_video
-
-# upstream's interpolation for a given control video (cosmos_transfer2/_src/transfer2/inference/utils.py)
-CONTROL_INTERPOLATION = {
-    "edge": cv2.INTER_LINEAR,
-    "vis": cv2.INTER_AREA,
-    "depth": cv2.INTER_LINEAR,
-    "seg": cv2.INTER_NEAREST,
-}
+from cosmos_t2.video import CONTROL_INTERPOLATION, read_at_model_resolution, read_video, resize_to_model
 
 
 @dataclass
@@ -51,13 +42,6 @@ class JobInputs:
         return int(self.frames.shape[1]), int(self.frames.shape[2])
 
 
-def _resize(frames: torch.Tensor, height: int, width: int, interpolation: int) -> torch.Tensor:
-    if tuple(frames.shape[1:3]) == (height, width):
-        return frames
-    out = [cv2.resize(f, (width, height), interpolation=interpolation) for f in frames.numpy()]
-    return torch.from_numpy(np.stack(out))
-
-
 def _require_frames(count: int, expected: int, path: Path, key: str) -> None:
     if count != expected:
         raise CosmosError(
@@ -78,7 +62,7 @@ def _control(
     if block.control_path is not None:
         video = read_video(block.control_path, max_frames=spec.max_frames)
         _require_frames(video.num_frames, frames.shape[0], block.control_path, f"{modality}.control_path")
-        resized = _resize(video.frames, height, width, CONTROL_INTERPOLATION[modality])
+        resized = resize_to_model(video.frames, height, width, interpolation=CONTROL_INTERPOLATION[modality])
         return resized, f"file {block.control_path}"
     cached = controls_dir / f"{modality}.mkv" if controls_dir is not None else None
     if cached is not None and cached.is_file():

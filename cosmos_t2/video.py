@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 import torch
 
-from cosmos_t2.atomic import atomic_path
+from cosmos_t2.atomic import atomic_path, write_json_atomic
 from cosmos_t2.errors import CosmosError
 
 # (height, width) per resolution and aspect ratio "w,h". "480" and "720" are the official table
@@ -256,8 +256,7 @@ def decode_to_model(
         resolution=resolution,
         aspect_ratio=aspect_ratio_key(source_height, source_width),
     )
-    with atomic_path(out_dir / "input.json") as tmp:
-        tmp.write_text(json.dumps(asdict(info), indent=2) + "\n")
+    write_json_atomic(out_dir / "input.json", asdict(info))
     return info
 
 

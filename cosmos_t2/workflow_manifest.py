@@ -12,7 +12,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from cosmos_t2.workflow_support import Sweep, write_text_atomic
+from cosmos_t2.atomic import write_json_atomic
+from cosmos_t2.workflow_support import Sweep
 
 # Where each product lives under a run folder (`<results>/<hardware label>`); the rules and the
 # manifest the report reads both use these patterns.
@@ -76,6 +77,4 @@ def manifest(sweep: Sweep, hardware: Mapping[str, Any], bench: Iterable[str] = (
 
 
 def write_manifest(path: str | Path, data: Mapping[str, Any]) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+    write_json_atomic(path, data, sort_keys=True, default=str)

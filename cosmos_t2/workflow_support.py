@@ -24,9 +24,9 @@ from typing import Any
 
 from cosmos_t2.atomic import write_text_atomic
 from cosmos_t2.errors import CosmosError
+from cosmos_t2.spec import MODALITIES
 
 KEY_LEN = 16
-MODALITIES = ("edge", "vis", "depth", "seg")
 PRESET_KEYS = {"edge": "preset_edge_threshold", "vis": "preset_blur_strength"}
 # Resolved fields the decoded input depends on (besides the video's bytes).
 DECODE_FIELDS = ("resolution", "max_frames")
@@ -78,7 +78,6 @@ class FileHasher:
     def save(self) -> None:
         if self.cache_path is None or not self._dirty:
             return
-        self.cache_path.parent.mkdir(parents=True, exist_ok=True)
         write_text_atomic(self.cache_path, json.dumps(self._cache, indent=0, sort_keys=True))
         self._dirty = False
 

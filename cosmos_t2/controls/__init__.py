@@ -19,8 +19,7 @@ from cosmos_t2.controls.edge import canny_edges, edge_thresholds
 from cosmos_t2.controls.models import ModelPaths, resolve_device
 from cosmos_t2.controls.seg import seg_control
 from cosmos_t2.errors import CosmosError
-
-MODALITIES = ("edge", "vis", "depth", "seg")  # upstream's order
+from cosmos_t2.spec import MODALITIES
 
 ControlOutput = tuple[np.ndarray, dict[str, Any]]  # (T, H, W, 3) uint8 video, what produced it
 ControlFn = Callable[[np.ndarray, Mapping[str, Any], ModelPaths, torch.device], ControlOutput]

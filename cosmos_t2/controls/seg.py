@@ -107,8 +107,8 @@ def propagate_masks(frames: np.ndarray, boxes: list[tuple[float, ...]], sam2: Sa
             logits = F.interpolate(
                 output.pred_masks.float(), size=(height, width), mode="bilinear", align_corners=False
             )
-            for row, obj_id in enumerate(output.object_ids):
-                masks[obj_id, output.frame_idx] = (logits[row, 0] > 0).cpu().numpy()
+            hits = (logits[:, 0] > 0).cpu().numpy()  # one device-to-host copy per frame, not per object
+            masks[list(output.object_ids), output.frame_idx] = hits
     return masks
 
 

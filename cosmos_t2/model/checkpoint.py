@@ -168,10 +168,11 @@ def load_checkpoint(
         load_state_dict_strict(model, state, dtype=dtype, file=paths[0])
         return dropped
     combined: dict[str, torch.Tensor] = {}
+    one_branch = expected_keys(model.config)  # builds a meta network: once, not per file
     for n, path in enumerate(paths):
         state, skipped = official_state_dict(read_state_dict(path))
         dropped += skipped
-        report = mismatch_report(expected_keys(model.config), state)
+        report = mismatch_report(one_branch, state)
         if report:
             raise CosmosError(
                 f"checkpoint does not match one control branch of the network: {report}", file=path

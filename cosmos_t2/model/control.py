@@ -210,6 +210,7 @@ class TransferNet(nn.Module):
             for n in range(num_control_branches):
                 self.add_module(f"control_blocks_{n}", control_blocks())
         self._hint_of_block = {block: k for k, block in enumerate(cfg.control_layers)}
+        self._rope_tables: dict[tuple[tuple[int, int, int], str], tuple[torch.Tensor, torch.Tensor]] = {}
         self.set_attention_backend(attn_backend)
         self.init_weights()
 
@@ -284,7 +285,13 @@ class TransferNet(nn.Module):
         cfg = self.config
         if any(g > m // p for g, m, p in zip(grid, cfg.max_size, cfg.patch_size, strict=True)):
             raise ValueError(f"token grid {grid} exceeds the network's maximum {cfg.max_size} / patch")
-        return rope_table(grid, cfg.head_dim, cfg.rope_scale, cfg.rope_theta, device)
+        key = (grid, str(device))
+        if key not in self._rope_tables:  # the same grid every step of a job: compute once
+            with torch.inference_mode(False), torch.no_grad():  # plain tensors, usable in any later mode
+                self._rope_tables[key] = rope_table(
+                    grid, cfg.head_dim, cfg.rope_scale, cfg.rope_theta, device
+                )
+        return self._rope_tables[key]
 
     @property
     def _dtype(self) -> torch.dtype:
@@ -361,9 +368,10 @@ class TransferNet(nn.Module):
                 latent, (0, 0, 0, 0, 0, 0, 0, slots - latent.shape[1])
             )  # zero channels, as officially
             c = embedder(torch.cat([latent, cond, pad], dim=1))
+            scale = weight.to(dtype) if isinstance(weight, torch.Tensor) else weight
             for k, block in enumerate(blocks):
                 c, hint = block.forward_control(c, tokens, *args, shared_halves=cfg_halves and k == 0)
-                hint = hint * (weight.to(dtype) if isinstance(weight, torch.Tensor) else weight)
+                hint = hint * scale
                 if i == 0:
                     hints.append(hint)
                 else:
