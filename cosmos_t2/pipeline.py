@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from cosmos_t2.chunking import Chunk, conditioning_video, plan_chunks
+from cosmos_t2.chunking import TEMPORAL_COMPRESSION, Chunk, conditioning_video, plan_chunks
 from cosmos_t2.errors import CosmosError
 from cosmos_t2.model.control import ControlInput
 from cosmos_t2.pipeline_context import check_prompt_embeddings, image_context, progress_bar, prompt_embeddings
@@ -177,9 +177,14 @@ def _diffuse_chunk(
         shape = tuple(controls[0].latent.shape)
         cond_latent = cond_mask = None
         if chunk.cond_frames and previous is not None:
-            video = conditioning_video(previous, chunk).to(device, vae.dtype)
-            cond_latent = vae.encode(video).float()
-            cond_mask = condition_mask(shape, chunk.cond_latent_frames, device)
+            # Only the first cond_latent_frames latent frames condition the chunk (the rest are masked out),
+            # and the causal VAE computes them from the first 1 + 4(n - 1) pixel frames alone: encode just
+            # those instead of the whole black-padded chunk, and zero-fill the masked latent frames.
+            n = chunk.cond_latent_frames
+            video = conditioning_video(previous, chunk)[:, :, : 1 + TEMPORAL_COMPRESSION * (n - 1)]
+            head = vae.encode(video.to(device, vae.dtype)).float()
+            cond_latent = torch.nn.functional.pad(head, (0, 0, 0, 0, 0, shape[2] - head.shape[2]))
+            cond_mask = condition_mask(shape, n, device)
         init_latent = None
         if spec.sigma_max is not None and not distilled:
             init_latent = vae.encode(
