@@ -247,8 +247,9 @@ def run_job(spec: Spec, options: RunOptions) -> JobResult:
         from cosmos_t2.image_context import check_reference
 
         check_reference(spec.image_context_path, spec.context_frame_index)
+        given_embeddings = None
         if options.prompt_embeddings is not None:
-            check_prompt_embeddings(options.prompt_embeddings, spec, options.tiny)
+            given_embeddings = check_prompt_embeddings(options.prompt_embeddings, spec, options.tiny)
         files = locate_models(
             options.model_dir,
             modalities,
@@ -262,7 +263,7 @@ def run_job(spec: Spec, options: RunOptions) -> JobResult:
         )
     chunks = plan_chunks(inputs.num_frames, spec.num_video_frames_per_chunk, spec.num_conditional_frames)
     with timer.stage("text"):  # before the DiT: a 7B encoder and the DiT need not share the GPU
-        pos, neg = prompt_embeddings(spec, options.prompt_embeddings, files, device)
+        pos, neg = prompt_embeddings(spec, given_embeddings, files, device)
     with timer.stage("load_models"):
         net, distilled = build_net(files, modalities, tiny=options.tiny, device=device, dtype=dtype)
         vae = build_tokenizer(files, tiny=options.tiny, device=device, dtype=dtype)
@@ -307,6 +308,8 @@ def run_job(spec: Spec, options: RunOptions) -> JobResult:
             if bar is not None:
                 bar.update(0, advance=1)
 
+    if not _is_main(ctx):
+        return JobResult(None, None, None, inputs.num_frames, inputs.fps, timer.rounded())
     label = TINY_LABEL if options.tiny else (DISTILLED_LABEL if distilled else FULL_LABEL)
     plan = LatentPlan.of(spec, inputs, chunks, label=label, tiny=options.tiny)
     steps = spec.num_steps * len(chunks)
@@ -333,8 +336,6 @@ def run_job(spec: Spec, options: RunOptions) -> JobResult:
         "created_unix": math.floor(started),
         "warnings": warnings,
     }
-    if not _is_main(ctx):
-        return JobResult(None, None, None, inputs.num_frames, inputs.fps, timer.rounded())
     with timer.stage("write"):
         paths = write_outputs(options, spec, inputs, chunks, plan, latents, panels)
     record["timings_s"] = timer.rounded()

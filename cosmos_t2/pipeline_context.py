@@ -32,12 +32,13 @@ def progress_bar(enabled: bool, chunks: int) -> Iterator[Any]:
         yield bar
 
 
-def check_prompt_embeddings(path: Path, spec: Spec, tiny: bool) -> None:
-    """The file must hold this spec's prompts, encoded for this model size (checked before any model)."""
+def check_prompt_embeddings(path: Path, spec: Spec, tiny: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """The file must hold this spec's prompts, encoded for this model size (checked before any model).
+    Returns its (prompt, negative prompt), so the file is read once."""
     from cosmos_t2.model.config import TransferConfig
     from cosmos_t2.text import read_prompt_embeddings
 
-    pos, _, meta = read_prompt_embeddings(path)
+    pos, neg, meta = read_prompt_embeddings(path)
     for key in ("prompt", "negative_prompt"):
         if key in meta and meta[key] != getattr(spec, key):
             raise CosmosError(
@@ -51,18 +52,18 @@ def check_prompt_embeddings(path: Path, spec: Spec, tiny: bool) -> None:
             "--tiny?)",
             file=path,
         )
+    return pos, neg
 
 
 def prompt_embeddings(
-    spec: Spec, embeddings_file: Path | None, files: ModelFiles, device: torch.device
+    spec: Spec, given: tuple[torch.Tensor, torch.Tensor] | None, files: ModelFiles, device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(prompt (1, L, C), negative prompt (1, L, C)) from --prompt-embeddings, or encoded here (the real
-    encoder through the embeddings cache, the tiny one directly)."""
+    """(prompt (1, L, C), negative prompt (1, L, C)): those read from --prompt-embeddings, or encoded here
+    (the real encoder through the embeddings cache, the tiny one directly)."""
     from cosmos_t2 import text
 
-    if embeddings_file is not None:
-        pos, neg, _ = text.read_prompt_embeddings(embeddings_file)
-        return pos, neg
+    if given is not None:
+        return given
     encoder = text.encoder_for(
         tiny=files.text_encoder is None, text_encoder_dir=files.text_encoder, device=str(device)
     )
