@@ -283,6 +283,20 @@ def _load_located(path: Path, flat: dict[str, Any]) -> list[tuple[Spec, str]]:
     return located
 
 
+def load_samples(path: str | Path) -> list[tuple[Spec, RawSample]]:
+    """Each sample of a spec file with its raw form, for callers that resolve one sample under many
+    overrides (`resolve_sample`) without re-reading and re-validating the whole file each time."""
+    path = Path(path)
+    raws = read_spec_file(path)
+    specs = [spec for spec, _ in _load_located(path, {})]
+    return list(zip(specs, raws, strict=True))
+
+
+def resolve_sample(raw: RawSample, path: str | Path, overrides: dict[str, Any]) -> Spec:
+    """One sample of `path` with `overrides` (dotted key paths) applied and validated."""
+    return _sample_spec(raw, Path(path), flatten_overrides(overrides))
+
+
 def _pick(specs: list[Spec], name: str | None, where: str) -> list[Spec]:
     if name is None:
         return specs

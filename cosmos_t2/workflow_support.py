@@ -344,7 +344,7 @@ def plan_sweep(config: Mapping[str, Any], root: Path, hasher: Callable[[Path], s
     Samples are validated by `cosmos_t2.spec` (the same code `cosmos-t2 validate` runs), so a bad spec
     fails when the DAG is built, and keys see the resolved values (defaults filled, paths absolute).
     """
-    from cosmos_t2.spec import load_specs
+    from cosmos_t2.spec import load_samples, resolve_sample
 
     hasher = hasher or FileHasher()
     model = ModelSettings.from_config(config)
@@ -353,12 +353,13 @@ def plan_sweep(config: Mapping[str, Any], root: Path, hasher: Callable[[Path], s
     sweep = Sweep()
     for spec_path in expand_spec_entries(config.get("specs") or [], root):
         spec_file = os.path.relpath(spec_path, root)
-        for base in load_specs(spec_path):
+        for base, raw in load_samples(spec_path):  # the file is read and validated once
             if wanted and base.name not in wanted:
                 continue
+            base_data = base.to_dict()
             for point in points:
-                overrides = point_overrides(base.to_dict(), point)
-                resolved = load_specs(spec_path, overrides, name=base.name)[0] if overrides else base
+                overrides = point_overrides(base_data, point)
+                resolved = resolve_sample(raw, spec_path, overrides) if overrides else base
                 keys = job_keys(resolved.to_dict(), model, hasher)
                 job_key = str(keys["job"])
                 if job_key in sweep.jobs:
