@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from cosmos_t2.errors import CosmosError
+from cosmos_t2.model.checkpoint import mismatch_report
 from cosmos_t2.model.vae_blocks import CausalConv3d, Decoder3d, Encoder3d, StreamState
 
 # Per-channel statistics of the raw latent (Wan2.1 `WanVAE`; Cosmos' tokenizer uses the same).
@@ -273,11 +274,6 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return sd
 
 
-def _listing(title: str, items: list[str], limit: int = 12) -> str:
-    shown = ", ".join(items[:limit]) + (f", ... ({len(items) - limit} more)" if len(items) > limit else "")
-    return f"{len(items)} {title}: {shown}"
-
-
 def load_vae(
     path: str | Path,
     config: VAEConfig | None = None,
@@ -295,25 +291,9 @@ def load_vae(
     sd = _read_state_dict(path)
     with torch.device("meta"):
         model = WanVAE(config)
-    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    missing = sorted(set(expected) - set(sd))
-    unexpected = sorted(set(sd) - set(expected))
-    misshaped = sorted(
-        f"{k} {tuple(sd[k].shape)} != {expected[k]}"
-        for k in set(sd) & set(expected)
-        if tuple(sd[k].shape) != expected[k]
-    )
-    if missing or unexpected or misshaped:
-        problems = [
-            _listing(title, items)
-            for title, items in (
-                ("missing keys", missing),
-                ("unexpected keys", unexpected),
-                ("mis-shaped", misshaped),
-            )
-            if items
-        ]
-        raise CosmosError("not a Wan2.1 VAE checkpoint for this config: " + "; ".join(problems), file=path)
+    report = mismatch_report(model, sd)  # the network's loader lists missing/unexpected/mis-shaped keys
+    if report:
+        raise CosmosError(f"not a Wan2.1 VAE checkpoint for this config: {report}", file=path)
     dtype = dtype or _default_dtype(device)
     model.load_state_dict(
         {k: v.to(device=device, dtype=dtype) for k, v in sd.items()}, strict=True, assign=True
