@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from cosmos_t2.atomic import write_json_atomic
-from cosmos_t2.workflow_support import Sweep
+from cosmos_t2.workflow_support import Job, Sweep
 
 # Where each product lives under a run folder (`<results>/<hardware label>`); the rules and the
 # manifest the report reads both use these patterns.
@@ -31,6 +31,23 @@ PATHS = {
 }
 
 
+def job_paths(job: Job) -> dict[str, str]:
+    """A job's files relative to the run folder: what its diffusion rule reads and what it makes. The rules
+    (`diffuse_inputs`) and the manifest both take them from here, so they cannot disagree."""
+    paths = {
+        "spec": PATHS["spec"].format(stage="job", key=job.key),
+        "prompt": PATHS["prompt"].format(key=job.prompt),
+        "latents": PATHS["latents"].format(job=job.key, name=job.name),
+        "diffuse_sidecar": PATHS["diffuse_sidecar"].format(job=job.key, name=job.name),
+        "video": PATHS["video"].format(job=job.key, name=job.name),
+    }
+    if job.controls:
+        paths["controls"] = PATHS["controls"].format(key=job.controls)
+    if job.masks:
+        paths["masks"] = PATHS["masks"].format(key=job.masks)
+    return paths
+
+
 def manifest(sweep: Sweep, hardware: Mapping[str, Any], bench: Iterable[str] = ()) -> dict[str, Any]:
     """What the report needs to find every job's files, relative to the run folder."""
     jobs = []
@@ -39,17 +56,7 @@ def manifest(sweep: Sweep, hardware: Mapping[str, Any], bench: Iterable[str] = (
         key=lambda j: (j.spec_file, j.name, json.dumps(j.settings, sort_keys=True), j.key),
     )
     for job in order:
-        paths = {
-            "spec": PATHS["spec"].format(stage="job", key=job.key),
-            "prompt": PATHS["prompt"].format(key=job.prompt),
-            "latents": PATHS["latents"].format(job=job.key, name=job.name),
-            "diffuse_sidecar": PATHS["diffuse_sidecar"].format(job=job.key, name=job.name),
-            "video": PATHS["video"].format(job=job.key, name=job.name),
-        }
-        if job.controls:
-            paths["controls"] = PATHS["controls"].format(key=job.controls)
-        if job.masks:
-            paths["masks"] = PATHS["masks"].format(key=job.masks)
+        paths = job_paths(job)
         # benchmark files are benchmarks/<rule>/<this>.tsv
         rules = {
             "spec": f"job-{job.key}",

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 
-from cosmos_t2.workflow_manifest import PATHS, manifest
+from cosmos_t2.workflow_manifest import PATHS, job_paths, manifest
 from cosmos_t2.workflow_support import FileHasher, plan_sweep
 
 if not config["tiny"] and not config["model_dir"]:
@@ -54,16 +54,8 @@ def decoded_input(wildcards):
 
 
 def diffuse_inputs(wildcards):
-    job = SWEEP.jobs[wildcards.job]
-    inputs = {
-        "spec": run_path("spec", stage="job", key=job.key),
-        "prompt": run_path("prompt", key=job.prompt),
-    }
-    if job.controls:
-        inputs["controls"] = run_path("controls", key=job.controls)
-    if job.masks:
-        inputs["masks"] = run_path("masks", key=job.masks)
-    return inputs
+    paths = job_paths(SWEEP.jobs[wildcards.job])
+    return {k: f"{RUN}/{paths[k]}" for k in ("spec", "prompt", "controls", "masks") if k in paths}
 
 
 def infer_args(wildcards, input, resources):
