@@ -89,20 +89,35 @@ def time_callable(fn: Callable[[], object], device: torch.device, warmup: int, i
 
 
 def measure_rates(device: torch.device, tokens: int, heads: int, head_dim: int) -> dict[str, float]:
-    """Measured bf16 matmul TFLOP/s (8192^3) and SDPA TFLOP/s at the step's own attention shape (B=1)."""
+    """Measured bf16 matmul TFLOP/s (8192^3) and attention TFLOP/s at the step's own attention shape (B=1):
+    cuDNN SDPA (the reference the floor is defined with) and, where it runs, FlashAttention-4."""
     if device.type != "cuda":
         return {}
-    from cosmos_t2.model.attention import attention
+    from cosmos_t2.model.attention import attention, fa4_unavailable_reason
 
     a = torch.randn(8192, 8192, device=device, dtype=torch.bfloat16)
     b = torch.randn(8192, 8192, device=device, dtype=torch.bfloat16)
     mm = statistics.median(time_callable(lambda: a @ b, device, 3, 10))
     q, k, v = (torch.randn(1, tokens, heads, head_dim, device=device, dtype=torch.bfloat16) for _ in range(3))
-    att = statistics.median(time_callable(lambda: attention(q, k, v, "auto"), device, 2, 5))
-    return {
-        "matmul_tflops": 2 * 8192**3 / mm / 1e12,
-        "attention_tflops": 4 * tokens**2 * heads * head_dim / att / 1e12,
-    }
+    attention_flop = 4 * tokens**2 * heads * head_dim
+    rates = {"matmul_tflops": 2 * 8192**3 / mm / 1e12}
+    kernels = ["cudnn"] + (["fa4"] if fa4_unavailable_reason() is None else [])
+    for kernel in kernels:
+        att = statistics.median(time_callable(lambda k_=kernel: attention(q, k, v, k_), device, 2, 5))
+        key = "attention_tflops" if kernel == "cudnn" else f"attention_tflops_{kernel}"
+        rates[key] = attention_flop / att / 1e12
+    return rates
+
+
+def resolved_attention_kernel(backend: str, device: torch.device) -> str:
+    """The kernel `backend` runs the step's bf16 attention with on `device`."""
+    from cosmos_t2.model.attention import fa4_unavailable_reason
+
+    if backend != "auto":
+        return backend
+    if device.type != "cuda":
+        return "sdpa (PyTorch's choice)"
+    return "fa4" if fa4_unavailable_reason() is None else "cudnn"
 
 
 def _inputs(cfg: TransferConfig, preset: Preset, n_controls: int, device: torch.device, dtype: torch.dtype):
@@ -242,6 +257,11 @@ def run_bench(opts: BenchOptions, ctx=None) -> dict:
     result.update(rates)
     if rates:
         result["floor_step_s"] = flops.floor_seconds(rates["matmul_tflops"], rates["attention_tflops"])
+        if "attention_tflops_fa4" in rates:
+            result["floor_step_s_fa4"] = flops.floor_seconds(
+                rates["matmul_tflops"], rates["attention_tflops_fa4"]
+            )
+    result["attention_kernel"] = resolved_attention_kernel(opts.attn_backend, device)
     if ctx is not None and ctx.device.type == "cuda":
         device = ctx.device
     ours = bench_transfer(cfg, preset, opts, device, ctx)
@@ -306,8 +326,14 @@ def print_result(result: dict) -> None:
         table.add_row(name, f"{step_s:.3f}", f"{step_s * steps:.1f}", peak_s, ratio)
 
     if floor:
-        row("floor (counted FLOPs / measured rates)", floor, None)
-    row("cosmos-t2", result["cosmos_t2"]["step_s"], result["cosmos_t2"]["peak_gib"])
+        row("floor (counted FLOPs / measured rates, cuDNN attention)", floor, None)
+    if "floor_step_s_fa4" in result:
+        row("floor at FlashAttention-4's measured rate", result["floor_step_s_fa4"], None)
+    row(
+        f"cosmos-t2 ({result.get('attention_kernel', '?')} attention)",
+        result["cosmos_t2"]["step_s"],
+        result["cosmos_t2"]["peak_gib"],
+    )
     if "diffusers" in result:
         row("diffusers", result["diffusers"]["step_s"], result["diffusers"]["peak_gib"])
     Console().print(table)

@@ -119,7 +119,9 @@ def bench(
     compile: Annotated[
         bool, typer.Option("--compile/--no-compile", help="torch.compile the blocks.")
     ] = False,
-    attn_backend: Annotated[str, typer.Option(help="auto | cudnn | flash | efficient | math.")] = "auto",
+    attn_backend: Annotated[
+        str, typer.Option(help="auto | fa4 | cudnn | flash | efficient | math.")
+    ] = "auto",
     vae: Annotated[bool, typer.Option("--vae/--no-vae", help="Also time VAE encode and decode.")] = False,
     warmup: Annotated[int, typer.Option(help="Untimed steps first.")] = 2,
     iters: Annotated[int, typer.Option(help="Timed steps (median reported).")] = 3,

@@ -107,6 +107,12 @@ def test_attention_backends_agree_and_bad_names_fail() -> None:
         attention(q, k, v, "fast")
 
 
+def test_fa4_backend_off_gpu_fails_clearly() -> None:
+    q = torch.randn(1, 8, 2, 16)
+    with pytest.raises(RuntimeError, match="attention backend 'fa4' can't run"):
+        attention(q, q, q, "fa4")
+
+
 def test_rope_tables_slice_along_frames() -> None:
     cos, sin = rope_table((4, 3, 5), CFG.head_dim)
     cos2, sin2 = rope_table((2, 3, 5), CFG.head_dim)

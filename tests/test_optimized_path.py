@@ -94,14 +94,19 @@ def test_compiled_blocks_match_eager_fp32_cpu() -> None:
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("backend", ["auto", "cudnn", "fa4"])
 @torch.no_grad()
-def test_optimised_bf16_gpu_matches_plain_fp32() -> None:
-    """bf16 weights + cuDNN attention + compiled blocks vs fp32 eager math attention, at full width."""
+def test_optimised_bf16_gpu_matches_plain_fp32(backend: str) -> None:
+    """bf16 weights + fast attention + compiled blocks vs fp32 eager math attention, at full width."""
+    from cosmos_t2.model.attention import fa4_unavailable_reason
+
+    if backend == "fa4" and fa4_unavailable_reason() is not None:
+        pytest.skip(f"FlashAttention-4: {fa4_unavailable_reason()}")
     cfg = dataclasses.replace(TransferConfig.full_2b(), num_blocks=4, control_block_every_n=2)
     plain = _net(cfg).cuda()
     plain.set_attention_backend("math")
     fast = compile_blocks(_net(cfg).cuda().to(torch.bfloat16))
-    fast.set_attention_backend("auto")
+    fast.set_attention_backend(backend)
     args, kwargs = _inputs(cfg, "cuda", t=4, h=16, w=24)
     expected = plain(*args, **kwargs)
     got = fast(*args, **kwargs)
