@@ -166,7 +166,7 @@ def _control(src: Source, modality: str, block: Any, prompt: str) -> ControlSpec
     elif modality == "vis":
         extra["preset_blur_strength"] = f.choice("preset_blur_strength", PRESETS, "medium")
     elif modality == "seg":
-        control_prompt = f.text("control_prompt")
+        control_prompt = f.text("control_prompt", nonblank="the objects to segment")
         if control_prompt is None and control_path is None:  # upstream fills it only for computed seg
             control_prompt = " ".join(prompt.split()[:SEG_PROMPT_WORDS])
         extra["control_prompt"] = control_prompt
@@ -175,7 +175,7 @@ def _control(src: Source, modality: str, block: Any, prompt: str) -> ControlSpec
         control_path=control_path,
         control_weight=f.number("control_weight", 1.0, 0.0, 1.0),
         mask_path=f.path("mask_path"),
-        mask_prompt=f.text("mask_prompt"),
+        mask_prompt=f.text("mask_prompt", nonblank="the objects the control applies to"),
         **extra,
     )
 

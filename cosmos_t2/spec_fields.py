@@ -122,10 +122,14 @@ class Fields:
 
         return self._get(name, default, convert)
 
-    def text(self, name: str, default: str | None = None) -> Any:
+    def text(self, name: str, default: str | None = None, *, nonblank: str | None = None) -> Any:
+        """A string; with `nonblank` (what the text must name), an empty or all-space one is an error."""
+
         def convert(v: Any) -> str:
             if not isinstance(v, str):
                 raise self.error(name, f"expected a string, got {show(v)}")
+            if nonblank is not None and not v.strip():
+                raise self.error(name, f"is blank: name {nonblank}, or leave the key out")
             return v
 
         return self._get(name, default, convert)

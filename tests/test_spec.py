@@ -301,6 +301,8 @@ BAD_CASES: list[tuple[str, dict[str, Any], str, str]] = [
     ("unsupported resolution", {"resolution": "1080"}, "resolution", 'expected one of "720", "480", "tiny"'),
     ("conditional frames", {"num_conditional_frames": 3}, "num_conditional_frames", "in [0, 2], got 3"),
     ("preset", {"edge": {"preset_edge_threshold": "max"}}, "edge.preset_edge_threshold", '"very_low"'),
+    ("blank mask prompt", {"depth": {"mask_prompt": "  "}}, "depth.mask_prompt", "is blank: name the objects"),
+    ("blank seg prompt", {"seg": {"control_prompt": ""}}, "seg.control_prompt", "is blank: name the objects to segment"),
     ("vis with style image", {"vis": {}, "image_context_path": "style.jpg"}, "image_context_path", "conflicts"),
     ("bad name", {"name": "a/b"}, "name", "without '/'"),
     ("labels", {"guided_generation_foreground_labels": [1, "x"]}, "guided_generation_foreground_labels", "integers"),
