@@ -8,8 +8,9 @@ side-by-side panels (controls | input | output, as upstream's show_control_condi
 resize back to the input size. Stages are timed; the sidecar JSON records them with the resolved spec.
 
 Every check that can fail on user input runs before any model is built: the model directory
-(`pipeline_models.locate_models`), frame counts of controls and masks (`pipeline_inputs.load_inputs`),
-chunk length, and the prompt embeddings file.
+(`pipeline_models.locate_models`), frame counts of controls and masks and the guided-generation mask
+(`pipeline_inputs.load_inputs`), chunk length, the prompt embeddings file; guided generation with the
+distilled model (`cosmos_t2.guided`: upstream's distilled sampler ignores it, so it is refused here).
 
 Tiny mode (`--tiny`): the tiny network family with seeded random weights, resolution "tiny" (64 px high)
 and 17-frame chunks (5 latent frames) unless the spec sets another chunk length, so a CPU run takes
@@ -31,6 +32,7 @@ import torch
 
 from cosmos_t2.chunking import TEMPORAL_COMPRESSION, Chunk, conditioning_video, plan_chunks
 from cosmos_t2.errors import CosmosError
+from cosmos_t2.guided import chunk_guide, guided_record, refuse_distilled
 from cosmos_t2.model.control import ControlInput
 from cosmos_t2.pipeline_context import check_prompt_embeddings, image_context, progress_bar, prompt_embeddings
 from cosmos_t2.pipeline_inputs import JobInputs, load_inputs, to_model_video, to_uint8_frames
@@ -185,11 +187,16 @@ def _diffuse_chunk(
             head = vae.encode(video.to(device, vae.dtype)).float()
             cond_latent = torch.nn.functional.pad(head, (0, 0, 0, 0, 0, shape[2] - head.shape[2]))
             cond_mask = condition_mask(shape, n, device)
-        init_latent = None
-        if spec.sigma_max is not None and not distilled:
-            init_latent = vae.encode(
-                to_model_video(inputs.frames[list(chunk.frame_indices)]).to(device, vae.dtype)
-            )
+        # sigma_max and guided generation both start from the chunk's input latent: encode it once.
+        use_sigma_max = spec.sigma_max is not None and not distilled
+        x0 = None
+        if use_sigma_max or inputs.guided_mask is not None:
+            x0 = vae.encode(to_model_video(inputs.frames[list(chunk.frame_indices)]).to(device, vae.dtype))
+        init_latent = x0 if use_sigma_max else None
+        guide = None
+        if inputs.guided_mask is not None:
+            assert x0 is not None and not distilled  # run_job refuses the distilled model with a mask
+            guide = chunk_guide(inputs.guided_mask, chunk, x0, spec.guided_generation_step_threshold)
     noise = initial_noise(seed, shape, device)
     velocity = _velocity(
         net,
@@ -208,7 +215,7 @@ def _diffuse_chunk(
         schedule = flow_schedule(spec.num_steps, sigma_max=spec.sigma_max)
         return sample(
             velocity, noise, schedule=schedule, guidance=float(spec.guidance), condition_latent=cond_latent,
-            condition_mask=cond_mask, init_latent=init_latent, progress=on_step,
+            condition_mask=cond_mask, init_latent=init_latent, guide=guide, progress=on_step,
         )  # fmt: skip
 
 
@@ -257,6 +264,7 @@ def run_job(spec: Spec, options: RunOptions) -> JobResult:
             need_text_encoder=options.prompt_embeddings is None,
             need_image_encoder=spec.image_context_path is not None or spec.context_frame_index is not None,
         )
+        refuse_distilled(spec, files.distilled)
     with timer.stage("inputs"):
         inputs = load_inputs(
             spec, controls_dir=options.controls_dir, masks_dir=options.masks_dir, device=str(device)
@@ -268,11 +276,14 @@ def run_job(spec: Spec, options: RunOptions) -> JobResult:
         net, distilled = build_net(files, modalities, tiny=options.tiny, device=device, dtype=dtype)
         vae = build_tokenizer(files, tiny=options.tiny, device=device, dtype=dtype)
     if distilled:
+        refuse_distilled(spec, distilled)  # a .pt checkpoint can reveal it is distilled only when loaded
         settings = _distilled_settings(settings)
         spec = settings.spec
     warnings = []
     if distilled and len(chunks) > 1:  # upstream logs the same warning
         warnings.append("the distilled model is not trained for chunk-by-chunk (autoregressive) generation")
+    if inputs.guided_mask is not None and not inputs.guided_mask.any():
+        warnings.append("guided_generation_mask is black everywhere: nothing is guided")
     guided = not distilled and spec.guidance != 0
     text_pair = (net.project_text(pos.to(device)), net.project_text(neg.to(device)) if guided else None)
     with timer.stage("image_context"):
@@ -335,6 +346,7 @@ def run_job(spec: Spec, options: RunOptions) -> JobResult:
         "device": device_info(device, dtype, 1 if ctx is None else ctx.world_size),
         "created_unix": math.floor(started),
         "warnings": warnings,
+        "guided_generation": guided_record(spec, inputs.guided_mask),
     }
     with timer.stage("write"):
         paths = write_outputs(options, spec, inputs, chunks, plan, latents, panels)

@@ -6,7 +6,8 @@ from the input's is an error naming the file. Sources, in order of preference:
   edge and depth bilinear, vis area, seg nearest), else `CONTROLS_DIR/<modality>.mkv` written by
   `cosmos-t2 controls`, else computed here from the input (`cosmos_t2.controls.compute_control`);
 - masks: `MASKS_DIR/<modality>_mask.mkv` written by `cosmos-t2 masks`, else `mask_path` (video or shapes),
-  else `mask_prompt` segmented here. An all-white mask counts as no mask, as upstream.
+  else `mask_prompt` segmented here. An all-white mask counts as no mask, as upstream;
+- the guided-generation mask (`guided_generation_mask`), as weights in [0, 1] (`cosmos_t2.guided`).
 """
 
 from __future__ import annotations
@@ -18,13 +19,15 @@ import numpy as np
 import torch
 
 from cosmos_t2.errors import CosmosError
+from cosmos_t2.guided import load_guided_mask
 from cosmos_t2.spec import Spec
 from cosmos_t2.video import CONTROL_INTERPOLATION, read_at_model_resolution, read_video, resize_to_model
 
 
 @dataclass
 class JobInputs:
-    """Frames are (T, H, W, 3) uint8 RGB at the model size; masks (T, H, W) bool."""
+    """Frames are (T, H, W, 3) uint8 RGB at the model size; masks (T, H, W) bool; guided_mask (T, H', W')
+    float32 in [0, 1] (its own model size for a mask video), None without guided generation."""
 
     frames: torch.Tensor
     fps: float
@@ -32,6 +35,7 @@ class JobInputs:
     controls: dict[str, torch.Tensor]
     sources: dict[str, str] = field(default_factory=dict)  # modality (or "<m>_mask") -> where it came from
     masks: dict[str, torch.Tensor] = field(default_factory=dict)
+    guided_mask: torch.Tensor | None = None
 
     @property
     def num_frames(self) -> int:
@@ -120,6 +124,9 @@ def load_inputs(
         if mask is not None and not mask.all():  # all white = no mask, as upstream
             inputs.masks[modality] = torch.from_numpy(mask)
             inputs.sources[f"{modality}_mask"] = source
+    inputs.guided_mask = load_guided_mask(spec, inputs.num_frames, inputs.size)
+    if inputs.guided_mask is not None:
+        inputs.sources["guided_generation_mask"] = f"file {spec.guided_generation_mask}"
     return inputs
 
 

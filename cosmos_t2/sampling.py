@@ -177,10 +177,14 @@ class UniPC:
 
 @dataclass(frozen=True)
 class GuidedGeneration:
-    """Upstream's guided generation: for steps 0..step_threshold the network input inside `mask` is
-    the input video's latent noised to the step's sigma, (1 - sigma) * x0 + sigma * noise.
+    """Upstream's guided generation (`guided_generation_mask`; see cosmos_t2/guided.py): for steps
+    i = 0..step_threshold (counted from 0, so step_threshold + 1 steps) the network input is
+    mask * ((1 - sigma_i) * x0 + sigma_i * noise) + (1 - mask) * x, with `noise` the run's initial noise
+    (not fresh noise) and sigma_i the schedule's sigma at step i. Conditioning frames are put in clean
+    after this blend. The solver state x itself is never overwritten: only what the network sees.
 
-    x0: (B, C, T, H, W) clean latent of the input; mask: (B, C or 1, T, H, W) weights in [0, 1].
+    x0: (B, C, T, H, W) clean latent of the chunk's input video; mask: (B, C or 1, T, H, W) weights in
+    [0, 1], 1 = guided.
     """
 
     x0: Tensor

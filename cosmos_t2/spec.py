@@ -10,6 +10,9 @@ control configs) of nvidia-cosmos/cosmos-transfer2.5. Where we differ, on purpos
 - `prompt` and `prompt_path` together are an error (upstream silently prefers `prompt`).
 - Relative paths in `--set` overrides resolve against the working directory, those in the file
   against the file's folder.
+- Guided generation: the mask must be a file (upstream's type admits a folder that its reader then
+  rejects), the step threshold >= 0, and foreground labels need a .npz label mask and at least one label
+  (upstream ignores them with a mask video, logging a warning).
 """
 
 from __future__ import annotations
@@ -210,6 +213,38 @@ def _name(f: Fields, default: str) -> str:
     return name
 
 
+def _guided_mask(f: Fields) -> Path | None:
+    # Upstream's config type admits a folder, but its reader takes only a .mp4 or a .npz file and
+    # fails on anything else at run time; refusing a folder here says so before any work is done.
+    path = f.path("guided_generation_mask", allow_dir=True)
+    if path is not None and path.is_dir():
+        raise f.error(
+            "guided_generation_mask",
+            f"expected a mask video or a .npz label array, got a folder: {path}",
+        )
+    return path
+
+
+def _check_foreground_labels(f: Fields, spec: Spec) -> None:
+    """Labels select foreground in a .npz label array only; anywhere else upstream ignores them (and logs
+    a warning), which is a key silently doing nothing, so it is an error here."""
+    labels = spec.guided_generation_foreground_labels
+    if labels is None:
+        return
+    name = "guided_generation_foreground_labels"
+    if not labels:
+        raise f.error(
+            name, "expected at least one label (leave the key out: any non-zero label is foreground)"
+        )
+    mask = spec.guided_generation_mask
+    if mask is None:
+        raise f.error(name, "needs 'guided_generation_mask' (a .npz label array) to select labels from")
+    if mask.suffix.lower() != ".npz":
+        raise f.error(
+            name, f"apply only to a .npz label array; {mask.name} is read as a mask video (white = guided)"
+        )
+
+
 def validate_sample(data: dict[str, Any], src: Source, default_name: str) -> Spec:
     """Check one sample's data and resolve it into a Spec; errors name src.where and the key path."""
     f = Fields(src, data)
@@ -245,10 +280,11 @@ def validate_sample(data: dict[str, Any], src: Source, default_name: str) -> Spe
         show_input=f.boolean("show_input", False),
         image_context_path=f.path("image_context_path"),
         context_frame_index=f.integer("context_frame_index", None, lo=1),
-        guided_generation_mask=f.path("guided_generation_mask", allow_dir=True),
-        guided_generation_step_threshold=f.integer("guided_generation_step_threshold", 25),
+        guided_generation_mask=_guided_mask(f),
+        guided_generation_step_threshold=f.integer("guided_generation_step_threshold", 25, lo=0),
         guided_generation_foreground_labels=f.integers("guided_generation_foreground_labels"),
     )
+    _check_foreground_labels(f, spec)
     if "vis" in spec.controls and spec.image_context_path is not None:
         raise f.error(
             "image_context_path",

@@ -175,6 +175,45 @@ def test_guided_generation_feeds_the_noised_input_inside_the_mask_until_the_thre
     assert torch.equal(seen[0][..., 1], noise[..., 1])  # outside the mask: the sampler's own state
 
 
+def test_guided_input_is_the_noised_x0_only_inside_the_mask_and_up_to_the_threshold() -> None:
+    """Every step's network input, position by position: noised x0 where the mask is 1 and i <= threshold,
+    a soft blend where it is 0.5, the sampler's own state elsewhere; conditioning frames stay clean."""
+    shape = (1, 2, 3, 2, 4)
+    noise, x0, clean = initial_noise(1, shape), initial_noise(2, shape), initial_noise(3, shape)
+    mask = torch.zeros(1, 1, 3, 2, 4)
+    mask[..., 0], mask[..., 1] = 1.0, 0.5  # column 0 guided, column 1 half, columns 2-3 free
+    cond = condition_mask(shape, 1)  # latent frame 0 conditions the chunk
+    schedule, threshold = flow_schedule(5), 2
+    seen: list[torch.Tensor] = []
+
+    def velocity(x: torch.Tensor, timesteps: torch.Tensor, *, guided: bool) -> torch.Tensor:
+        seen.append(x.clone())
+        return torch.stack([torch.sin(x) + x, torch.cos(x)])
+
+    free = sample(velocity, noise, schedule=schedule, condition_latent=clean, condition_mask=cond)
+    free_inputs, seen = seen, []
+    out = sample(
+        velocity, noise, schedule=schedule, condition_latent=clean, condition_mask=cond,
+        guide=GuidedGeneration(x0, mask, step_threshold=threshold),
+    )  # fmt: skip
+    assert len(seen) == 5 and not torch.allclose(out, free)
+    for i, x in enumerate(seen):
+        sigma = float(schedule.sigmas[i])
+        noised = (1 - sigma) * x0 + sigma * noise
+        g, f = x[:, :, 1:], noised[:, :, 1:]  # frames 1.. (frame 0 is the clean conditioning frame)
+        assert torch.equal(x[:, :, :1], clean[:, :, :1])
+        if i <= threshold:
+            assert torch.allclose(g[..., 0], f[..., 0], atol=1e-6), i
+            if i > 0:  # (at step 0 sigma is 0.999: noised x0 and the state are both about the noise)
+                assert not torch.allclose(g[..., 2:], f[..., 2:], atol=1e-2), i
+        else:  # after the threshold nothing is replaced, not even inside the mask
+            assert not torch.allclose(g[..., 0], f[..., 0], atol=1e-2), i
+        if i == 0:  # column 1: half the noised x0, half the state; columns 2-3: the state (= noise)
+            assert torch.allclose(g[..., 1], 0.5 * f[..., 1] + 0.5 * noise[:, :, 1:, :, 1], atol=1e-6)
+            assert torch.equal(g[..., 2:], noise[:, :, 1:, :, 2:])
+    assert torch.equal(free_inputs[0][..., 2:], seen[0][..., 2:])
+
+
 def test_noise_is_numpy_randomstate_and_seeds_chain() -> None:
     noise = initial_noise(2025, (1, 16, 3, 4, 4))
     assert noise.dtype == torch.float32

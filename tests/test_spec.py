@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from cosmos_t2.errors import CosmosError
@@ -134,7 +135,7 @@ def test_official_doc_example_parses_with_defaults(
 
 
 def test_every_key_is_read(ws: Path) -> None:
-    (ws / "gg").mkdir()
+    np.savez(ws / "gg.npz", np.zeros((1, 4, 4), np.uint8))
     data = {
         "name": "all",
         "prompt": "p",
@@ -154,7 +155,7 @@ def test_every_key_is_read(ws: Path) -> None:
         "show_input": True,
         "context_frame_index": 3,
         "image_context_path": "style.jpg",
-        "guided_generation_mask": "gg",  # a folder is allowed here, as upstream
+        "guided_generation_mask": "gg.npz",  # labels select from a .npz label array only
         "guided_generation_step_threshold": 10,
         "guided_generation_foreground_labels": [1, 3],
         "edge": {"control_path": "edge.mp4", "preset_edge_threshold": "very_high", "mask_path": "mask.mp4"},
@@ -163,7 +164,7 @@ def test_every_key_is_read(ws: Path) -> None:
     }
     (spec,) = load_specs(write(ws, "all.json", data))
     assert spec.to_dict()["sigma_max"] == 80.0 and spec.sigma_max == 80.0
-    assert spec.guided_generation_mask == ws / "gg"
+    assert spec.guided_generation_mask == ws / "gg.npz"
     assert spec.guided_generation_foreground_labels == (1, 3)
     assert spec.controls["edge"] == ControlSpec(
         modality="edge",
