@@ -266,8 +266,14 @@ def run_job(spec: Spec, options: RunOptions) -> JobResult:
         )
         refuse_distilled(spec, files.distilled)
     with timer.stage("inputs"):
+        from cosmos_t2.image_context import reference_image
+
         inputs = load_inputs(
             spec, controls_dir=options.controls_dir, masks_dir=options.masks_dir, device=str(device)
+        )
+        # Read (and so check) the style reference before the text encoder and the network are built.
+        reference = reference_image(
+            spec.image_context_path, spec.video_path, spec.context_frame_index, inputs.size
         )
     chunks = plan_chunks(inputs.num_frames, spec.num_video_frames_per_chunk, spec.num_conditional_frames)
     with timer.stage("text"):  # before the DiT: a 7B encoder and the DiT need not share the GPU
@@ -287,7 +293,7 @@ def run_job(spec: Spec, options: RunOptions) -> JobResult:
     guided = not distilled and spec.guidance != 0
     text_pair = (net.project_text(pos.to(device)), net.project_text(neg.to(device)) if guided else None)
     with timer.stage("image_context"):
-        image_tokens = image_context(spec, inputs, files, net, device)
+        image_tokens = image_context(reference, files, net, device)
 
     from cosmos_t2.sampling import chunk_seeds
 

@@ -7,10 +7,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from cosmos_t2.errors import CosmosError
-from cosmos_t2.pipeline_inputs import JobInputs
 from cosmos_t2.pipeline_models import ModelFiles
 from cosmos_t2.spec import Spec
 
@@ -75,11 +75,11 @@ def prompt_embeddings(
     return pos[None], neg[None]
 
 
-def image_context(spec: Spec, inputs: JobInputs, files: ModelFiles, net: Any, device: torch.device) -> Any:
-    """(1, N, D) style-reference tokens, or None (the network then feeds zeros, as upstream)."""
-    from cosmos_t2.image_context import load_image_encoder, reference_image, tiny_image_encoder
+def image_context(image: np.ndarray | None, files: ModelFiles, net: Any, device: torch.device) -> Any:
+    """(1, N, D) tokens of the style reference `image` ((H, W, 3) uint8, read in the inputs stage by
+    `image_context.reference_image`), or None (the network then feeds zeros, as upstream)."""
+    from cosmos_t2.image_context import load_image_encoder, tiny_image_encoder
 
-    image = reference_image(spec.image_context_path, spec.video_path, spec.context_frame_index, inputs.size)
     if image is None:
         return None
     cfg = net.config

@@ -93,6 +93,26 @@ def test_mask_video_with_other_frame_count_is_refused(folder: Path, no_models: N
         run_job(spec, RunOptions(out_dir=folder / "out", tiny=True))
 
 
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        ({"image_context_path": "style.png"}, "cannot read the style reference image"),
+        ({"context_frame_index": 20}, "context_frame_index 20 is past the video's 9 frames"),
+    ],
+)
+def test_bad_style_reference_is_refused_before_text_and_models(
+    folder: Path, no_models: None, monkeypatch: pytest.MonkeyPatch, extra: dict[str, Any], expected: str
+) -> None:
+    (folder / "style.png").write_bytes(b"not a png")
+
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("the prompt was encoded before the style reference was checked")
+
+    monkeypatch.setattr(pipeline, "prompt_embeddings", refuse)
+    with pytest.raises(CosmosError, match=expected):
+        run_job(make_spec(folder, **extra), RunOptions(out_dir=folder / "out", tiny=True))
+
+
 def test_chunk_length_must_fit_the_vae(folder: Path) -> None:
     with pytest.raises(CosmosError, match="1 \\+ 4k frames"):
         effective_spec(make_spec(folder, num_video_frames_per_chunk=10), tiny=False)
