@@ -20,6 +20,7 @@ import torch
 from cosmos_t2.atomic import write_json_atomic
 from cosmos_t2.bench_flops import StepShape, step_flops
 from cosmos_t2.errors import CosmosError
+from cosmos_t2.model.attention import attention_kernel
 from cosmos_t2.model.config import TransferConfig
 
 
@@ -107,17 +108,6 @@ def measure_rates(device: torch.device, tokens: int, heads: int, head_dim: int) 
         key = "attention_tflops" if kernel == "cudnn" else f"attention_tflops_{kernel}"
         rates[key] = attention_flop / att / 1e12
     return rates
-
-
-def resolved_attention_kernel(backend: str, device: torch.device) -> str:
-    """The kernel `backend` runs the step's bf16 attention with on `device`."""
-    from cosmos_t2.model.attention import fa4_unavailable_reason
-
-    if backend != "auto":
-        return backend
-    if device.type != "cuda":
-        return "sdpa (PyTorch's choice)"
-    return "fa4" if fa4_unavailable_reason() is None else "cudnn"
 
 
 def _inputs(cfg: TransferConfig, preset: Preset, n_controls: int, device: torch.device, dtype: torch.dtype):
@@ -261,7 +251,7 @@ def run_bench(opts: BenchOptions, ctx=None) -> dict:
             result["floor_step_s_fa4"] = flops.floor_seconds(
                 rates["matmul_tflops"], rates["attention_tflops_fa4"]
             )
-    result["attention_kernel"] = resolved_attention_kernel(opts.attn_backend, device)
+    result["attention_kernel"] = attention_kernel(opts.attn_backend, device)
     if ctx is not None and ctx.device.type == "cuda":
         device = ctx.device
     ours = bench_transfer(cfg, preset, opts, device, ctx)

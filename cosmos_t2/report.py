@@ -196,7 +196,7 @@ def _step_rows(jobs: pd.DataFrame, benches: pd.DataFrame) -> pd.DataFrame:
     rows = []
     if "s_per_step" in jobs:
         for row in jobs.dropna(subset=["s_per_step"]).to_dict("records"):
-            gpu = _gpu_label(row.get("device"), row.get("processes"))
+            gpu = _gpu_label(row.get("device"), row.get("processes"), row.get("attention"))
             rows.append(
                 {
                     "hardware": f"{row['hardware']}{gpu}",
@@ -208,7 +208,8 @@ def _step_rows(jobs: pd.DataFrame, benches: pd.DataFrame) -> pd.DataFrame:
         for row in benches.dropna(subset=["cosmos_t2.step_s"]).to_dict("records"):
             rows.append(
                 {
-                    "hardware": f"{row['hardware']}{_gpu_label(row.get('device'), row.get('world_size'))}",
+                    "hardware": row["hardware"]
+                    + _gpu_label(row.get("device"), row.get("world_size"), row.get("attention_kernel")),
                     "s_per_step": row["cosmos_t2.step_s"],
                     "source": "cosmos-t2 bench",
                 }
@@ -216,12 +217,14 @@ def _step_rows(jobs: pd.DataFrame, benches: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _gpu_label(device: Any, processes: Any) -> str:
-    """ " (NVIDIA H100 80GB HBM3 x4)" for the s/step chart's axis; "" where the sidecar has no device."""
+def _gpu_label(device: Any, processes: Any, attention: Any = None) -> str:
+    """ " (NVIDIA H100 80GB HBM3 x4, fa4)" for the s/step chart's axis (the attention kernel moves a step by
+    7%, so runs with different kernels must not look alike); "" where the sidecar has no device."""
     if not isinstance(device, str) or not device:
         return ""
     count = f" x{int(processes)}" if _present(processes) and int(processes) > 1 else ""
-    return f" ({device}{count})"
+    kernel = f", {attention}" if isinstance(attention, str) and attention else ""
+    return f" ({device}{count}{kernel})"
 
 
 def _fidelity_rows(jobs: pd.DataFrame) -> pd.DataFrame:

@@ -145,6 +145,7 @@ def job_table(
             row["s_per_step"] = sidecar.get("seconds_per_step")
             row["device"] = (sidecar.get("device") or {}).get("name")
             row["processes"] = (sidecar.get("device") or {}).get("processes")
+            row["attention"] = (sidecar.get("device") or {}).get("attention")
             peak = sidecar.get("peak_memory_gib") or {}
             row["diffuse_gpu_gib"] = peak.get("gpu_allocated")
             row["diffuse_cpu_rss_gib"] = peak.get("cpu_rss")

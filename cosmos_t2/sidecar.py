@@ -61,7 +61,10 @@ def device_info(device: torch.device, dtype: torch.dtype, world_size: int) -> di
         "processes": world_size,
     }
     if device.type == "cuda":
+        from cosmos_t2.model.attention import attention_kernel
+
         info["name"] = torch.cuda.get_device_name(device)
+        info["attention"] = attention_kernel("auto", device)  # fa4 or cudnn: what a run's speed depends on
     else:
         info["name"] = platform.processor() or platform.machine()
         info["threads"] = torch.get_num_threads()

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from cosmos_t2.model import ControlInput, TransferConfig, TransferNet
-from cosmos_t2.model.attention import attention
+from cosmos_t2.model.attention import attention, attention_kernel
 from cosmos_t2.model.rope import rope_table
 
 CFG = TransferConfig.tiny()
@@ -111,6 +111,9 @@ def test_fa4_backend_off_gpu_fails_clearly() -> None:
     q = torch.randn(1, 8, 2, 16)
     with pytest.raises(RuntimeError, match="attention backend 'fa4' can't run"):
         attention(q, q, q, "fa4")
+    cpu = torch.device("cpu")
+    assert attention_kernel("auto", cpu) == "sdpa (PyTorch's choice)"
+    assert attention_kernel("cudnn", cpu) == "cudnn"  # a named backend is what runs, or an error
 
 
 def test_rope_tables_slice_along_frames() -> None:

@@ -52,6 +52,7 @@ def make_results(root: Path, labels: tuple[str, ...] = ("cpu-test", "h100-test")
         (run / "manifest.json").write_text(json.dumps(data))
         if gpu:  # a `cosmos-t2 bench --json-out` result
             bench = {"preset": {"name": "720p93"}, "options": {"cp": 1, "warmup": 2}, "device": "NVIDIA H100"}
+            bench["attention_kernel"] = "cudnn"
             bench["cosmos_t2"] = {"step_s": 6.9, "peak_gib": 21.5, "step_times_s": [6.9, 6.9]}
             (run / "bench").mkdir()
             (run / "bench" / "720p93.json").write_text(json.dumps(bench))
@@ -73,6 +74,7 @@ def make_results(root: Path, labels: tuple[str, ...] = ("cpu-test", "h100-test")
                     "type": "cuda" if "h100" in label else "cpu",
                     "name": "NVIDIA H100" if "h100" in label else "x86_64",
                     "processes": 1,
+                    **({"attention": "fa4"} if "h100" in label else {}),
                 },
             }
             (run / paths["diffuse_sidecar"]).parent.mkdir(parents=True, exist_ok=True)
@@ -138,7 +140,8 @@ def test_report_tables_hold_each_job_its_costs_and_fidelity(report_html: tuple[P
     assert bench and "<th>cosmos_t2.step_s</th>" in bench[1] and "<td>6.9</td>" in bench[1]
     assert "options.warmup" not in bench[1] and "<th>options.cp</th>" in bench[1]
     assert (
-        "h100-test (NVIDIA H100)" in html
+        "h100-test (NVIDIA H100, fa4)" in html
+        and "h100-test (NVIDIA H100, cudnn)" in html
         and "cosmos-t2 bench" in html.split('id="chart-s-per-step"', 1)[1].split("</script>", 1)[0]
     )
     rules = re.search(r'<section id="rules">(.*?)</section>', html, re.S)

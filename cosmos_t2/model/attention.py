@@ -84,6 +84,15 @@ def _fa4_applies(q: torch.Tensor, v: torch.Tensor) -> bool:
     return q.is_cuda and _fa4_shape_ok(q, v) and _fa4_ready()
 
 
+def attention_kernel(backend: str, device: torch.device) -> str:
+    """The kernel `backend` runs the full network's attention (bf16, head dim 128) with on `device`."""
+    if backend != "auto":
+        return backend
+    if device.type != "cuda":
+        return "sdpa (PyTorch's choice)"
+    return "fa4" if fa4_unavailable_reason() is None else "cudnn"
+
+
 def attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, backend: AttentionBackend = "auto"
 ) -> torch.Tensor:
