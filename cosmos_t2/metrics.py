@@ -160,14 +160,15 @@ def control_fidelity(
 ) -> dict[str, float]:
     """Control fidelity of an output video against the controls in `controls_dir`.
 
-    Edge F1 and blur SSIM always; depth si-RMSE when `depth_model_dir` is given (depth is estimated on
-    the output with the same model and rendering as the control; si-RMSE of the grey levels + 1, so
-    black pixels stay in). The output is resized to the control's size (the control is at model
-    resolution; the output may be back at the input's) and frames are sampled evenly, at most
-    `max_frames`. Modalities whose control is absent are left out.
+    The output is rendered into each control by the controls stage's own code (`compute_control_with_info`)
+    with the parameters recorded in the control's JSON (`cosmos-t2 controls` writes it beside the video), then
+    scored: edge F1, blur SSIM, and depth si-RMSE when `depth_model_dir` is given (si-RMSE of the grey levels
+    + 1, so black pixels stay in). The output is resized to the control's size (the control is at model
+    resolution; the output may be back at the input's) and frames are sampled evenly, at most `max_frames`.
+    Modalities whose control is absent are left out.
     """
-    from cosmos_t2.controls.blur import blur_video
-    from cosmos_t2.controls.edge import canny_edges
+    from cosmos_t2.controls import compute_control_with_info
+    from cosmos_t2.controls.models import ModelPaths
     from cosmos_t2.video import read_video
 
     if controls_dir is None or not controls_dir.is_dir():
@@ -177,34 +178,28 @@ def control_fidelity(
     if not present:
         return {}
     output = read_video(video).frames.numpy()
+    models = ModelPaths(depth_model_dir=depth_model_dir)
     scores: dict[str, float] = {}
     for modality in present:
         control = read_video(controls_dir / f"{modality}.mkv").frames.numpy()
         idx = sample_frames(min(len(output), len(control)), max_frames)
         out = resize_frames(output[idx], control.shape[1], control.shape[2])
+        params = _control_record(controls_dir / f"{modality}.json")
+        rendered, _ = compute_control_with_info(modality, out, params, models, device)
         if modality == "edge":
-            edges = canny_edges(out, _preset(controls_dir / "edge.json", modality))
-            scores["edge_f1"] = edge_f1(edges[..., 0] > 0, control[idx][..., 0] > 127)
+            scores["edge_f1"] = edge_f1(rendered[..., 0] > 0, control[idx][..., 0] > 127)
         elif modality == "vis":
-            scores["blur_ssim"] = ssim(
-                blur_video(out, _preset(controls_dir / "vis.json", modality)), control[idx]
-            )
+            scores["blur_ssim"] = ssim(rendered, control[idx])
         else:
-            import torch
-
-            from cosmos_t2.controls.depth import depth_control
-
-            depth, _ = depth_control(out, Path(depth_model_dir or ""), torch.device(device))
             grey = lambda v: v[..., 0].astype(np.float64) + 1.0  # noqa: E731
-            scores["depth_si_rmse"] = si_rmse(grey(depth), grey(control[idx]))
+            scores["depth_si_rmse"] = si_rmse(grey(rendered), grey(control[idx]))
     return scores
 
 
-def _preset(record: Path, modality: str) -> str:
-    """The preset the control was made with, from the JSON `cosmos-t2 controls` writes beside it."""
-    key = {"edge": "preset_edge_threshold", "vis": "preset_blur_strength"}[modality]
+def _control_record(path: Path) -> dict[str, Any]:
+    """The parameters a control was made with (its JSON); {} (the spec defaults) when it can't be read."""
     try:
-        data: dict[str, Any] = json.loads(record.read_text())
+        data = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError):
-        return "medium"  # the spec default
-    return str(data.get(key) or "medium")
+        return {}
+    return data if isinstance(data, dict) else {}

@@ -103,7 +103,9 @@ def test_control_fidelity_scores_an_output_against_its_control_files(tmp_path: P
     controls = tmp_path / "controls"
     write_video(controls / "edge.mkv", canny_edges(frames, "low"), 16, lossless=True)
     (controls / "edge.json").write_text(json.dumps({"preset_edge_threshold": "low"}))
-    write_video(controls / "vis.mkv", blur_video(frames, "medium"), 16, lossless=True)
+    write_video(controls / "vis.mkv", blur_video(frames, "high"), 16, lossless=True)
+    # the whole record `cosmos-t2 controls` writes: the preset is read from it, other keys don't matter
+    (controls / "vis.json").write_text(json.dumps({"modality": "vis", "preset_blur_strength": "high"}))
     same = write_video(tmp_path / "same.mkv", frames, 16, lossless=True)
     scores = control_fidelity(same, controls)
     assert scores["edge_f1"] == pytest.approx(1.0)
