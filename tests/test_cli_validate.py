@@ -10,21 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _cli import run_cli
 
 from cosmos_t2 import __version__
 from cosmos_t2.cli import main
 from cosmos_t2.errors import CosmosError
 from cosmos_t2.spec import load_specs
-
-
-def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    """Run `main()` in-process as the console script would; returns (exit code, stdout, stderr)."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(sys, "argv", ["cosmos-t2", *args])
-        with pytest.raises(SystemExit) as info:
-            main()
-    out, err = capsys.readouterr()
-    return int(info.value.code or 0), out, err
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ conditional frame make two chunks ([0, 5) and [4, 9)), so the per-chunk slicing 
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -15,10 +14,10 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from _cli import run_cli
 
 from cosmos_t2 import pipeline
 from cosmos_t2.chunking import plan_chunks
-from cosmos_t2.cli import main
 from cosmos_t2.errors import CosmosError
 from cosmos_t2.guided import chunk_guide, load_guided_mask
 from cosmos_t2.pipeline import RunOptions, run_job
@@ -177,12 +176,10 @@ def test_infer_records_guided_generation_in_the_sidecar(
     job = folder / "job.json"
     job.write_text(json.dumps(spec.to_dict()))
     out = folder / "cli"
-    argv = ["cosmos-t2", "infer", str(job), "-o", str(out), "--tiny", "--device", "cpu", "--quiet"]
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(sys, "argv", argv)
-        with pytest.raises(SystemExit) as info:
-            main()
-    assert info.value.code in (0, None), capsys.readouterr().err
+    code, _, err = run_cli(
+        ["infer", str(job), "-o", str(out), "--tiny", "--device", "cpu", "--quiet"], capsys
+    )
+    assert code == 0, err
     record = json.loads((out / "j.json").read_text())
     assert (
         record["guided_generation"]["step_threshold"] == 0

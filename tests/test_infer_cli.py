@@ -9,14 +9,13 @@ or drops a frame.
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from _cli import run_cli
 
-from cosmos_t2.cli import main
 from cosmos_t2.video import read_video, write_video
 
 NUM_FRAMES, FPS, SIZE = 17, 12.0, 64
@@ -25,18 +24,6 @@ FAST = ["--set", "num_steps=2", "--set", "num_video_frames_per_chunk=9", "--devi
 
 def level(i: int) -> int:
     return 10 + 12 * i
-
-
-def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(sys, "argv", ["cosmos-t2", *args])
-        try:
-            main()
-            code = 0
-        except SystemExit as exc:
-            code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture(scope="module")
@@ -61,13 +48,8 @@ def runs(job: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]
     out = {}
     for key, extra in (("a", []), ("b", []), ("latents", ["--latents-only"])):
         folder = tmp_path_factory.mktemp(f"out_{key}")
-        with pytest.MonkeyPatch.context() as mp:
-            mp.setattr(
-                sys, "argv", ["cosmos-t2", "infer", str(job), "-o", str(folder), "--tiny", *FAST, *extra]
-            )
-            with pytest.raises(SystemExit) as info:
-                main()
-        assert info.value.code in (0, None)
+        code, _, _ = run_cli(["infer", str(job), "-o", str(folder), "--tiny", *FAST, *extra])
+        assert code == 0
         out[key] = folder
     return out
 

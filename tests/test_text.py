@@ -4,14 +4,13 @@ cache, loading from a directory, and `cosmos-t2 encode-prompt`."""
 from __future__ import annotations
 
 import json
-import sys
 import types
 from pathlib import Path
 
 import pytest
 import torch
+from _cli import run_cli
 
-from cosmos_t2.cli import main
 from cosmos_t2.errors import CosmosError
 from cosmos_t2.spec import DEFAULT_NEGATIVE_PROMPT
 from cosmos_t2.text import (
@@ -111,15 +110,6 @@ def test_loads_from_a_directory(tiny: PromptEncoder, tmp_path: Path) -> None:
         encoder_for(tiny=False, text_encoder_dir=None, device="cpu")
 
 
-def _run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(sys, "argv", ["cosmos-t2", *args])
-        with pytest.raises(SystemExit) as info:
-            main()
-    out, err = capsys.readouterr()
-    return int(info.value.code or 0), out, err
-
-
 def test_encode_prompt_command(
     tiny: PromptEncoder, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -128,7 +118,7 @@ def test_encode_prompt_command(
     job.write_text(json.dumps({"prompt": PROMPTS[0], "video_path": "in.mp4", "edge": {}}))
     out = tmp_path / "emb" / "job.safetensors"
     args = ["encode-prompt", str(job), "-o", str(out), "--tiny", "--cache-dir", str(tmp_path / "cache")]
-    code, stdout, err = _run(args, capsys)
+    code, stdout, err = run_cli(args, capsys)
     assert code == 0, err
     assert TINY_LABEL in stdout
     prompt, negative, meta = read_prompt_embeddings(out)
@@ -137,5 +127,5 @@ def test_encode_prompt_command(
     assert meta["encoder"] == tiny.identity and meta["encoder_label"] == TINY_LABEL
     assert torch.equal(prompt[0], tiny.encode(PROMPTS[:1])[0])
     assert len(list((tmp_path / "cache").iterdir())) == 2
-    code, _, err = _run(["encode-prompt", str(job), "-o", str(out)], capsys)
+    code, _, err = run_cli(["encode-prompt", str(job), "-o", str(out)], capsys)
     assert code == 2 and "--text-encoder-dir" in err

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import av
@@ -11,8 +10,8 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from _cli import run_cli
 
-from cosmos_t2.cli import main
 from cosmos_t2.errors import CosmosError
 from cosmos_t2.video import (
     CONTROL_INTERPOLATION,
@@ -216,20 +215,11 @@ def test_decode_to_model_writes_lossless_input_and_info(tmp_path: Path) -> None:
     assert torch.equal(decoded.frames, expected) and decoded.fps == 12.0
 
 
-def _cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(sys, "argv", ["cosmos-t2", *args])
-        with pytest.raises(SystemExit) as info:
-            main()
-    out, err = capsys.readouterr()
-    return int(info.value.code or 0), out, err
-
-
 def test_decode_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     write_video(tmp_path / "in.mp4", textured_clip(frames=5, height=48, width=64), 10)
     spec = {"name": "s", "prompt": "a room", "video_path": "in.mp4", "resolution": "480", "edge": {}}
     (tmp_path / "spec.json").write_text(json.dumps(spec))
-    code, out, err = _cli(
+    code, out, err = run_cli(
         ["decode", str(tmp_path / "spec.json"), "-o", str(tmp_path / "d"), "--tiny"], capsys
     )
     assert code == 0, err
@@ -249,6 +239,6 @@ def test_decode_command_reports_a_corrupt_input_in_one_line(
 ) -> None:
     (tmp_path / "in.mp4").write_bytes(b"not a video at all" * 50)
     (tmp_path / "spec.json").write_text(json.dumps({"prompt": "x", "video_path": "in.mp4", "edge": {}}))
-    code, _, err = _cli(["decode", str(tmp_path / "spec.json"), "-o", str(tmp_path / "d")], capsys)
+    code, _, err = run_cli(["decode", str(tmp_path / "spec.json"), "-o", str(tmp_path / "d")], capsys)
     assert code == 2 and "in.mp4" in err and "cannot decode" in err
     assert not (tmp_path / "d" / "input.json").exists()
