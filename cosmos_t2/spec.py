@@ -304,9 +304,9 @@ def _sample_spec(raw: RawSample, path: Path, flat_overrides: dict[str, Any]) -> 
     return validate_sample(data, src, default_name)
 
 
-def _load_located(path: Path, flat: dict[str, Any]) -> list[tuple[Spec, str]]:
-    """Specs of one file with where each came from; names must be unique within the file."""
-    located: list[tuple[Spec, str]] = []
+def _load_located(path: Path, flat: dict[str, Any]) -> list[tuple[Spec, RawSample]]:
+    """Specs of one file with the raw sample each came from; names must be unique within the file."""
+    located: list[tuple[Spec, RawSample]] = []
     seen: dict[str, str] = {}
     for raw in read_spec_file(path):
         spec = _sample_spec(raw, path, flat)
@@ -315,17 +315,14 @@ def _load_located(path: Path, flat: dict[str, Any]) -> list[tuple[Spec, str]]:
                 f"duplicate name {spec.name!r} (first at {seen[spec.name]})", file=raw.where, key="name"
             )
         seen[spec.name] = raw.where
-        located.append((spec, raw.where))
+        located.append((spec, raw))
     return located
 
 
 def load_samples(path: str | Path) -> list[tuple[Spec, RawSample]]:
     """Each sample of a spec file with its raw form, for callers that resolve one sample under many
     overrides (`resolve_sample`) without re-reading and re-validating the whole file each time."""
-    path = Path(path)
-    raws = read_spec_file(path)
-    specs = [spec for spec, _ in _load_located(path, {})]
-    return list(zip(specs, raws, strict=True))
+    return _load_located(Path(path), {})
 
 
 def resolve_sample(raw: RawSample, path: str | Path, overrides: dict[str, Any]) -> Spec:
@@ -377,14 +374,14 @@ def load_batch(
     specs: list[Spec] = []
     first_at: dict[str, str] = {}
     for path in paths:
-        for spec, where in _load_located(path, flat):
+        for spec, raw in _load_located(path, flat):
             if spec.name in first_at:
                 raise CosmosError(
                     f"duplicate name {spec.name!r} in the batch (first at {first_at[spec.name]})",
-                    file=where,
+                    file=raw.where,
                     key="name",
                 )
-            first_at[spec.name] = where
+            first_at[spec.name] = raw.where
             specs.append(spec)
     return _pick(specs, name, ", ".join(str(p) for p in paths))
 
