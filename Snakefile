@@ -1,7 +1,7 @@
 # cosmos-t2 sweep: specs x grid -> videos -> one HTML report. Run with
 #   snakemake --profile profiles/local          (CPU, tiny model, the bundled example)
 #   snakemake --profile profiles/slurm-h100     (SLURM, H100 nodes)
-# Each rule's shell line is one `cosmos-t2` command; cosmos_t2.workflow_support plans the jobs.
+# Each rule's shell line is one `cosmos-t2` command; cosmos_t2.workflow.sweep plans the jobs.
 from snakemake.utils import min_version, validate
 
 min_version("9.0")

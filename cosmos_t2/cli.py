@@ -66,8 +66,8 @@ def validate(
     """Check spec files and print the resolved spec(s) as JSON (one object, or a list for several)."""
     import json
 
-    from cosmos_t2.spec import load_batch, write_job_spec
-    from cosmos_t2.spec_parse import parse_set_options
+    from cosmos_t2.spec.job import load_batch, write_job_spec
+    from cosmos_t2.spec.parse import parse_set_options
 
     resolved = load_batch(specs, parse_set_options(set_ or []), name=name)
     if json_out is not None:
@@ -93,7 +93,7 @@ def decode(
     import json
     from dataclasses import asdict
 
-    from cosmos_t2.spec import load_job
+    from cosmos_t2.spec.job import load_job
     from cosmos_t2.video import decode_to_model
 
     spec = load_job(job, name=name)
@@ -139,7 +139,7 @@ def bench(
     ] = False,
 ) -> None:
     """Time one denoising step of the full-size network beside its floor (random weights)."""
-    from cosmos_t2.bench import BenchOptions, print_result, run_bench_cli
+    from cosmos_t2.bench.step import BenchOptions, print_result, run_bench_cli
 
     opts = BenchOptions(
         preset=preset,
@@ -202,8 +202,8 @@ def encode_prompt(
     device: MaybeDevice = None,
 ) -> None:
     """Encode the job's prompt and negative prompt into one .safetensors file (cached per prompt)."""
-    from cosmos_t2.spec import load_job
-    from cosmos_t2.text import EmbeddingCache, default_cache_dir, encoder_for, write_prompt_embeddings
+    from cosmos_t2.model.text import EmbeddingCache, default_cache_dir, encoder_for, write_prompt_embeddings
+    from cosmos_t2.spec.job import load_job
 
     spec = load_job(job, name=name)
     encoder = encoder_for(tiny=tiny, text_encoder_dir=text_encoder_dir, device=device)
@@ -241,7 +241,7 @@ def infer(
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
 ) -> None:
     """Run one job: spec -> controls, masks, embeddings -> diffusion -> <name>.mp4 + <name>.json."""
-    from cosmos_t2.launch import maybe_relaunch_under_torchrun
+    from cosmos_t2.distributed.launch import maybe_relaunch_under_torchrun
 
     if device is None:
         import torch
@@ -249,9 +249,9 @@ def infer(
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if maybe_relaunch_under_torchrun(gpus, device, sys.argv[1:]):
         return
-    from cosmos_t2.pipeline import RunOptions, run_on_ranks
-    from cosmos_t2.spec import load_job
-    from cosmos_t2.spec_parse import parse_set_options
+    from cosmos_t2.pipeline.run import RunOptions, run_on_ranks
+    from cosmos_t2.spec.job import load_job
+    from cosmos_t2.spec.parse import parse_set_options
 
     spec = load_job(job, name=name, overrides=parse_set_options(set_ or []))
     options = RunOptions(
@@ -282,7 +282,7 @@ def render(
     device: MaybeDevice = None,
 ) -> None:
     """Decode latents with the VAE into an mp4 (and its sidecar JSON)."""
-    from cosmos_t2.pipeline_output import render_latents
+    from cosmos_t2.pipeline.output import render_latents
 
     if device is None:
         import torch
@@ -314,7 +314,7 @@ def controls(
 
     from cosmos_t2.controls.models import ModelPaths
     from cosmos_t2.controls.run import controls_for_job
-    from cosmos_t2.spec import load_job
+    from cosmos_t2.spec.job import load_job
 
     models = ModelPaths.from_env(depth_model_dir, seg_model_dir, grounding_model_dir)
     written = controls_for_job(
@@ -338,9 +338,9 @@ def masks(
     """Write the binary mask (white = control applies) of every control with mask_path or mask_prompt."""
     import json
 
+    from cosmos_t2.controls.masks import masks_for_job
     from cosmos_t2.controls.models import ModelPaths
-    from cosmos_t2.masks import masks_for_job
-    from cosmos_t2.spec import load_job
+    from cosmos_t2.spec.job import load_job
 
     models = ModelPaths.from_env(seg_model_dir=seg_model_dir, grounding_model_dir=grounding_model_dir)
     written = masks_for_job(
@@ -361,7 +361,7 @@ def report(
     device: Annotated[str, typer.Option(help="Where the depth model runs: cpu or cuda.")] = "cpu",
 ) -> None:
     """Write one self-contained HTML report: jobs, costs per rule and hardware, previews, control fidelity."""
-    from cosmos_t2.report import ReportOptions, build_report
+    from cosmos_t2.report.build import ReportOptions, build_report
 
     options = ReportOptions(
         metrics=metrics,

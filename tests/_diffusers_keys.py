@@ -21,7 +21,7 @@ from diffusers import CosmosControlNetModel, CosmosTransformer3DModel
 from diffusers.models.controlnets import controlnet_cosmos
 from diffusers.models.transformers import transformer_cosmos
 
-from cosmos_t2.bench_diffusers import diffusers_kwargs
+from cosmos_t2.bench.diffusers import diffusers_kwargs
 from cosmos_t2.model.config import TransferConfig
 
 # diffusers -> official, applied in order to the part of a key below `transformer_blocks.N.` / `control_blocks.N.`

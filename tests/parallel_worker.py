@@ -18,11 +18,9 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 
-from cosmos_t2.errors import CosmosError
-from cosmos_t2.launch import exit_rank
-from cosmos_t2.model import ControlInput, TransferConfig, TransferNet
-from cosmos_t2.model.vae import VAEConfig, build_vae
-from cosmos_t2.parallel import (
+from cosmos_t2.distributed.attention import sequence_parallel_attention
+from cosmos_t2.distributed.launch import exit_rank
+from cosmos_t2.distributed.parallel import (
     ParallelContext,
     ParallelNet,
     SequenceShard,
@@ -34,7 +32,10 @@ from cosmos_t2.parallel import (
     shutdown_distributed,
     split_frames,
 )
-from cosmos_t2.parallel_attention import sequence_parallel_attention
+from cosmos_t2.errors import CosmosError
+from cosmos_t2.model.config import TransferConfig
+from cosmos_t2.model.control import ControlInput, TransferNet
+from cosmos_t2.model.vae import VAEConfig, build_vae
 
 
 def _free_port() -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cosmos_t2.chunking import Chunk, conditioning_video, padded_indices, plan_chunks, stitch
+from cosmos_t2.pipeline.chunking import Chunk, conditioning_video, padded_indices, plan_chunks, stitch
 
 
 def _run_on_indices(num_frames: int, per_chunk: int, cond: int) -> tuple[list[Chunk], torch.Tensor]:

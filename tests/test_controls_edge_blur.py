@@ -8,8 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
-from cosmos_t2.controls import MODALITIES, compute_control, compute_control_with_info
 from cosmos_t2.controls.blur import BLUR_PRESETS
+from cosmos_t2.controls.compute import MODALITIES, compute_control, compute_control_with_info
 from cosmos_t2.controls.edge import EDGE_THRESHOLDS
 from cosmos_t2.errors import CosmosError
 

@@ -15,13 +15,14 @@ import torch
 from typer.testing import CliRunner
 
 from cosmos_t2.cli import app
-from cosmos_t2.controls import compute_control, compute_control_with_info, compute_missing_controls
+from cosmos_t2.controls.compute import compute_control, compute_control_with_info
 from cosmos_t2.controls.depth import align_depth_sequence, render_depth
+from cosmos_t2.controls.masks import load_mask, mask_from_prompt
 from cosmos_t2.controls.models import ModelPaths, _load_sam2
+from cosmos_t2.controls.run import compute_missing_controls
 from cosmos_t2.controls.seg import color_masks, distinct_colors
 from cosmos_t2.errors import CosmosError
-from cosmos_t2.masks import load_mask, mask_from_prompt
-from cosmos_t2.spec import load_job
+from cosmos_t2.spec.job import load_job
 from cosmos_t2.video import read_video, write_video
 
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ".", "a", "red", "car", "road", "tree", "person"]

@@ -16,13 +16,13 @@ import torch
 import torch.nn.functional as F
 from _cli import run_cli
 
-from cosmos_t2 import pipeline
-from cosmos_t2.chunking import plan_chunks
 from cosmos_t2.errors import CosmosError
-from cosmos_t2.guided import chunk_guide, load_guided_mask
-from cosmos_t2.pipeline import RunOptions, run_job
-from cosmos_t2.sidecar import load_latents
-from cosmos_t2.spec import load_job
+from cosmos_t2.pipeline import run as pipeline
+from cosmos_t2.pipeline.chunking import plan_chunks
+from cosmos_t2.pipeline.guided import chunk_guide, load_guided_mask
+from cosmos_t2.pipeline.run import RunOptions, run_job
+from cosmos_t2.pipeline.sidecar import load_latents
+from cosmos_t2.spec.job import load_job
 from cosmos_t2.video import write_video
 
 FRAMES, SIZE = 9, 64
@@ -148,7 +148,7 @@ def test_each_chunk_samples_with_its_input_latent_and_mask_window(
 ) -> None:
     """What the sampler gets per chunk: guide.x0 is the chunk's input latent (the same one sigma_max starts
     from, encoded once), the mask its window on the latent grid, the spec's threshold."""
-    import cosmos_t2.sampling as sampling
+    import cosmos_t2.sampling.unipc as sampling
 
     calls: list[dict[str, Any]] = []
     real = sampling.sample

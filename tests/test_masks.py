@@ -9,15 +9,15 @@ import numpy as np
 import pytest
 import torch
 
-from cosmos_t2.errors import CosmosError
-from cosmos_t2.masks import (
+from cosmos_t2.controls.masks import (
     binarize_mask_frames,
     compute_masks,
     load_mask,
     masks_from_shapes,
     resample_mask_to_latent,
 )
-from cosmos_t2.spec import load_job
+from cosmos_t2.errors import CosmosError
+from cosmos_t2.spec.job import load_job
 from cosmos_t2.video import read_video, write_video
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cosmos_t2.metrics import (
+from cosmos_t2.report.metrics import (
     control_fidelity,
     edge_f1,
     labels_from_colors,

@@ -17,7 +17,6 @@ from typer.testing import CliRunner
 
 from cosmos_t2.cli import app
 from cosmos_t2.errors import CosmosError
-from cosmos_t2.model import ControlInput, TransferConfig, TransferNet
 from cosmos_t2.model.checkpoint import (
     convert_checkpoint,
     expected_keys,
@@ -26,6 +25,8 @@ from cosmos_t2.model.checkpoint import (
     official_state_dict,
     read_state_dict,
 )
+from cosmos_t2.model.config import TransferConfig
+from cosmos_t2.model.control import ControlInput, TransferNet
 
 FULL = TransferConfig.full_2b()
 TINY = TransferConfig.tiny()

@@ -12,8 +12,9 @@ import pytest
 import torch
 from _diffusers_keys import build_diffusers_models, diffusers_to_official_state_dict
 
-from cosmos_t2.model import ControlInput, TransferConfig, TransferNet, resample_mask_to_latent
 from cosmos_t2.model.checkpoint import load_state_dict_strict
+from cosmos_t2.model.config import TransferConfig
+from cosmos_t2.model.control import ControlInput, TransferNet, resample_mask_to_latent
 
 CFG = TransferConfig.tiny()
 T, H, W = 3, 8, 8  # latent grid; tokens (3, 4, 4)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cosmos_t2.model import ControlInput, TransferConfig, TransferNet
 from cosmos_t2.model.attention import attention, attention_kernel
+from cosmos_t2.model.config import TransferConfig
+from cosmos_t2.model.control import ControlInput, TransferNet
 from cosmos_t2.model.rope import rope_table
 
 CFG = TransferConfig.tiny()

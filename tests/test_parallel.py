@@ -14,10 +14,9 @@ import pytest
 import torch
 from parallel_worker import run_all, run_ranks, sdpa, tiny_inputs, tiny_net, vae_latents, velocities
 
-from cosmos_t2.errors import CosmosError
-from cosmos_t2.launch import maybe_relaunch_under_torchrun, run_torchrun
-from cosmos_t2.model.vae import VAEConfig, build_vae
-from cosmos_t2.parallel import (
+from cosmos_t2.distributed.attention import sequence_parallel_attention
+from cosmos_t2.distributed.launch import maybe_relaunch_under_torchrun, run_torchrun
+from cosmos_t2.distributed.parallel import (
     ParallelContext,
     ParallelNet,
     SequenceShard,
@@ -26,7 +25,8 @@ from cosmos_t2.parallel import (
     map_over_ranks,
     split_frames,
 )
-from cosmos_t2.parallel_attention import sequence_parallel_attention
+from cosmos_t2.errors import CosmosError
+from cosmos_t2.model.vae import VAEConfig, build_vae
 
 WORKER = str(Path(__file__).with_name("parallel_worker.py"))
 
@@ -122,7 +122,9 @@ def test_worker_records_a_user_error_for_the_launcher(tmp_path: Path) -> None:
     env = {**os.environ, "TORCHELASTIC_ERROR_FILE": str(error_file), "RANK": "3"}
     missing = tmp_path / "missing.json"
     proc = subprocess.run(
-        [sys.executable, "-m", "cosmos_t2.launch", "validate", str(missing)], env=env, capture_output=True
+        [sys.executable, "-m", "cosmos_t2.distributed.launch", "validate", str(missing)],
+        env=env,
+        capture_output=True,
     )
     assert proc.returncode == 2
     info = json.loads(error_file.read_text())["cosmos_t2"]

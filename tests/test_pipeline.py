@@ -14,14 +14,14 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from cosmos_t2 import pipeline
-from cosmos_t2.distilled import SELECTED_TIMES, sample_distilled, trigflow_times
 from cosmos_t2.errors import CosmosError
 from cosmos_t2.model.config import TransferConfig
 from cosmos_t2.model.control import TransferNet
-from cosmos_t2.pipeline import RunOptions, effective_spec, run_job
-from cosmos_t2.pipeline_models import build_net, locate_models, randomize
-from cosmos_t2.spec import load_job
+from cosmos_t2.pipeline import run as pipeline
+from cosmos_t2.pipeline.models import build_net, locate_models, randomize
+from cosmos_t2.pipeline.run import RunOptions, effective_spec, run_job
+from cosmos_t2.sampling.distilled import SELECTED_TIMES, sample_distilled, trigflow_times
+from cosmos_t2.spec.job import load_job
 from cosmos_t2.video import write_video
 
 FRAMES, SIZE = 9, 64
@@ -198,7 +198,7 @@ def test_distilled_sampler_recovers_x0_from_an_exact_velocity() -> None:
 def test_pipeline_runs_the_official_loop_per_chunk(folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Two controls, two chunks: `sampling.sample` on the official schedule and guidance, with a batched
     CFG velocity over a two-branch network (the loop test_sampling.py checks against diffusers)."""
-    import cosmos_t2.sampling as sampling
+    import cosmos_t2.sampling.unipc as sampling
 
     calls: list[dict[str, Any]] = []
     real = sampling.sample
@@ -227,7 +227,7 @@ def test_pipeline_runs_the_official_loop_per_chunk(folder: Path, monkeypatch: py
 
 
 def test_style_reference_tokens(folder: Path) -> None:
-    from cosmos_t2.image_context import reference_image, tiny_image_encoder
+    from cosmos_t2.model.image_context import reference_image, tiny_image_encoder
 
     assert reference_image(None, folder / "in.mkv", None, (SIZE, SIZE)) is None
     frame2 = reference_image(None, folder / "in.mkv", 2, (SIZE, SIZE))
@@ -243,9 +243,9 @@ def test_style_reference_tokens(folder: Path) -> None:
 
 
 def test_panels_are_masked_controls_then_input_then_output(folder: Path) -> None:
-    from cosmos_t2.chunking import plan_chunks
-    from cosmos_t2.pipeline_inputs import JobInputs
-    from cosmos_t2.pipeline_output import panels_for_chunk
+    from cosmos_t2.pipeline.chunking import plan_chunks
+    from cosmos_t2.pipeline.inputs import JobInputs
+    from cosmos_t2.pipeline.output import panels_for_chunk
 
     frames = torch.full((FRAMES, 4, 4, 3), 7, dtype=torch.uint8)
     edge = torch.full((FRAMES, 4, 4, 3), 200, dtype=torch.uint8)

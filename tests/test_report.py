@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cosmos_t2.report import ReportOptions, build_report
-from cosmos_t2.workflow_manifest import manifest
-from cosmos_t2.workflow_support import plan_sweep
+from cosmos_t2.report.build import ReportOptions, build_report
+from cosmos_t2.workflow.manifest import manifest
+from cosmos_t2.workflow.sweep import plan_sweep
 
 BENCH_HEADER = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
 
@@ -149,7 +149,7 @@ def test_report_tables_hold_each_job_its_costs_and_fidelity(report_html: tuple[P
 
 
 def test_report_metrics_rise_with_control_weight(tmp_path: Path) -> None:
-    from cosmos_t2.report_data import benchmark_table, compute_metrics, find_runs, job_table
+    from cosmos_t2.report.data import benchmark_table, compute_metrics, find_runs, job_table
 
     results = make_results(tmp_path, labels=("cpu-test",))
     runs = find_runs(results)

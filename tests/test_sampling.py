@@ -18,7 +18,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cosmos_t2.sampling import (
+from cosmos_t2.sampling.unipc import (
     GuidedGeneration,
     UniPC,
     VelocityFn,
@@ -372,8 +372,9 @@ class _Run:
 def test_loop_matches_diffusers_pipeline(weights: list[float]) -> None:
     """Our loop with diffusers' models as the velocity, and with our TransferNet carrying their weights."""
     keys = pytest.importorskip("_diffusers_keys")
-    from cosmos_t2.model import ControlInput, TransferConfig, TransferNet
     from cosmos_t2.model.checkpoint import load_state_dict_strict
+    from cosmos_t2.model.config import TransferConfig
+    from cosmos_t2.model.control import ControlInput, TransferNet
 
     cfg = TransferConfig.tiny()
     transformer, nets = keys.build_diffusers_models(cfg, len(weights), 0)

@@ -1,4 +1,4 @@
-# Input functions and the sweep plan. Keys and paths come from cosmos_t2.workflow_support, so the
+# Input functions and the sweep plan. Keys and paths come from cosmos_t2.workflow.sweep, so the
 # rules below only wire files; see that module for what each stage's key depends on.
 import os
 import shutil
@@ -7,8 +7,8 @@ from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 
-from cosmos_t2.workflow_manifest import PATHS, job_paths, manifest
-from cosmos_t2.workflow_support import FileHasher, plan_sweep
+from cosmos_t2.workflow.manifest import PATHS, job_paths, manifest
+from cosmos_t2.workflow.sweep import FileHasher, plan_sweep
 
 if not config["tiny"] and not config["model_dir"]:
     raise WorkflowError("tiny is false: set model_dir (the Cosmos-Transfer2.5-2B folder), e.g. --config tiny=False model_dir=...")
@@ -74,7 +74,7 @@ def launcher(wildcards, resources):
     # One process per GPU, started here so SLURM sees one task; `infer --gpus N` inside torchrun
     # runs as one rank instead of relaunching itself.
     if resources.gpu > 1:
-        return f"torchrun --standalone --nproc_per_node={resources.gpu} -m cosmos_t2.launch"
+        return f"torchrun --standalone --nproc_per_node={resources.gpu} -m cosmos_t2.distributed.launch"
     return "cosmos-t2"
 
 

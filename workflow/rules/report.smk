@@ -12,7 +12,7 @@ rule manifest:
     benchmark:
         f"{RUN}/benchmarks/manifest/manifest.tsv"
     run:
-        from cosmos_t2.workflow_manifest import write_manifest
+        from cosmos_t2.workflow.manifest import write_manifest
 
         write_manifest(output.json, sweep_manifest())
 

@@ -11,8 +11,8 @@ import numpy as np
 import torch
 
 from cosmos_t2.errors import CosmosError
-from cosmos_t2.pipeline_models import ModelFiles
-from cosmos_t2.spec import Spec
+from cosmos_t2.pipeline.models import ModelFiles
+from cosmos_t2.spec.job import Spec
 
 # --- progress -------------------------------------------------------------------------------------
 
@@ -36,7 +36,7 @@ def check_prompt_embeddings(path: Path, spec: Spec, tiny: bool) -> tuple[torch.T
     """The file must hold this spec's prompts, encoded for this model size (checked before any model).
     Returns its (prompt, negative prompt), so the file is read once."""
     from cosmos_t2.model.config import TransferConfig
-    from cosmos_t2.text import read_prompt_embeddings
+    from cosmos_t2.model.text import read_prompt_embeddings
 
     pos, neg, meta = read_prompt_embeddings(path)
     for key in ("prompt", "negative_prompt"):
@@ -60,7 +60,7 @@ def prompt_embeddings(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(prompt (1, L, C), negative prompt (1, L, C)): those read from --prompt-embeddings, or encoded here
     (the real encoder through the embeddings cache, the tiny one directly)."""
-    from cosmos_t2 import text
+    from cosmos_t2.model import text
 
     if given is not None:
         return given
@@ -78,7 +78,7 @@ def prompt_embeddings(
 def image_context(image: np.ndarray | None, files: ModelFiles, net: Any, device: torch.device) -> Any:
     """(1, N, D) tokens of the style reference `image` ((H, W, 3) uint8, read in the inputs stage by
     `image_context.reference_image`), or None (the network then feeds zeros, as upstream)."""
-    from cosmos_t2.image_context import load_image_encoder, tiny_image_encoder
+    from cosmos_t2.model.image_context import load_image_encoder, tiny_image_encoder
 
     if image is None:
         return None

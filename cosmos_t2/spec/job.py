@@ -24,8 +24,8 @@ from typing import Any
 
 from cosmos_t2.atomic import write_json_atomic
 from cosmos_t2.errors import CosmosError
-from cosmos_t2.spec_fields import Fields, Source, is_integer, show
-from cosmos_t2.spec_parse import RawSample, apply_overrides, flatten_overrides, read_spec_file
+from cosmos_t2.spec.fields import Fields, Source, is_integer, show
+from cosmos_t2.spec.parse import RawSample, apply_overrides, flatten_overrides, read_spec_file
 
 MODALITIES = ("edge", "vis", "depth", "seg")
 RESOLUTIONS = ("720", "480", "tiny")

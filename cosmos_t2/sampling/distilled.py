@@ -25,7 +25,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from cosmos_t2.sampling import VelocityFn
+from cosmos_t2.sampling.unipc import VelocityFn
 
 DISTILLED_NUM_STEPS = 4
 SELECTED_TIMES = (math.pi / 2, math.atan(15), math.atan(5), math.atan(5 / 3))

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from cosmos_t2.atomic import write_json_atomic
-from cosmos_t2.bench_flops import StepShape, step_flops
+from cosmos_t2.bench.flops import StepShape, step_flops
 from cosmos_t2.errors import CosmosError
 from cosmos_t2.model.attention import attention_kernel
 from cosmos_t2.model.config import TransferConfig
@@ -136,8 +136,8 @@ def bench_transfer(
 ) -> dict:
     """Time one CFG step (B=2, or B=1 per rank group with CFG parallel) of our TransferNet through the
     context-parallel wrapper (a plain call at world size 1); returns seconds and peak memory."""
+    from cosmos_t2.distributed.parallel import ParallelContext, ParallelNet
     from cosmos_t2.model.control import TransferNet
-    from cosmos_t2.parallel import ParallelContext, ParallelNet
 
     ctx = ctx or ParallelContext(device=device)
 
@@ -155,7 +155,7 @@ def bench_transfer(
     x, timesteps, text, cond, controls = _inputs(cfg, preset, n_controls, device, dtype)
     model = net if opts.plain else ParallelNet(net, ctx)
     if ctx.cfg_size == 2:  # each rank group runs one CFG pass (B=1); an all-gather gives both to every rank
-        from cosmos_t2.parallel import cfg_pair
+        from cosmos_t2.distributed.parallel import cfg_pair
 
         controls = [replace(c, latent=c.latent[:1]) for c in controls]
         x, timesteps, cond = x[:1], timesteps[:1], cond[:1]
@@ -264,7 +264,7 @@ def run_bench(opts: BenchOptions, ctx=None) -> dict:
             ctx.cfg_size,
         )
     if opts.compare_diffusers and (ctx is None or not ctx.distributed):
-        from cosmos_t2.bench_diffusers import bench_diffusers
+        from cosmos_t2.bench.diffusers import bench_diffusers
 
         theirs = bench_diffusers(cfg, preset, opts, device)
         theirs["projected_total_s"] = theirs["step_s"] * opts.steps
@@ -282,8 +282,8 @@ def run_bench(opts: BenchOptions, ctx=None) -> dict:
 
 def run_bench_cli(opts: BenchOptions, json_out: Path | None) -> dict | None:
     """The `bench` command: relaunch under torchrun for --cp N, run, and on rank 0 write the JSON."""
-    from cosmos_t2.launch import maybe_relaunch_under_torchrun
-    from cosmos_t2.parallel import parallel_job
+    from cosmos_t2.distributed.launch import maybe_relaunch_under_torchrun
+    from cosmos_t2.distributed.parallel import parallel_job
 
     if opts.cp > 1 and maybe_relaunch_under_torchrun(opts.cp, opts.device, sys.argv[1:]):
         return None

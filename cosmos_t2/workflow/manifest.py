@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from cosmos_t2.atomic import write_json_atomic
-from cosmos_t2.workflow_support import Job, Sweep
+from cosmos_t2.workflow.sweep import Job, Sweep
 
 # Where each product lives under a run folder (`<results>/<hardware label>`); the rules and the
 # manifest the report reads both use these patterns.

@@ -2,7 +2,7 @@
 
 ``cosmos-t2 infer JOB --gpus N`` calls :func:`maybe_relaunch_under_torchrun`: outside torchrun it
 becomes the torchrun agent (in this process, through ``torch.distributed.run``) and starts N workers
-as ``python -m cosmos_t2.launch <the same arguments>``; inside torchrun it returns False and the
+as ``python -m cosmos_t2.distributed.launch <the same arguments>``; inside torchrun it returns False and the
 command runs as one rank. When a worker raises, it writes its message to the error file torchrun
 gives it (``TORCHELASTIC_ERROR_FILE``) and exits at once (:func:`exit_rank`); the agent stops the
 other ranks within its monitor interval (0.1 s), even those blocked in a collective, and
@@ -23,7 +23,7 @@ from typing import NoReturn
 from cosmos_t2.atomic import write_json_atomic
 from cosmos_t2.errors import CosmosError
 
-WORKER_MODULE = "cosmos_t2.launch"
+WORKER_MODULE = "cosmos_t2.distributed.launch"
 _ERROR_KEY = "cosmos_t2"  # our own block inside torchrun's error-file JSON
 
 

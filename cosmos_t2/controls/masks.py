@@ -29,11 +29,11 @@ import numpy as np
 import torch
 
 from cosmos_t2 import __version__
-from cosmos_t2.chunking import TEMPORAL_COMPRESSION
 from cosmos_t2.controls.models import ModelPaths, resolve_device
 from cosmos_t2.controls.run import load_model_frames, write_outputs
 from cosmos_t2.errors import CosmosError
 from cosmos_t2.model.control import resample_frames_to_grid
+from cosmos_t2.pipeline.chunking import TEMPORAL_COMPRESSION
 from cosmos_t2.video import Video, read_video
 
 log = logging.getLogger(__name__)

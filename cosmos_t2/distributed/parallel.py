@@ -8,7 +8,7 @@ One job on N processes, as NVIDIA's inference does under ``torchrun --nproc_per_
 - Self-attention is exact: Ulysses all-to-all turns ``(B, L/N, H, D)`` into ``(B, L, H/N, D)``
   (each rank sees every token for a slice of heads), padded keys are dropped, attention runs, and a
   second all-to-all brings the output back. When N does not divide the heads, a ring variant passes
-  K/V blocks around the ranks and merges them with a running log-sum-exp (`cosmos_t2.parallel_attention`).
+  K/V blocks around the ranks and merges them with a running log-sum-exp (`cosmos_t2.distributed.attention`).
 - CFG parallel: with an even number of ranks and guidance on, the prompt and negative-prompt passes
   run on two halves of the ranks; an all-gather across the halves gives every rank both predictions, so
   every rank takes the identical sampler step.
@@ -133,7 +133,7 @@ def parallel_job(
     teardown can then hang) and the message must be recorded before this rank's sockets close, so
     that the launcher sees it as the first failure.
     """
-    from cosmos_t2.launch import failures_recorded
+    from cosmos_t2.distributed.launch import failures_recorded
 
     with failures_recorded():
         ctx = init_distributed(device, cfg_parallel=cfg_parallel)
@@ -288,7 +288,7 @@ class ParallelNet:
             replace(c, latent=_frames_of(c.latent, shard, 2), mask=_frames_of(c.mask, shard, 2))
             for c in controls
         ]
-        from cosmos_t2.parallel_attention import sequence_parallel_attention
+        from cosmos_t2.distributed.attention import sequence_parallel_attention
 
         attend = sequence_parallel_attention(shard, ctx, net.attn_fn)
         with _swapped(net, attn_fn=attend, rope=local_rope):
@@ -316,7 +316,7 @@ def parallel_velocity(
     """The sampler's VelocityFn (see ``sampling.guided_velocity``) for this job's layout: with CFG
     parallel the prompt pass runs on the first half of the ranks and the negative-prompt pass on
     the second, and every rank returns both; otherwise ``guided_velocity`` as it is."""
-    from cosmos_t2.sampling import guided_velocity
+    from cosmos_t2.sampling.unipc import guided_velocity
 
     if ctx.cfg_size == 1:
         return guided_velocity(forward, prompt_embedding, negative_embedding, batch_cfg=batch_cfg)

@@ -10,7 +10,7 @@ resize back to the input size. Stages are timed; the sidecar JSON records them w
 Every check that can fail on user input runs before any model is built: the model directory
 (`pipeline_models.locate_models`), frame counts of controls and masks and the guided-generation mask
 (`pipeline_inputs.load_inputs`), chunk length, the prompt embeddings file; guided generation with the
-distilled model (`cosmos_t2.guided`: upstream's distilled sampler ignores it, so it is refused here).
+distilled model (`cosmos_t2.pipeline.guided`: upstream's distilled sampler ignores it, so it is refused here).
 
 Tiny mode (`--tiny`): the tiny network family with seeded random weights, resolution "tiny" (64 px high)
 and 17-frame chunks (5 latent frames) unless the spec sets another chunk length, so a CPU run takes
@@ -30,16 +30,16 @@ from typing import Any
 
 import torch
 
-from cosmos_t2.chunking import TEMPORAL_COMPRESSION, Chunk, conditioning_video, plan_chunks
 from cosmos_t2.errors import CosmosError
-from cosmos_t2.guided import chunk_guide, guided_record, refuse_distilled
 from cosmos_t2.model.control import ControlInput
-from cosmos_t2.pipeline_context import check_prompt_embeddings, image_context, progress_bar, prompt_embeddings
-from cosmos_t2.pipeline_inputs import JobInputs, load_inputs, to_model_video, to_uint8_frames
-from cosmos_t2.pipeline_models import TINY_LABEL, build_net, build_tokenizer, locate_models
-from cosmos_t2.pipeline_output import LatentPlan, panels_for_chunk, write_outputs
-from cosmos_t2.sidecar import StageTimer, device_info, versions
-from cosmos_t2.spec import Spec
+from cosmos_t2.pipeline.chunking import TEMPORAL_COMPRESSION, Chunk, conditioning_video, plan_chunks
+from cosmos_t2.pipeline.context import check_prompt_embeddings, image_context, progress_bar, prompt_embeddings
+from cosmos_t2.pipeline.guided import chunk_guide, guided_record, refuse_distilled
+from cosmos_t2.pipeline.inputs import JobInputs, load_inputs, to_model_video, to_uint8_frames
+from cosmos_t2.pipeline.models import TINY_LABEL, build_net, build_tokenizer, locate_models
+from cosmos_t2.pipeline.output import LatentPlan, panels_for_chunk, write_outputs
+from cosmos_t2.pipeline.sidecar import StageTimer, device_info, versions
+from cosmos_t2.spec.job import Spec
 
 TINY_FRAMES_PER_CHUNK = 17
 OFFICIAL_FRAMES_PER_CHUNK = 93
@@ -107,8 +107,8 @@ def _velocity(
 ) -> Any:
     """The sampler's velocity function: the network with this chunk's controls, CFG batched (or split
     over ranks under torchrun)."""
-    from cosmos_t2.parallel import ParallelNet, parallel_velocity
-    from cosmos_t2.sampling import guided_velocity
+    from cosmos_t2.distributed.parallel import ParallelNet, parallel_velocity
+    from cosmos_t2.sampling.unipc import guided_velocity
 
     call = ParallelNet(net, options.parallel) if options.parallel is not None else net
     controls: list[ControlInput] = cond["controls"]
@@ -137,7 +137,7 @@ def _velocity(
 def _chunk_controls(
     spec: Spec, inputs: JobInputs, chunk: Chunk, vae: Any, net: Any, device: torch.device
 ) -> list[ControlInput]:
-    from cosmos_t2.masks import resample_mask_to_latent
+    from cosmos_t2.controls.masks import resample_mask_to_latent
 
     idx = list(chunk.frame_indices)
     out = []
@@ -171,8 +171,8 @@ def _diffuse_chunk(
     on_step: Any,
 ) -> torch.Tensor:
     """One chunk from noise to its clean latent (1, 16, T, h, w) fp32."""
-    from cosmos_t2.distilled import sample_distilled
-    from cosmos_t2.sampling import condition_mask, flow_schedule, initial_noise, sample
+    from cosmos_t2.sampling.distilled import sample_distilled
+    from cosmos_t2.sampling.unipc import condition_mask, flow_schedule, initial_noise, sample
 
     with timer.stage("vae_encode"):
         controls = _chunk_controls(spec, inputs, chunk, vae, net, device)
@@ -251,7 +251,7 @@ def run_job(spec: Spec, options: RunOptions) -> JobResult:
 
     # Checks first: nothing below builds a model before these pass.
     with timer.stage("validate"):
-        from cosmos_t2.image_context import check_reference
+        from cosmos_t2.model.image_context import check_reference
 
         check_reference(spec.image_context_path, spec.context_frame_index)
         given_embeddings = None
@@ -266,7 +266,7 @@ def run_job(spec: Spec, options: RunOptions) -> JobResult:
         )
         refuse_distilled(spec, files.distilled)
     with timer.stage("inputs"):
-        from cosmos_t2.image_context import reference_image
+        from cosmos_t2.model.image_context import reference_image
 
         inputs = load_inputs(
             spec, controls_dir=options.controls_dir, masks_dir=options.masks_dir, device=str(device)
@@ -295,7 +295,7 @@ def run_job(spec: Spec, options: RunOptions) -> JobResult:
     with timer.stage("image_context"):
         image_tokens = image_context(reference, files, net, device)
 
-    from cosmos_t2.sampling import chunk_seeds
+    from cosmos_t2.sampling.unipc import chunk_seeds
 
     seeds = chunk_seeds(spec.seed, len(chunks))
     latents: list[torch.Tensor] = []
@@ -362,7 +362,7 @@ def run_job(spec: Spec, options: RunOptions) -> JobResult:
     record["peak_memory_gib"] = {k: round(v, 3) for k, v in timer.peak_memory_gib().items()}
     record["total_s"] = round(time.time() - started, 3)
     record["outputs"] = {k: p.name for k, p in paths.items() if p is not None}
-    from cosmos_t2.sidecar import write_json
+    from cosmos_t2.pipeline.sidecar import write_json
 
     sidecar = write_json(options.out_dir / f"{spec.name}.json", record)
     return JobResult(
@@ -376,7 +376,7 @@ def _is_main(ctx: Any) -> bool:
 
 def _distilled_settings(settings: Settings) -> Settings:
     """The distilled model runs 4 steps unless the spec asks for another count, and no guidance."""
-    from cosmos_t2.distilled import DISTILLED_NUM_STEPS
+    from cosmos_t2.sampling.distilled import DISTILLED_NUM_STEPS
 
     spec = settings.spec
     changed = dict(settings.changed)
@@ -392,11 +392,11 @@ def run_on_ranks(spec: Spec, options: RunOptions) -> JobResult:
     the two halves (`parallel.ParallelNet`, `parallel.parallel_velocity`). Rank 0 alone writes."""
     import os
 
-    from cosmos_t2.launch import under_torchrun
+    from cosmos_t2.distributed.launch import under_torchrun
 
     if not under_torchrun():
         return run_job(spec, options)
-    from cosmos_t2.parallel import parallel_job
+    from cosmos_t2.distributed.parallel import parallel_job
 
     world = int(os.environ["WORLD_SIZE"])
     with parallel_job(options.device, cfg_parallel=world % 2 == 0 and spec.guidance != 0) as ctx:

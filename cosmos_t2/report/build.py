@@ -24,7 +24,7 @@ import pandas as pd
 from cosmos_t2 import __version__
 from cosmos_t2.atomic import write_text_atomic
 from cosmos_t2.errors import CosmosError
-from cosmos_t2.report_data import (
+from cosmos_t2.report.data import (
     Run,
     bench_table,
     benchmark_table,

@@ -34,10 +34,10 @@ import cv2
 import numpy as np
 import torch
 
-from cosmos_t2.chunking import Chunk
 from cosmos_t2.errors import CosmosError
-from cosmos_t2.sampling import GuidedGeneration
-from cosmos_t2.spec import Spec
+from cosmos_t2.pipeline.chunking import Chunk
+from cosmos_t2.sampling.unipc import GuidedGeneration
+from cosmos_t2.spec.job import Spec
 from cosmos_t2.video import read_at_model_resolution, resize_to_model
 
 KEY = "guided_generation_mask"
@@ -103,7 +103,7 @@ def _label_mask(
 
 def chunk_guide(mask: torch.Tensor, chunk: Chunk, x0: torch.Tensor, step_threshold: int) -> GuidedGeneration:
     """The sampler's guidance for one chunk: x0 (1, C, T, h, w) its input latent, mask the job's weights."""
-    from cosmos_t2.masks import resample_mask_to_latent
+    from cosmos_t2.controls.masks import resample_mask_to_latent
 
     _, _, t, h, w = x0.shape
     window = mask[list(chunk.frame_indices)]

@@ -167,7 +167,7 @@ def control_fidelity(
     resolution; the output may be back at the input's) and frames are sampled evenly, at most `max_frames`.
     Modalities whose control is absent are left out.
     """
-    from cosmos_t2.controls import compute_control_with_info
+    from cosmos_t2.controls.compute import compute_control_with_info
     from cosmos_t2.controls.models import ModelPaths
     from cosmos_t2.video import read_video
 

@@ -199,7 +199,7 @@ def compute_metrics(
     runs: list[Run], max_frames: int = 16, depth_model_dir: Path | None = None, device: str = "cpu"
 ) -> dict[tuple[str, str], dict[str, float]]:
     """Control fidelity of each finished job's video against its computed controls."""
-    from cosmos_t2.metrics import control_fidelity
+    from cosmos_t2.report.metrics import control_fidelity
 
     scores: dict[tuple[str, str], dict[str, float]] = {}
     for run in runs:

@@ -7,7 +7,7 @@ from the input's is an error naming the file. Sources, in order of preference:
   `cosmos-t2 controls`, else computed here from the input (`cosmos_t2.controls.compute_control`);
 - masks: `MASKS_DIR/<modality>_mask.mkv` written by `cosmos-t2 masks`, else `mask_path` (video or shapes),
   else `mask_prompt` segmented here. An all-white mask counts as no mask, as upstream;
-- the guided-generation mask (`guided_generation_mask`), as weights in [0, 1] (`cosmos_t2.guided`).
+- the guided-generation mask (`guided_generation_mask`), as weights in [0, 1] (`cosmos_t2.pipeline.guided`).
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ import numpy as np
 import torch
 
 from cosmos_t2.errors import CosmosError
-from cosmos_t2.guided import load_guided_mask
-from cosmos_t2.spec import Spec
+from cosmos_t2.pipeline.guided import load_guided_mask
+from cosmos_t2.spec.job import Spec
 from cosmos_t2.video import CONTROL_INTERPOLATION, read_at_model_resolution, read_video, resize_to_model
 
 
@@ -59,7 +59,7 @@ def _require_frames(count: int, expected: int, path: Path, key: str) -> None:
 def _control(
     spec: Spec, modality: str, frames: torch.Tensor, controls_dir: Path | None, device: str
 ) -> tuple[torch.Tensor, str]:
-    from cosmos_t2.controls import compute_control
+    from cosmos_t2.controls.compute import compute_control
 
     block = spec.controls[modality]
     height, width = int(frames.shape[1]), int(frames.shape[2])
@@ -86,7 +86,7 @@ def _control(
 def _mask(
     spec: Spec, modality: str, frames: torch.Tensor, masks_dir: Path | None, device: str
 ) -> tuple[np.ndarray | None, str]:
-    from cosmos_t2.masks import binarize_mask_frames, load_mask, mask_from_prompt
+    from cosmos_t2.controls.masks import binarize_mask_frames, load_mask, mask_from_prompt
 
     block = spec.controls[modality]
     num, height, width = (int(s) for s in frames.shape[:3])

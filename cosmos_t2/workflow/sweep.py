@@ -24,7 +24,7 @@ from typing import Any
 
 from cosmos_t2.atomic import write_text_atomic
 from cosmos_t2.errors import CosmosError
-from cosmos_t2.spec import MODALITIES
+from cosmos_t2.spec.job import MODALITIES
 
 KEY_LEN = 16
 PRESET_KEYS = {"edge": "preset_edge_threshold", "vis": "preset_blur_strength"}
@@ -341,10 +341,10 @@ def _lookup(data: Mapping[str, Any], dotted: str) -> Any:
 def plan_sweep(config: Mapping[str, Any], root: Path, hasher: Callable[[Path], str] | None = None) -> Sweep:
     """Every job of the config's sweep and one representative spec per stage key.
 
-    Samples are validated by `cosmos_t2.spec` (the same code `cosmos-t2 validate` runs), so a bad spec
+    Samples are validated by `cosmos_t2.spec.job` (the same code `cosmos-t2 validate` runs), so a bad spec
     fails when the DAG is built, and keys see the resolved values (defaults filled, paths absolute).
     """
-    from cosmos_t2.spec import load_samples, resolve_sample
+    from cosmos_t2.spec.job import load_samples, resolve_sample
 
     hasher = hasher or FileHasher()
     model = ModelSettings.from_config(config)

@@ -61,7 +61,7 @@ def bench_diffusers(cfg: TransferConfig, preset, opts, device: torch.device) -> 
         from diffusers import CosmosControlNetModel, CosmosTransformer3DModel
     except ImportError as exc:
         raise CosmosError(f"--compare diffusers needs diffusers installed ({exc})", key="--compare") from exc
-    from cosmos_t2.bench import time_callable
+    from cosmos_t2.bench.step import time_callable
 
     dtype = torch.bfloat16 if opts.dtype == "bf16" else torch.float32
     t_kwargs, c_kwargs = diffusers_kwargs(cfg)

@@ -1,0 +1,1 @@
+"""Benchmarks: one step, the VAE, the FLOP floor, the diffusers comparison."""

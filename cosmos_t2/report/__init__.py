@@ -1,0 +1,1 @@
+"""The HTML report of a sweep: run discovery, tables, fidelity metrics."""
