@@ -1,4 +1,8 @@
-"""The `cosmos-t2` command line. Commands are thin: parse, call one library function, print."""
+"""The `cosmos-t2` command line. Commands are thin: parse, call one library function, print.
+
+Each command imports its library inside its body, so that `cosmos-t2 --help` and `validate` start
+without loading torch.
+"""
 
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ import statistics
 
 import torch
 
-from cosmos_t2.bench.step import time_callable
+from cosmos_t2.bench.timing import time_callable
 from cosmos_t2.model.attention import attention
 
 

@@ -14,7 +14,7 @@ import threading
 
 import torch
 
-from cosmos_t2.bench.step import time_callable
+from cosmos_t2.bench.timing import time_callable
 from cosmos_t2.model.attention import attention
 
 

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from cosmos_t2.bench.step import time_callable
+from cosmos_t2.bench.timing import time_callable
 
 
 def main() -> None:

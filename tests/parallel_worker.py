@@ -19,19 +19,18 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 
 from cosmos_t2.distributed.attention import sequence_parallel_attention
-from cosmos_t2.distributed.launch import exit_rank
-from cosmos_t2.distributed.parallel import (
+from cosmos_t2.distributed.context import (
     ParallelContext,
-    ParallelNet,
     SequenceShard,
     gather_frames,
     init_distributed,
     map_over_ranks,
     parallel_job,
-    parallel_velocity,
     shutdown_distributed,
     split_frames,
 )
+from cosmos_t2.distributed.launch import exit_rank
+from cosmos_t2.distributed.net import ParallelNet, parallel_velocity
 from cosmos_t2.errors import CosmosError
 from cosmos_t2.model.config import TransferConfig
 from cosmos_t2.model.control import ControlInput, TransferNet

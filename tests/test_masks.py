@@ -13,8 +13,8 @@ from cosmos_t2.controls.masks import (
     binarize_mask_frames,
     compute_masks,
     load_mask,
+    mask_to_latent_grid,
     masks_from_shapes,
-    resample_mask_to_latent,
 )
 from cosmos_t2.errors import CosmosError
 from cosmos_t2.spec.job import load_job
@@ -111,20 +111,20 @@ def test_mask_video_binarised_and_resized_like_upstream(tmp_path: Path) -> None:
 def test_resample_mask_follows_upstream_frame_mapping() -> None:
     mask = torch.zeros(93, 16, 32)
     mask[0] = 1.0  # latent frame 0 sees pixel frame 0 alone
-    latent = resample_mask_to_latent(mask, 24, 4, 8)
+    latent = mask_to_latent_grid(mask, 24, 4, 8)
     assert latent.shape == (24, 4, 8) and latent.dtype == torch.float32
     assert torch.all(latent[0] == 1) and torch.all(latent[1:] == 0)
     mask = torch.zeros(93, 16, 32, dtype=torch.bool)
     mask[1:49] = True  # the first 48 of the 92 later frames -> latent frames 1..12
-    latent = resample_mask_to_latent(mask, 24, 4, 8)
+    latent = mask_to_latent_grid(mask, 24, 4, 8)
     assert torch.all(latent[1:13] == 1) and torch.all(latent[13:] == 0) and torch.all(latent[0] == 0)
     half = torch.zeros(93, 16, 32)
     half[:, :, :16] = 1.0
-    latent = resample_mask_to_latent(half, 24, 4, 8)
+    latent = mask_to_latent_grid(half, 24, 4, 8)
     assert torch.all(latent[..., :4] == 1) and torch.all(latent[..., 4:] == 0)
-    assert resample_mask_to_latent(np.ones((1, 8, 8), dtype=bool), 1, 2, 2).shape == (1, 2, 2)
+    assert mask_to_latent_grid(np.ones((1, 8, 8), dtype=bool), 1, 2, 2).shape == (1, 2, 2)
     with pytest.raises(ValueError, match="needs 93"):
-        resample_mask_to_latent(torch.zeros(90, 8, 8), 24, 2, 2)
+        mask_to_latent_grid(torch.zeros(90, 8, 8), 24, 2, 2)
 
 
 def test_compute_masks_writes_each_masked_control(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ from _diffusers_keys import build_diffusers_models, diffusers_to_official_state_
 
 from cosmos_t2.model.checkpoint import load_state_dict_strict
 from cosmos_t2.model.config import TransferConfig
-from cosmos_t2.model.control import ControlInput, TransferNet, resample_mask_to_latent
+from cosmos_t2.model.control import ControlInput, TransferNet, mask_video_to_token_grid
 
 CFG = TransferConfig.tiny()
 T, H, W = 3, 8, 8  # latent grid; tokens (3, 4, 4)
@@ -128,16 +128,16 @@ def test_two_controls_with_different_weights_match_diffusers() -> None:
     assert _max_err(other, expected) > 100 * TOL
 
 
-def test_resample_mask_to_latent_follows_official_rule() -> None:
+def test_mask_video_to_token_grid_follows_official_rule() -> None:
     # Pixel mask: frame 0 off; later frames on in the left half. Token grid (3, 4, 4), 16 pixels per token.
     mask = torch.zeros(1, 1, 4 * (T - 1) + 1, H * 8, W * 8)
     mask[:, :, 1:, :, : W * 4] = 1.0
-    tokens = resample_mask_to_latent(mask, (T, H, W))
+    tokens = mask_video_to_token_grid(mask, (T, H, W))
     expected = torch.zeros(1, 1, T, H // 2, W // 2)
     expected[:, :, 1:, :, : W // 4] = 1.0
     assert torch.equal(tokens, expected)
     with pytest.raises(ValueError, match="frames"):
-        resample_mask_to_latent(mask[:, :, :4], (T, H, W))
+        mask_video_to_token_grid(mask[:, :, :4], (T, H, W))
 
 
 @torch.no_grad()
@@ -146,7 +146,7 @@ def test_spatiotemporal_mask_matches_diffusers() -> None:
     inp = _inputs(batch=1, seed=3)
     mask = torch.zeros(1, 1, 4 * (T - 1) + 1, H * 8, W * 8)
     mask[:, :, 1:, :, : W * 4] = 1.0
-    token_mask = resample_mask_to_latent(mask, (T, H, W))
+    token_mask = mask_video_to_token_grid(mask, (T, H, W))
     # Official rule: control 0 gets mask * 0.9, control 1 gets 0.6 everywhere; where they overlap the sum 1.5
     # is scaled to 1 (0.6 and 0.4), elsewhere control 1 keeps 0.6.
     m0, m1 = token_mask * 0.9, torch.full_like(token_mask, 0.6)

@@ -136,7 +136,7 @@ def test_bf16_forward_tracks_fp32() -> None:
 def test_input_errors_are_explicit() -> None:
     net, inp = _random_net(), _inputs(5)
     bad_mask = ControlInput(inp["control"], mask=torch.ones(B, 1, T, H, W))  # latent grid, not token grid
-    with pytest.raises(ValueError, match="use resample_mask_to_latent"):
+    with pytest.raises(ValueError, match="use mask_video_to_token_grid"):
         _run(net, inp, [bad_mask])
     with pytest.raises(ValueError, match="control branch 1 requested"):
         _run(net, inp, [ControlInput(inp["control"], branch=1)])

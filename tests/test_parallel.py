@@ -15,16 +15,15 @@ import torch
 from parallel_worker import run_all, run_ranks, sdpa, tiny_inputs, tiny_net, vae_latents, velocities
 
 from cosmos_t2.distributed.attention import sequence_parallel_attention
-from cosmos_t2.distributed.launch import maybe_relaunch_under_torchrun, run_torchrun
-from cosmos_t2.distributed.parallel import (
+from cosmos_t2.distributed.context import (
     ParallelContext,
-    ParallelNet,
     SequenceShard,
-    cfg_pair,
     init_distributed,
     map_over_ranks,
     split_frames,
 )
+from cosmos_t2.distributed.launch import maybe_relaunch_under_torchrun, run_torchrun
+from cosmos_t2.distributed.net import ParallelNet, cfg_pair
 from cosmos_t2.errors import CosmosError
 from cosmos_t2.model.vae import VAEConfig, build_vae
 
@@ -122,7 +121,7 @@ def test_worker_records_a_user_error_for_the_launcher(tmp_path: Path) -> None:
     env = {**os.environ, "TORCHELASTIC_ERROR_FILE": str(error_file), "RANK": "3"}
     missing = tmp_path / "missing.json"
     proc = subprocess.run(
-        [sys.executable, "-m", "cosmos_t2.distributed.launch", "validate", str(missing)],
+        [sys.executable, "-m", "cosmos_t2.worker", "validate", str(missing)],
         env=env,
         capture_output=True,
     )

@@ -288,6 +288,7 @@ def test_guided_velocity_uses_the_shared_cfg_attention_and_matches_two_plain_pas
     """The pipeline's CFG step (one batched forward, first self-attention shared by the pair) equals running
     the prompt and negative-prompt passes separately through the plain network."""
     from cosmos_t2.model.control import ControlInput
+    from cosmos_t2.sampling.unipc import UniPCSampler
 
     cfg = TransferConfig.tiny()
     torch.manual_seed(0)
@@ -298,14 +299,17 @@ def test_guided_velocity_uses_the_shared_cfg_attention_and_matches_two_plain_pas
     x = torch.randn(1, cfg.latent_channels, t, h, w, generator=g)
     timesteps = torch.rand(1, t, generator=g)
     prompt, negative = (torch.randn(1, 5, cfg.crossattn_proj_in_channels, generator=g) for _ in range(2))
-    cond = {
-        "controls": [
-            ControlInput(latent=torch.randn(1, cfg.latent_channels, t, h, w, generator=g), weight=0.8)
-        ],
-        "condition_mask": torch.zeros(1, 1, t, 1, 1),
-        "image_context": None,
-    }
-    velocity = pipeline._velocity(net, RunOptions(out_dir=tmp_path), (prompt, negative), **cond)
+    controls = [ControlInput(latent=torch.randn(1, cfg.latent_channels, t, h, w, generator=g), weight=0.8)]
+    models = pipeline.JobModels(
+        net=net,
+        vae=None,
+        sampler=UniPCSampler(),
+        text_pair=(prompt, negative),
+        image_tokens=None,
+        parallel=None,
+        device=torch.device("cpu"),
+    )  # fmt: skip  (the velocity function reads neither the VAE nor the sampler)
+    velocity = pipeline._velocity(models, controls, torch.zeros(1, 1, t, 1, 1))
     seen: list[Any] = []
     forward = net.forward
 
@@ -318,7 +322,7 @@ def test_guided_velocity_uses_the_shared_cfg_attention_and_matches_two_plain_pas
     net.forward = forward
     assert seen == [True]  # one batched forward, told that its halves are a CFG pair
     plain = [
-        net(x, timesteps, text, condition_mask=cond["condition_mask"], controls=cond["controls"])
+        net(x, timesteps, text, condition_mask=torch.zeros(1, 1, t, 1, 1), controls=controls)
         for text in (prompt, negative)
     ]
     assert both.shape == (2, *x.shape)

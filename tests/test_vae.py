@@ -9,13 +9,13 @@ from diffusers import AutoencoderKLWan
 from diffusers.loaders.single_file_utils import convert_wan_vae_to_diffusers
 from safetensors.torch import save_file
 
+from cosmos_t2.bench.vae import bench_vae
 from cosmos_t2.errors import CosmosError
 from cosmos_t2.model.vae import (
     VAEConfig,
     WanVAE,
     _blend_tiles,
     _tile_spans,
-    bench_vae,
     build_vae,
     load_vae,
 )

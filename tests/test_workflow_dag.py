@@ -132,7 +132,7 @@ def test_each_profile_dry_runs(sweep_dir: Path, profile: str) -> None:
         assert f"gpu=1, gpu_model={gpu}" in diffuse and "slurm_partition=gpu" in diffuse
     if profile == "local-gpu":
         assert re.search(
-            r"torchrun --standalone --nproc_per_node=2 -m cosmos_t2.distributed.launch infer .* --gpus 2 ",
+            r"torchrun --standalone --nproc_per_node=2 -m cosmos_t2.worker infer .* --gpus 2 ",
             out,
         )
         assert "--device cuda" in out

@@ -12,6 +12,7 @@ import statistics
 
 import torch
 
+from cosmos_t2.bench.timing import time_callable
 from cosmos_t2.errors import CosmosError
 from cosmos_t2.model.config import TransferConfig
 
@@ -61,8 +62,6 @@ def bench_diffusers(cfg: TransferConfig, preset, opts, device: torch.device) -> 
         from diffusers import CosmosControlNetModel, CosmosTransformer3DModel
     except ImportError as exc:
         raise CosmosError(f"--compare diffusers needs diffusers installed ({exc})", key="--compare") from exc
-    from cosmos_t2.bench.step import time_callable
-
     dtype = torch.bfloat16 if opts.dtype == "bf16" else torch.float32
     t_kwargs, c_kwargs = diffusers_kwargs(cfg)
     torch.manual_seed(0)

@@ -18,10 +18,19 @@ from pathlib import Path
 import torch
 
 from cosmos_t2.atomic import write_json_atomic
+from cosmos_t2.bench.diffusers import bench_diffusers
 from cosmos_t2.bench.flops import StepShape, step_flops
+from cosmos_t2.bench.timing import sync, time_callable
+from cosmos_t2.bench.vae import bench_vae
+from cosmos_t2.distributed.context import ParallelContext, parallel_job
+from cosmos_t2.distributed.launch import maybe_relaunch_under_torchrun
+from cosmos_t2.distributed.net import ParallelNet, cfg_pair
 from cosmos_t2.errors import CosmosError
-from cosmos_t2.model.attention import attention_kernel
-from cosmos_t2.model.config import TransferConfig
+from cosmos_t2.model.attention import attention, attention_kernel, fa4_unavailable_reason
+from cosmos_t2.model.compile import compile_blocks
+from cosmos_t2.model.config import TEMPORAL_COMPRESSION, TransferConfig
+from cosmos_t2.model.control import ControlInput, TransferNet
+from cosmos_t2.model.vae import VAEConfig
 
 
 @dataclass(frozen=True)
@@ -33,7 +42,7 @@ class Preset:
     tiny: bool = False
 
     def latent_grid(self) -> tuple[int, int, int]:
-        return (1 + (self.frames - 1) // 4, self.height // 8, self.width // 8)
+        return (1 + (self.frames - 1) // TEMPORAL_COMPRESSION, self.height // 8, self.width // 8)
 
 
 PRESETS = {
@@ -63,39 +72,11 @@ class BenchOptions:
     plain: bool = False  # call the network directly instead of through the context-parallel wrapper
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def time_callable(fn: Callable[[], object], device: torch.device, warmup: int, iters: int) -> list[float]:
-    """Seconds per call: CUDA events on GPU, perf_counter on CPU; warm-up calls are not timed."""
-    for _ in range(warmup):
-        fn()
-    _sync(device)
-    times = []
-    for _ in range(iters):
-        if device.type == "cuda":
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn()
-            end.record()
-            end.synchronize()
-            times.append(start.elapsed_time(end) / 1000)
-        else:
-            t0 = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t0)
-    return times
-
-
 def measure_rates(device: torch.device, tokens: int, heads: int, head_dim: int) -> dict[str, float]:
     """Measured bf16 matmul TFLOP/s (8192^3) and attention TFLOP/s at the step's own attention shape (B=1):
     cuDNN SDPA (the reference the floor is defined with) and, where it runs, FlashAttention-4."""
     if device.type != "cuda":
         return {}
-    from cosmos_t2.model.attention import attention, fa4_unavailable_reason
-
     a = torch.randn(8192, 8192, device=device, dtype=torch.bfloat16)
     b = torch.randn(8192, 8192, device=device, dtype=torch.bfloat16)
     mm = statistics.median(time_callable(lambda: a @ b, device, 3, 10))
@@ -111,8 +92,6 @@ def measure_rates(device: torch.device, tokens: int, heads: int, head_dim: int) 
 
 
 def _inputs(cfg: TransferConfig, preset: Preset, n_controls: int, device: torch.device, dtype: torch.dtype):
-    from cosmos_t2.model.control import ControlInput
-
     t, h, w = preset.latent_grid()
     gen = torch.Generator(device="cpu").manual_seed(0)
 
@@ -136,9 +115,6 @@ def bench_transfer(
 ) -> dict:
     """Time one CFG step (B=2, or B=1 per rank group with CFG parallel) of our TransferNet through the
     context-parallel wrapper (a plain call at world size 1); returns seconds and peak memory."""
-    from cosmos_t2.distributed.parallel import ParallelContext, ParallelNet
-    from cosmos_t2.model.control import TransferNet
-
     ctx = ctx or ParallelContext(device=device)
 
     dtype = torch.bfloat16 if opts.dtype == "bf16" else torch.float32
@@ -149,14 +125,10 @@ def bench_transfer(
     _random_init(net)
     net.eval().requires_grad_(False)
     if opts.compile:
-        from cosmos_t2.model.compile import compile_blocks
-
         compile_blocks(net, mode=opts.compile_mode)
     x, timesteps, text, cond, controls = _inputs(cfg, preset, n_controls, device, dtype)
     model = net if opts.plain else ParallelNet(net, ctx)
     if ctx.cfg_size == 2:  # each rank group runs one CFG pass (B=1); an all-gather gives both to every rank
-        from cosmos_t2.distributed.parallel import cfg_pair
-
         controls = [replace(c, latent=c.latent[:1]) for c in controls]
         x, timesteps, cond = x[:1], timesteps[:1], cond[:1]
         texts = text[:1], text[1:]
@@ -186,7 +158,7 @@ def bench_transfer(
 
     t0 = time.perf_counter()
     step()
-    _sync(device)
+    sync(device)
     first = time.perf_counter() - t0
     times = time_callable(step, device, opts.warmup, opts.iters)
     peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
@@ -264,15 +236,11 @@ def run_bench(opts: BenchOptions, ctx=None) -> dict:
             ctx.cfg_size,
         )
     if opts.compare_diffusers and (ctx is None or not ctx.distributed):
-        from cosmos_t2.bench.diffusers import bench_diffusers
-
         theirs = bench_diffusers(cfg, preset, opts, device)
         theirs["projected_total_s"] = theirs["step_s"] * opts.steps
         result["diffusers"] = theirs
         result["speedup_vs_diffusers"] = theirs["step_s"] / ours["step_s"]
     if opts.vae and (ctx is None or not ctx.distributed):
-        from cosmos_t2.model.vae import VAEConfig, bench_vae
-
         vae_cfg = VAEConfig.tiny() if preset.tiny else VAEConfig.wan21()
         result["vae"] = bench_vae(
             device, config=vae_cfg, frames=preset.frames, height=preset.height, width=preset.width
@@ -282,9 +250,6 @@ def run_bench(opts: BenchOptions, ctx=None) -> dict:
 
 def run_bench_cli(opts: BenchOptions, json_out: Path | None) -> dict | None:
     """The `bench` command: relaunch under torchrun for --cp N, run, and on rank 0 write the JSON."""
-    from cosmos_t2.distributed.launch import maybe_relaunch_under_torchrun
-    from cosmos_t2.distributed.parallel import parallel_job
-
     if opts.cp > 1 and maybe_relaunch_under_torchrun(opts.cp, opts.device, sys.argv[1:]):
         return None
     with parallel_job(opts.device, cfg_parallel=opts.cfg_parallel) as ctx:

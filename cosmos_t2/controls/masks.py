@@ -9,7 +9,7 @@ Three sources, per control block:
   upstream's `generate_control_weight_mask_from_prompt`; nothing found means no mask (upstream warns too).
 With both keys, `mask_path` wins, as upstream.
 
-`resample_mask_to_latent` is how the model sees a mask: upstream's `resize_control_weight`
+`mask_to_latent_grid` is how the model sees a mask: upstream's `resize_control_weight`
 (transfer2/models/vid2vid_model_control_vace_rectified_flow.py) resizes the pixel-frame weight map
 (mask × control_weight) trilinearly: frame 0 alone to latent frame 0, frames 1.. to the other latent frames.
 """
@@ -31,9 +31,10 @@ import torch
 from cosmos_t2 import __version__
 from cosmos_t2.controls.models import ModelPaths, resolve_device
 from cosmos_t2.controls.run import load_model_frames, write_outputs
+from cosmos_t2.controls.seg import segment_video
 from cosmos_t2.errors import CosmosError
+from cosmos_t2.model.config import TEMPORAL_COMPRESSION
 from cosmos_t2.model.control import resample_frames_to_grid
-from cosmos_t2.pipeline.chunking import TEMPORAL_COMPRESSION
 from cosmos_t2.video import Video, read_video
 
 log = logging.getLogger(__name__)
@@ -70,7 +71,7 @@ def load_mask(path: str | Path, height: int, width: int, num_frames: int | None 
     return binarize_mask_frames(video.frames, height, width)
 
 
-def resample_mask_to_latent(
+def mask_to_latent_grid(
     mask: np.ndarray | torch.Tensor,
     latent_t: int,
     latent_h: int,
@@ -269,8 +270,6 @@ def mask_from_prompt(
     frames: np.ndarray, prompt: str, models: ModelPaths, device: str | torch.device | None = None
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """(T, H, W) bool union of the objects `prompt` names (all True when none is found), and details."""
-    from cosmos_t2.controls.seg import segment_video
-
     masks, detections = segment_video(frames, prompt, models, resolve_device(device))
     info: dict[str, Any] = {"detections": [d.to_dict() for d in detections]}
     if not detections:

@@ -1,6 +1,6 @@
 """Exact self-attention across a frame split: Ulysses all-to-all over heads, ring attention otherwise.
 
-Split out of `cosmos_t2.distributed.parallel` (which holds the process groups, the frame split and `ParallelNet`).
+The process groups and the frame split are in `cosmos_t2.distributed.context`; `ParallelNet` in `distributed.net`.
 Ulysses turns ``(B, L/N, H, D)`` into ``(B, L, H/N, D)`` with one all-to-all, drops padded keys, attends
 and sends the output back; when N does not divide the heads, the ring variant passes K/V blocks around
 the ranks and merges them with a running log-sum-exp (a correctness fallback, not a fast path).
@@ -15,7 +15,7 @@ import torch
 import torch.distributed as dist
 from einops import rearrange
 
-from cosmos_t2.distributed.parallel import ParallelContext, SequenceShard
+from cosmos_t2.distributed.context import ParallelContext, SequenceShard
 
 # --- exact attention across the split -------------------------------------------------------------
 

@@ -2,7 +2,7 @@
 
 ``cosmos-t2 infer JOB --gpus N`` calls :func:`maybe_relaunch_under_torchrun`: outside torchrun it
 becomes the torchrun agent (in this process, through ``torch.distributed.run``) and starts N workers
-as ``python -m cosmos_t2.distributed.launch <the same arguments>``; inside torchrun it returns False and the
+as ``python -m cosmos_t2.worker <the same arguments>``; inside torchrun it returns False and the
 command runs as one rank. When a worker raises, it writes its message to the error file torchrun
 gives it (``TORCHELASTIC_ERROR_FILE``) and exits at once (:func:`exit_rank`); the agent stops the
 other ranks within its monitor interval (0.1 s), even those blocked in a collective, and
@@ -23,7 +23,7 @@ from typing import NoReturn
 from cosmos_t2.atomic import write_json_atomic
 from cosmos_t2.errors import CosmosError
 
-WORKER_MODULE = "cosmos_t2.distributed.launch"
+WORKER_MODULE = "cosmos_t2.worker"  # named, not imported: the worker imports the CLI, which imports this
 _ERROR_KEY = "cosmos_t2"  # our own block inside torchrun's error-file JSON
 
 
@@ -161,18 +161,3 @@ def exit_rank(exc: BaseException) -> NoReturn:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(2 if isinstance(exc, CosmosError) else 1)
-
-
-def worker_main() -> None:
-    """One torchrun worker: the normal CLI, with failures recorded for the agent."""
-    from cosmos_t2.cli import app
-
-    try:
-        with failures_recorded():
-            app(prog_name="cosmos-t2")
-    except Exception as exc:
-        exit_rank(exc)
-
-
-if __name__ == "__main__":
-    worker_main()

@@ -24,6 +24,7 @@ from torch import nn
 
 from cosmos_t2.atomic import atomic_path
 from cosmos_t2.errors import CosmosError
+from cosmos_t2.model.control import TransferNet
 
 WRAPPER_PREFIXES = ("net.", "module.", "_orig_mod.", "model.")
 DERIVED_KEYS = frozenset(
@@ -91,8 +92,6 @@ def official_state_dict(raw: dict[str, torch.Tensor]) -> tuple[dict[str, torch.T
 
 def expected_keys(config: object, num_control_branches: int = 1) -> dict[str, tuple[int, ...]]:
     """The official key set (key -> shape) of the network for `config`, from a meta-device build."""
-    from cosmos_t2.model.control import TransferNet
-
     with torch.device("meta"):
         net = TransferNet(config, num_control_branches=num_control_branches)
     return {k: tuple(v.shape) for k, v in net.state_dict().items()}

@@ -11,11 +11,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from cosmos_t2.model.dit import Block
+
 
 def compile_blocks(net: nn.Module, mode: str | None = None) -> nn.Module:
     """Compile every DiT block of `net` in place (backbone and control branches); returns `net`."""
-    from cosmos_t2.model.dit import Block
-
     for module in net.modules():
         if isinstance(module, Block) and not hasattr(module, "_compiled_forward"):
             module._compiled_forward = True

@@ -16,6 +16,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# Frames per latent frame after the first one (Wan2.1 VAE): F pixel frames <-> 1 + (F - 1) // 4 latent frames.
+TEMPORAL_COMPRESSION = 4
+
 
 @dataclass(frozen=True)
 class TransferConfig:

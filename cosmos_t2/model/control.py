@@ -25,7 +25,7 @@ their own (small) timestep; substituting their latents is the caller's job.
 
 Where this API differs from a plain "(B, 1, T, H, W) mask on the latent grid": masks live on the *token* grid
 (T, H/2, W/2), because the official code resamples the pixel mask straight to it (trilinear; first frame on its
-own); `resample_mask_to_latent` does that. ControlInput also names its `branch`, since one branch = one
+own); `mask_video_to_token_grid` does that. ControlInput also names its `branch`, since one branch = one
 modality's weights. Per-step cost stays free of host syncs: no data-dependent checks (the official skips
 all-zero controls and treats all-ones masks as absent with `.any()`; callers decide that once per job).
 """
@@ -41,7 +41,7 @@ from einops import rearrange
 from torch import nn
 
 from cosmos_t2.model.attention import AttentionBackend, attention
-from cosmos_t2.model.config import TransferConfig
+from cosmos_t2.model.config import TEMPORAL_COMPRESSION, TransferConfig
 from cosmos_t2.model.dit import Block, FinalLayer, PatchEmbed, TimestepEmbedding, Timesteps, unpatchify
 from cosmos_t2.model.dit import RMSNorm as _RMSNorm
 from cosmos_t2.model.rope import rope_table
@@ -54,7 +54,7 @@ class ControlInput:
     latent: (B, C<=latent_channels*max_modalities, T, H, W) VAE latents of the control video.
     weight: control_weight; a float, a 0-d tensor or a per-sample (B,) tensor.
     mask: None, or a spatio-temporal mask on the token grid (B or 1, 1, T, H/ph, W/pw) with values in [0, 1]
-        (see `resample_mask_to_latent`). Pass None rather than an all-ones mask (officially an all-ones mask
+        (see `mask_video_to_token_grid`). Pass None rather than an all-ones mask (officially an all-ones mask
         counts as no mask).
     branch: index of the control branch (modality) to run; None means the control's position in the list.
     """
@@ -65,11 +65,11 @@ class ControlInput:
     branch: int | None = None
 
 
-def resample_mask_to_latent(
+def mask_video_to_token_grid(
     mask_video: torch.Tensor,
     latent_shape: tuple[int, int, int],
     patch_size: tuple[int, int, int] = (1, 2, 2),
-    temporal_compression: int = 4,
+    temporal_compression: int = TEMPORAL_COMPRESSION,
 ) -> torch.Tensor:
     """Pixel-space mask video (B, 1, F, Hpix, Wpix), F = 4*(T-1)+1, -> token grid (B, 1, T, H/ph, W/pw).
 
@@ -115,7 +115,7 @@ def control_weights(
     for c in controls:
         if c.mask is not None and tuple(c.mask.shape[2:]) != grid:
             raise ValueError(
-                f"control mask grid {tuple(c.mask.shape[2:])} != token grid {grid}; use resample_mask_to_latent"
+                f"control mask grid {tuple(c.mask.shape[2:])} != token grid {grid}; use mask_video_to_token_grid"
             )
     ref = next(c.mask for c in controls if c.mask is not None)
     ones = torch.ones((batch, 1, *grid), device=ref.device, dtype=torch.float32)

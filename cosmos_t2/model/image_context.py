@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from cosmos_t2.errors import CosmosError
+from cosmos_t2.video import read_video
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 TINY_SEED = 3
@@ -96,8 +97,6 @@ def reference_image(
     A frame index reads that frame of the input video (as upstream: the index wins over the path);
     a video path without an index gives its first frame.
     """
-    from cosmos_t2.video import read_video
-
     if frame_index is not None:
         source, index = video_path, frame_index
     elif image_path is not None:

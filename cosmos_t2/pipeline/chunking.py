@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-TEMPORAL_COMPRESSION = 4  # Wan VAE: latent frames = 1 + (frames - 1) // 4
+from cosmos_t2.model.config import TEMPORAL_COMPRESSION
 
 
 @dataclass(frozen=True)

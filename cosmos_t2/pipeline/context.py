@@ -11,6 +11,10 @@ import numpy as np
 import torch
 
 from cosmos_t2.errors import CosmosError
+from cosmos_t2.model import text
+from cosmos_t2.model.config import TransferConfig
+from cosmos_t2.model.image_context import load_image_encoder, tiny_image_encoder
+from cosmos_t2.model.text import read_prompt_embeddings
 from cosmos_t2.pipeline.models import ModelFiles
 from cosmos_t2.spec.job import Spec
 
@@ -35,9 +39,6 @@ def progress_bar(enabled: bool, chunks: int) -> Iterator[Any]:
 def check_prompt_embeddings(path: Path, spec: Spec, tiny: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """The file must hold this spec's prompts, encoded for this model size (checked before any model).
     Returns its (prompt, negative prompt), so the file is read once."""
-    from cosmos_t2.model.config import TransferConfig
-    from cosmos_t2.model.text import read_prompt_embeddings
-
     pos, neg, meta = read_prompt_embeddings(path)
     for key in ("prompt", "negative_prompt"):
         if key in meta and meta[key] != getattr(spec, key):
@@ -60,8 +61,6 @@ def prompt_embeddings(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(prompt (1, L, C), negative prompt (1, L, C)): those read from --prompt-embeddings, or encoded here
     (the real encoder through the embeddings cache, the tiny one directly)."""
-    from cosmos_t2.model import text
-
     if given is not None:
         return given
     encoder = text.encoder_for(
@@ -78,8 +77,6 @@ def prompt_embeddings(
 def image_context(image: np.ndarray | None, files: ModelFiles, net: Any, device: torch.device) -> Any:
     """(1, N, D) tokens of the style reference `image` ((H, W, 3) uint8, read in the inputs stage by
     `image_context.reference_image`), or None (the network then feeds zeros, as upstream)."""
-    from cosmos_t2.model.image_context import load_image_encoder, tiny_image_encoder
-
     if image is None:
         return None
     cfg = net.config

@@ -16,7 +16,7 @@ What the official inference does (nvidia-cosmos/cosmos-transfer2.5,
   (1 - sigma) * x0 + sigma * noise. Outside the mask, and after the threshold, the sampler runs freely.
 - x0 is the VAE latent of the chunk's input frames (the same frames `sigma_max` starts from); the mask is
   sliced to the chunk's frames (mirrored past the end, as the input is) and resized to the latent grid by
-  the control-mask rule (`masks.resample_mask_to_latent`: frame 0 alone to latent frame 0, each next 4
+  the control-mask rule (`controls.masks.mask_to_latent_grid`: frame 0 alone to latent frame 0, each next 4
   frames trilinearly to one latent frame, bilinear in space; the same numbers as upstream's per-group
   interpolation). Conditioning frames carried over from the previous chunk still go in clean: the blend
   comes first, the conditioning overwrite after it, as upstream's `denoise` does.
@@ -34,6 +34,7 @@ import cv2
 import numpy as np
 import torch
 
+from cosmos_t2.controls.masks import mask_to_latent_grid
 from cosmos_t2.errors import CosmosError
 from cosmos_t2.pipeline.chunking import Chunk
 from cosmos_t2.sampling.unipc import GuidedGeneration
@@ -103,11 +104,9 @@ def _label_mask(
 
 def chunk_guide(mask: torch.Tensor, chunk: Chunk, x0: torch.Tensor, step_threshold: int) -> GuidedGeneration:
     """The sampler's guidance for one chunk: x0 (1, C, T, h, w) its input latent, mask the job's weights."""
-    from cosmos_t2.controls.masks import resample_mask_to_latent
-
     _, _, t, h, w = x0.shape
     window = mask[list(chunk.frame_indices)]
-    latent_mask = resample_mask_to_latent(window, t, h, w)[None, None].to(x0.device)
+    latent_mask = mask_to_latent_grid(window, t, h, w)[None, None].to(x0.device)
     return GuidedGeneration(x0=x0.float(), mask=latent_mask, step_threshold=step_threshold)
 
 

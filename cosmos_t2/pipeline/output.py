@@ -22,6 +22,7 @@ from cosmos_t2.atomic import atomic_path
 from cosmos_t2.errors import CosmosError
 from cosmos_t2.pipeline.chunking import Chunk, stitch
 from cosmos_t2.pipeline.inputs import JobInputs, to_uint8_frames
+from cosmos_t2.pipeline.models import ModelFiles, _first_file, build_tokenizer
 from cosmos_t2.pipeline.sidecar import (
     LATENTS_SUFFIX,
     load_latents,
@@ -142,8 +143,6 @@ def render_latents(
 ) -> dict[str, Any]:
     """Decode a `--latents-only` result into OUT.mp4 and write OUT.json (the job's sidecar, if found
     beside the latents, with a `render` section added)."""
-    from cosmos_t2.pipeline.models import ModelFiles, _first_file, build_tokenizer
-
     started = time.perf_counter()
     chunks_latent, meta = load_latents(Path(latents_path))
     plan = LatentPlan.from_dict(meta)

@@ -20,9 +20,8 @@ seconds. Every output says "tiny random-weight model".
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,15 +29,25 @@ from typing import Any
 
 import torch
 
+from cosmos_t2.controls.masks import mask_to_latent_grid
+from cosmos_t2.distributed.context import ParallelContext, parallel_job
+from cosmos_t2.distributed.launch import under_torchrun
+from cosmos_t2.distributed.net import ParallelNet, parallel_velocity
 from cosmos_t2.errors import CosmosError
-from cosmos_t2.model.control import ControlInput
-from cosmos_t2.pipeline.chunking import TEMPORAL_COMPRESSION, Chunk, conditioning_video, plan_chunks
+from cosmos_t2.model.config import TEMPORAL_COMPRESSION
+from cosmos_t2.model.control import ControlInput, TransferNet
+from cosmos_t2.model.image_context import check_reference, reference_image
+from cosmos_t2.model.vae import WanVAE
+from cosmos_t2.pipeline.chunking import Chunk, conditioning_video, plan_chunks
 from cosmos_t2.pipeline.context import check_prompt_embeddings, image_context, progress_bar, prompt_embeddings
-from cosmos_t2.pipeline.guided import chunk_guide, guided_record, refuse_distilled
+from cosmos_t2.pipeline.guided import chunk_guide, refuse_distilled
 from cosmos_t2.pipeline.inputs import JobInputs, load_inputs, to_model_video, to_uint8_frames
 from cosmos_t2.pipeline.models import TINY_LABEL, build_net, build_tokenizer, locate_models
 from cosmos_t2.pipeline.output import LatentPlan, panels_for_chunk, write_outputs
-from cosmos_t2.pipeline.sidecar import StageTimer, device_info, versions
+from cosmos_t2.pipeline.sidecar import StageTimer, finish_record, job_record, write_json
+from cosmos_t2.sampling.base import ChunkConditioning, Sampler, VelocityFn
+from cosmos_t2.sampling.distilled import DISTILLED_NUM_STEPS, DistilledSampler
+from cosmos_t2.sampling.unipc import UniPCSampler, chunk_seeds, condition_mask, guided_velocity, initial_noise
 from cosmos_t2.spec.job import Spec
 
 TINY_FRAMES_PER_CHUNK = 17
@@ -61,7 +70,7 @@ class RunOptions:
     prompt_embeddings: Path | None = None
     latents_only: bool = False
     progress: bool = True
-    parallel: Any = None  # parallel.ParallelContext of this rank under torchrun; None: one process
+    parallel: ParallelContext | None = None  # this rank's, under torchrun; None: one process
 
 
 @dataclass
@@ -91,7 +100,7 @@ def effective_spec(spec: Spec, tiny: bool) -> Settings:
             updates["num_video_frames_per_chunk"] = TINY_FRAMES_PER_CHUNK
         changed = {k: getattr(spec, k) for k, v in updates.items() if getattr(spec, k) != v}
         spec = dataclasses.replace(spec, **updates)
-    if (spec.num_video_frames_per_chunk - 1) % 4:
+    if (spec.num_video_frames_per_chunk - 1) % TEMPORAL_COMPRESSION:
         raise CosmosError(
             f"must be 1 + 4k frames (the VAE packs 4 frames per latent frame), got {spec.num_video_frames_per_chunk}",
             key="num_video_frames_per_chunk",
@@ -102,43 +111,49 @@ def effective_spec(spec: Spec, tiny: bool) -> Settings:
 # --- stages ---------------------------------------------------------------------------------------
 
 
-def _velocity(
-    net: Any, options: RunOptions, text_pair: tuple[torch.Tensor, torch.Tensor | None], **cond: Any
-) -> Any:
+@dataclass(frozen=True)
+class JobModels:
+    """What every chunk of one job shares: the built models, the sampler chosen for them, and the
+    conditioning that does not change from chunk to chunk."""
+
+    net: TransferNet
+    vae: WanVAE
+    sampler: Sampler
+    text_pair: tuple[torch.Tensor, torch.Tensor | None]  # projected prompt / negative-prompt embeddings
+    image_tokens: torch.Tensor | None
+    parallel: ParallelContext | None
+    device: torch.device
+
+
+def _velocity(models: JobModels, controls: list[ControlInput], condition_mask: torch.Tensor) -> VelocityFn:
     """The sampler's velocity function: the network with this chunk's controls, CFG batched (or split
     over ranks under torchrun)."""
-    from cosmos_t2.distributed.parallel import ParallelNet, parallel_velocity
-    from cosmos_t2.sampling.unipc import guided_velocity
-
-    call = ParallelNet(net, options.parallel) if options.parallel is not None else net
-    controls: list[ControlInput] = cond["controls"]
+    call = ParallelNet(models.net, models.parallel) if models.parallel is not None else models.net
+    prompt, negative = models.text_pair
+    image = models.image_tokens
 
     def forward(x: torch.Tensor, timesteps: torch.Tensor, text_emb: torch.Tensor) -> torch.Tensor:
         b = x.shape[0]
         batch = [dataclasses.replace(c, latent=c.latent.expand(b, *c.latent.shape[1:])) for c in controls]
-        image = cond["image_context"]
         # guided_velocity batches the CFG pair as [x; x] with [prompt; negative]: equal halves but for text
-        cfg_halves = text_emb.shape[0] == 2 * text_pair[0].shape[0]
+        cfg_halves = text_emb.shape[0] == 2 * prompt.shape[0]
         return call(
             x,
             timesteps,
             text_emb,
-            condition_mask=cond["condition_mask"].expand(b, *cond["condition_mask"].shape[1:]),
+            condition_mask=condition_mask.expand(b, *condition_mask.shape[1:]),
             controls=batch,
             image_context=None if image is None else image.expand(b, *image.shape[1:]),
             cfg_halves=cfg_halves,
         )
 
-    if options.parallel is not None:
-        return parallel_velocity(forward, text_pair[0], text_pair[1], options.parallel)
-    return guided_velocity(forward, text_pair[0], text_pair[1])
+    if models.parallel is not None:
+        return parallel_velocity(forward, prompt, negative, models.parallel)
+    return guided_velocity(forward, prompt, negative)
 
 
-def _chunk_controls(
-    spec: Spec, inputs: JobInputs, chunk: Chunk, vae: Any, net: Any, device: torch.device
-) -> list[ControlInput]:
-    from cosmos_t2.controls.masks import resample_mask_to_latent
-
+def _chunk_controls(spec: Spec, inputs: JobInputs, chunk: Chunk, models: JobModels) -> list[ControlInput]:
+    vae, device = models.vae, models.device
     idx = list(chunk.frame_indices)
     out = []
     for branch, (modality, frames) in enumerate(inputs.controls.items()):
@@ -146,8 +161,8 @@ def _chunk_controls(
         mask = inputs.masks.get(modality)
         if mask is not None:
             _, _, t, h, w = latent.shape
-            ps = net.config.patch_spatial
-            mask = resample_mask_to_latent(mask[idx], t, h // ps, w // ps)[None, None].to(device)
+            ps = models.net.config.patch_spatial
+            mask = mask_to_latent_grid(mask[idx], t, h // ps, w // ps)[None, None].to(device)
         weight = spec.controls[modality].control_weight
         out.append(ControlInput(latent=latent, weight=weight, mask=mask, branch=branch))
     return out
@@ -155,27 +170,18 @@ def _chunk_controls(
 
 def _diffuse_chunk(
     spec: Spec,
+    inputs: JobInputs,
+    models: JobModels,
     chunk: Chunk,
     seed: int,
     previous: torch.Tensor | None,
-    *,
-    inputs: JobInputs,
-    vae: Any,
-    net: Any,
-    text_pair: tuple[torch.Tensor, torch.Tensor | None],
-    image_tokens: torch.Tensor | None,
-    distilled: bool,
-    options: RunOptions,
-    device: torch.device,
     timer: StageTimer,
-    on_step: Any,
+    on_step: Callable[[int, int], None],
 ) -> torch.Tensor:
     """One chunk from noise to its clean latent (1, 16, T, h, w) fp32."""
-    from cosmos_t2.sampling.distilled import sample_distilled
-    from cosmos_t2.sampling.unipc import condition_mask, flow_schedule, initial_noise, sample
-
+    vae, device = models.vae, models.device
     with timer.stage("vae_encode"):
-        controls = _chunk_controls(spec, inputs, chunk, vae, net, device)
+        controls = _chunk_controls(spec, inputs, chunk, models)
         shape = tuple(controls[0].latent.shape)
         cond_latent = cond_mask = None
         if chunk.cond_frames and previous is not None:
@@ -188,35 +194,30 @@ def _diffuse_chunk(
             cond_latent = torch.nn.functional.pad(head, (0, 0, 0, 0, 0, shape[2] - head.shape[2]))
             cond_mask = condition_mask(shape, n, device)
         # sigma_max and guided generation both start from the chunk's input latent: encode it once.
-        use_sigma_max = spec.sigma_max is not None and not distilled
+        from_input = models.sampler.starts_from_input
         x0 = None
-        if use_sigma_max or inputs.guided_mask is not None:
+        if from_input or inputs.guided_mask is not None:
             x0 = vae.encode(to_model_video(inputs.frames[list(chunk.frame_indices)]).to(device, vae.dtype))
-        init_latent = x0 if use_sigma_max else None
         guide = None
         if inputs.guided_mask is not None:
-            assert x0 is not None and not distilled  # run_job refuses the distilled model with a mask
+            assert x0 is not None  # run_job refuses the distilled model with a mask
             guide = chunk_guide(inputs.guided_mask, chunk, x0, spec.guided_generation_step_threshold)
     noise = initial_noise(seed, shape, device)
-    velocity = _velocity(
-        net,
-        options,
-        text_pair,
-        controls=controls,
-        condition_mask=cond_mask if cond_mask is not None else torch.zeros_like(noise[:, :1]),
-        image_context=image_tokens,
-    )
+    cond = ChunkConditioning(
+        noise=noise, condition_latent=cond_latent, condition_mask=cond_mask,
+        init_latent=x0 if from_input else None, guide=guide,
+    )  # fmt: skip
+    network_mask = cond_mask if cond_mask is not None else torch.zeros_like(noise[:, :1])
+    velocity = _velocity(models, controls, network_mask)
     with timer.stage("diffusion"):
-        if distilled:
-            return sample_distilled(
-                velocity, noise, num_steps=spec.num_steps, condition_latent=cond_latent,
-                condition_mask=cond_mask, progress=on_step,
-            )  # fmt: skip
-        schedule = flow_schedule(spec.num_steps, sigma_max=spec.sigma_max)
-        return sample(
-            velocity, noise, schedule=schedule, guidance=float(spec.guidance), condition_latent=cond_latent,
-            condition_mask=cond_mask, init_latent=init_latent, guide=guide, progress=on_step,
-        )  # fmt: skip
+        return models.sampler(velocity, cond, progress=on_step)
+
+
+def _sampler(spec: Spec, distilled: bool) -> Sampler:
+    """The job's sampler, chosen once: the distilled model's 4-step loop, or UniPC with CFG."""
+    if distilled:
+        return DistilledSampler(num_steps=spec.num_steps)
+    return UniPCSampler(num_steps=spec.num_steps, guidance=float(spec.guidance), sigma_max=spec.sigma_max)
 
 
 @contextmanager
@@ -251,8 +252,6 @@ def run_job(spec: Spec, options: RunOptions) -> JobResult:
 
     # Checks first: nothing below builds a model before these pass.
     with timer.stage("validate"):
-        from cosmos_t2.model.image_context import check_reference
-
         check_reference(spec.image_context_path, spec.context_frame_index)
         given_embeddings = None
         if options.prompt_embeddings is not None:
@@ -266,8 +265,6 @@ def run_job(spec: Spec, options: RunOptions) -> JobResult:
         )
         refuse_distilled(spec, files.distilled)
     with timer.stage("inputs"):
-        from cosmos_t2.model.image_context import reference_image
-
         inputs = load_inputs(
             spec, controls_dir=options.controls_dir, masks_dir=options.masks_dir, device=str(device)
         )
@@ -290,12 +287,14 @@ def run_job(spec: Spec, options: RunOptions) -> JobResult:
         warnings.append("the distilled model is not trained for chunk-by-chunk (autoregressive) generation")
     if inputs.guided_mask is not None and not inputs.guided_mask.any():
         warnings.append("guided_generation_mask is black everywhere: nothing is guided")
-    guided = not distilled and spec.guidance != 0
-    text_pair = (net.project_text(pos.to(device)), net.project_text(neg.to(device)) if guided else None)
+    sampler = _sampler(spec, distilled)
+    text_pair = (
+        net.project_text(pos.to(device)),
+        net.project_text(neg.to(device)) if sampler.guided else None,
+    )
     with timer.stage("image_context"):
         image_tokens = image_context(reference, files, net, device)
-
-    from cosmos_t2.sampling.unipc import chunk_seeds
+    models = JobModels(net, vae, sampler, text_pair, image_tokens, ctx, device)
 
     seeds = chunk_seeds(spec.seed, len(chunks))
     latents: list[torch.Tensor] = []
@@ -310,11 +309,7 @@ def run_job(spec: Spec, options: RunOptions) -> JobResult:
                 if bar is not None:
                     bar.update(1, completed=i, total=n)
 
-            latent = _diffuse_chunk(
-                spec, chunk, seed, previous, inputs=inputs, vae=vae, net=net, text_pair=text_pair,
-                image_tokens=image_tokens, distilled=distilled, options=options, device=device, timer=timer,
-                on_step=on_step,
-            )  # fmt: skip
+            latent = _diffuse_chunk(spec, inputs, models, chunk, seed, previous, timer, on_step)
             latents.append(latent)
             last = chunk.index == len(chunks) - 1
             if not (options.latents_only and last):  # the next chunk starts from these frames
@@ -329,55 +324,26 @@ def run_job(spec: Spec, options: RunOptions) -> JobResult:
         return JobResult(None, None, None, inputs.num_frames, inputs.fps, timer.rounded())
     label = TINY_LABEL if options.tiny else (DISTILLED_LABEL if distilled else FULL_LABEL)
     plan = LatentPlan.of(spec, inputs, chunks, label=label, tiny=options.tiny)
-    steps = spec.num_steps * len(chunks)
-    record = {
-        "name": spec.name,
-        "label": label,
-        "tiny": options.tiny,
-        "distilled": distilled,
-        "spec": spec.to_dict(),
-        "changed_by_mode": settings.changed,
-        "seed": spec.seed,
-        "chunk_seeds": seeds,
-        "num_frames": inputs.num_frames,
-        "fps": inputs.fps,
-        "model_size": list(inputs.size),
-        "source_size": list(inputs.source_size),
-        "chunks": [dataclasses.asdict(c) for c in chunks],
-        "steps": spec.num_steps,
-        "diffusion_steps_total": steps,
-        "sources": inputs.sources,
-        "models": files.to_dict(),
-        "versions": versions(),
-        "device": device_info(device, dtype, 1 if ctx is None else ctx.world_size),
-        "created_unix": math.floor(started),
-        "warnings": warnings,
-        "guided_generation": guided_record(spec, inputs.guided_mask),
-    }
+    record = job_record(
+        spec, inputs, chunks, files, label=label, tiny=options.tiny, distilled=distilled,
+        changed=settings.changed, seeds=seeds, device=device, dtype=dtype,
+        world_size=1 if ctx is None else ctx.world_size, started=started, warnings=warnings,
+    )  # fmt: skip
     with timer.stage("write"):
         paths = write_outputs(options, spec, inputs, chunks, plan, latents, panels)
-    record["timings_s"] = timer.rounded()
-    diffusion = timer.seconds.get("diffusion", 0.0)
-    record["seconds_per_step"] = round(diffusion / steps, 4) if steps else None
-    record["peak_memory_gib"] = {k: round(v, 3) for k, v in timer.peak_memory_gib().items()}
-    record["total_s"] = round(time.time() - started, 3)
-    record["outputs"] = {k: p.name for k, p in paths.items() if p is not None}
-    from cosmos_t2.pipeline.sidecar import write_json
-
+    finish_record(record, timer, spec.num_steps * len(chunks), paths, started)
     sidecar = write_json(options.out_dir / f"{spec.name}.json", record)
     return JobResult(
         sidecar, paths.get("video"), paths.get("latents"), inputs.num_frames, inputs.fps, timer.rounded()
     )
 
 
-def _is_main(ctx: Any) -> bool:
+def _is_main(ctx: ParallelContext | None) -> bool:
     return ctx is None or ctx.is_main
 
 
 def _distilled_settings(settings: Settings) -> Settings:
     """The distilled model runs 4 steps unless the spec asks for another count, and no guidance."""
-    from cosmos_t2.sampling.distilled import DISTILLED_NUM_STEPS
-
     spec = settings.spec
     changed = dict(settings.changed)
     if spec.num_steps == 35:  # the spec default: the distilled model's own count instead
@@ -389,15 +355,11 @@ def _distilled_settings(settings: Settings) -> Settings:
 def run_on_ranks(spec: Spec, options: RunOptions) -> JobResult:
     """`run_job` in this process, or, inside a torchrun job (`--gpus N`), as one rank of it: the
     network's frames split over the ranks and, with an even count and guidance, the two CFG passes on
-    the two halves (`parallel.ParallelNet`, `parallel.parallel_velocity`). Rank 0 alone writes."""
+    the two halves (`distributed.net.ParallelNet`, `distributed.net.parallel_velocity`). Rank 0 alone writes."""
     import os
-
-    from cosmos_t2.distributed.launch import under_torchrun
 
     if not under_torchrun():
         return run_job(spec, options)
-    from cosmos_t2.distributed.parallel import parallel_job
-
     world = int(os.environ["WORLD_SIZE"])
     with parallel_job(options.device, cfg_parallel=world % 2 == 0 and spec.guidance != 0) as ctx:
         return run_job(

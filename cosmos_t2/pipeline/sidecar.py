@@ -8,7 +8,9 @@ metadata as a hash map, whose order (and so the file's bytes) is not fixed when 
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import platform
 import sys
 import time
@@ -22,6 +24,12 @@ import torch
 from cosmos_t2 import __version__
 from cosmos_t2.atomic import write_bytes_atomic, write_json_atomic
 from cosmos_t2.errors import CosmosError
+from cosmos_t2.model.attention import attention_kernel
+from cosmos_t2.pipeline.chunking import Chunk
+from cosmos_t2.pipeline.guided import guided_record
+from cosmos_t2.pipeline.inputs import JobInputs
+from cosmos_t2.pipeline.models import ModelFiles
+from cosmos_t2.spec.job import Spec
 
 LATENTS_SUFFIX = ".latents.safetensors"
 _META_KEY = "cosmos_t2"
@@ -61,14 +69,68 @@ def device_info(device: torch.device, dtype: torch.dtype, world_size: int) -> di
         "processes": world_size,
     }
     if device.type == "cuda":
-        from cosmos_t2.model.attention import attention_kernel
-
         info["name"] = torch.cuda.get_device_name(device)
         info["attention"] = attention_kernel("auto", device)  # fa4 or cudnn: what a run's speed depends on
     else:
         info["name"] = platform.processor() or platform.machine()
         info["threads"] = torch.get_num_threads()
     return info
+
+
+def job_record(
+    spec: Spec,
+    inputs: JobInputs,
+    chunks: list[Chunk],
+    files: ModelFiles,
+    *,
+    label: str,
+    tiny: bool,
+    distilled: bool,
+    changed: dict[str, Any],
+    seeds: list[int],
+    device: torch.device,
+    dtype: torch.dtype,
+    world_size: int,
+    started: float,
+    warnings: list[str],
+) -> dict[str, Any]:
+    """The sidecar of a job as far as it is known before the outputs are written (see `finish_record`)."""
+    return {
+        "name": spec.name,
+        "label": label,
+        "tiny": tiny,
+        "distilled": distilled,
+        "spec": spec.to_dict(),
+        "changed_by_mode": changed,
+        "seed": spec.seed,
+        "chunk_seeds": seeds,
+        "num_frames": inputs.num_frames,
+        "fps": inputs.fps,
+        "model_size": list(inputs.size),
+        "source_size": list(inputs.source_size),
+        "chunks": [dataclasses.asdict(c) for c in chunks],
+        "steps": spec.num_steps,
+        "diffusion_steps_total": spec.num_steps * len(chunks),
+        "sources": inputs.sources,
+        "models": files.to_dict(),
+        "versions": versions(),
+        "device": device_info(device, dtype, world_size),
+        "created_unix": math.floor(started),
+        "warnings": warnings,
+        "guided_generation": guided_record(spec, inputs.guided_mask),
+    }
+
+
+def finish_record(
+    record: dict[str, Any], timer: StageTimer, steps: int, paths: dict[str, Path | None], started: float
+) -> None:
+    """Add what is known once the outputs are written: stage times, s/step, peak memory, output names."""
+    record["timings_s"] = timer.rounded()
+    diffusion = timer.seconds.get("diffusion", 0.0)
+    record["seconds_per_step"] = round(diffusion / steps, 4) if steps else None
+    record["peak_memory_gib"] = {k: round(v, 3) for k, v in timer.peak_memory_gib().items()}
+    record["total_s"] = round(time.time() - started, 3)
+    record["outputs"] = {k: p.name for k, p in paths.items() if p is not None}
 
 
 class StageTimer:

@@ -18,6 +18,7 @@ from typing import Any
 import pandas as pd
 
 from cosmos_t2.errors import CosmosError
+from cosmos_t2.report.metrics import control_fidelity
 
 log = logging.getLogger(__name__)
 
@@ -199,8 +200,6 @@ def compute_metrics(
     runs: list[Run], max_frames: int = 16, depth_model_dir: Path | None = None, device: str = "cpu"
 ) -> dict[tuple[str, str], dict[str, float]]:
     """Control fidelity of each finished job's video against its computed controls."""
-    from cosmos_t2.report.metrics import control_fidelity
-
     scores: dict[tuple[str, str], dict[str, float]] = {}
     for run in runs:
         for job in run.manifest.get("jobs", []):

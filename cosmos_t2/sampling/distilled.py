@@ -21,11 +21,12 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-from cosmos_t2.sampling.unipc import VelocityFn
+from cosmos_t2.sampling.base import ChunkConditioning, VelocityFn
 
 DISTILLED_NUM_STEPS = 4
 SELECTED_TIMES = (math.pi / 2, math.atan(15), math.atan(5), math.atan(5 / 3))
@@ -71,3 +72,26 @@ def sample_distilled(
         if progress is not None:
             progress(i + 1, len(times) - 1)
     return torch.nan_to_num(x.float())
+
+
+@dataclass(frozen=True)
+class DistilledSampler:
+    """The distilled model's sampler as a `Sampler`: no guidance, and always from pure noise (the
+    distilled loop has no `sigma_max` or guided-generation entry; a spec asking for guided generation
+    is refused before any model is built)."""
+
+    num_steps: int = DISTILLED_NUM_STEPS
+    name: str = "distilled"
+    guided: bool = False
+    starts_from_input: bool = False
+
+    def __call__(
+        self,
+        velocity_fn: VelocityFn,
+        cond: ChunkConditioning,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> Tensor:
+        return sample_distilled(
+            velocity_fn, cond.noise, num_steps=self.num_steps, condition_latent=cond.condition_latent,
+            condition_mask=cond.condition_mask, progress=progress,
+        )  # fmt: skip

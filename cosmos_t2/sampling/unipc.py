@@ -32,11 +32,12 @@ import math
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
 
 import numpy as np
 import torch
 from torch import Tensor
+
+from cosmos_t2.sampling.base import ChunkConditioning, GuidedGeneration, VelocityFn
 
 DEFAULT_NUM_STEPS = 35
 DEFAULT_GUIDANCE = 3.0
@@ -175,33 +176,6 @@ class UniPC:
         return self._update(x, i, i + 1, x0, order, None)
 
 
-@dataclass(frozen=True)
-class GuidedGeneration:
-    """Upstream's guided generation (`guided_generation_mask`; see cosmos_t2/guided.py): for steps
-    i = 0..step_threshold (counted from 0, so step_threshold + 1 steps) the network input is
-    mask * ((1 - sigma_i) * x0 + sigma_i * noise) + (1 - mask) * x, with `noise` the run's initial noise
-    (not fresh noise) and sigma_i the schedule's sigma at step i. Conditioning frames are put in clean
-    after this blend. The solver state x itself is never overwritten: only what the network sees.
-
-    x0: (B, C, T, H, W) clean latent of the chunk's input video; mask: (B, C or 1, T, H, W) weights in
-    [0, 1], 1 = guided.
-    """
-
-    x0: Tensor
-    mask: Tensor
-    step_threshold: int = 25
-
-
-class VelocityFn(Protocol):
-    def __call__(self, x: Tensor, timesteps: Tensor, *, guided: bool) -> Tensor:
-        """x: (B, C, T, H, W) network input (conditioning frames clean); timesteps: (B, T) in [0, 1].
-
-        Returns (2, B, C, T, H, W) = [prompt, negative prompt] velocities when guided, else
-        (1, B, C, T, H, W). Implementations may run both passes as one batch of 2B.
-        """
-        ...
-
-
 def sample(
     velocity_fn: VelocityFn,
     noise: Tensor,
@@ -253,6 +227,37 @@ def sample(
         if progress is not None:
             progress(i + 1, schedule.num_steps)
     return x
+
+
+@dataclass(frozen=True)
+class UniPCSampler:
+    """The released model's sampler as a `Sampler`: `sample` on the flow schedule of `num_steps`, CFG
+    `guidance` (0: no negative pass), starting from the input latent when `sigma_max` is set."""
+
+    num_steps: int = DEFAULT_NUM_STEPS
+    guidance: float = DEFAULT_GUIDANCE
+    sigma_max: float | None = None
+    name: str = "unipc"
+
+    @property
+    def guided(self) -> bool:
+        return self.guidance != 0
+
+    @property
+    def starts_from_input(self) -> bool:
+        return self.sigma_max is not None
+
+    def __call__(
+        self,
+        velocity_fn: VelocityFn,
+        cond: ChunkConditioning,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> Tensor:
+        return sample(
+            velocity_fn, cond.noise, schedule=flow_schedule(self.num_steps, sigma_max=self.sigma_max),
+            guidance=self.guidance, condition_latent=cond.condition_latent, condition_mask=cond.condition_mask,
+            init_latent=cond.init_latent, guide=cond.guide, progress=progress,
+        )  # fmt: skip
 
 
 def condition_mask(shape: tuple[int, ...], num_frames: int, device: torch.device | str = "cpu") -> Tensor:

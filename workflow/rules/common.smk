@@ -74,7 +74,7 @@ def launcher(wildcards, resources):
     # One process per GPU, started here so SLURM sees one task; `infer --gpus N` inside torchrun
     # runs as one rank instead of relaunching itself.
     if resources.gpu > 1:
-        return f"torchrun --standalone --nproc_per_node={resources.gpu} -m cosmos_t2.distributed.launch"
+        return f"torchrun --standalone --nproc_per_node={resources.gpu} -m cosmos_t2.worker"
     return "cosmos-t2"
 
 
