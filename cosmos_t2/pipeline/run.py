@@ -38,12 +38,14 @@ from cosmos_t2.model.config import TEMPORAL_COMPRESSION
 from cosmos_t2.model.control import ControlInput, TransferNet
 from cosmos_t2.model.image_context import check_reference, reference_image
 from cosmos_t2.model.vae import WanVAE
+from cosmos_t2.pipeline.acceleration import Acceleration, accelerated, resolve_acceleration
 from cosmos_t2.pipeline.chunking import Chunk, conditioning_video, plan_chunks
 from cosmos_t2.pipeline.context import check_prompt_embeddings, image_context, progress_bar, prompt_embeddings
 from cosmos_t2.pipeline.guided import chunk_guide, refuse_distilled
 from cosmos_t2.pipeline.inputs import JobInputs, load_inputs, to_model_video, to_uint8_frames
-from cosmos_t2.pipeline.models import TINY_LABEL, build_net, build_tokenizer, locate_models
+from cosmos_t2.pipeline.models import TINY_LABEL, locate_models
 from cosmos_t2.pipeline.output import LatentPlan, panels_for_chunk, write_outputs
+from cosmos_t2.pipeline.pool import ModelPool
 from cosmos_t2.pipeline.sidecar import StageTimer, finish_record, job_record, write_json
 from cosmos_t2.sampling.base import ChunkConditioning, Sampler, VelocityFn
 from cosmos_t2.sampling.distilled import DISTILLED_NUM_STEPS, DistilledSampler
@@ -71,6 +73,8 @@ class RunOptions:
     latents_only: bool = False
     progress: bool = True
     parallel: ParallelContext | None = None  # this rank's, under torchrun; None: one process
+    acceleration: Acceleration | None = None  # None: resolve_acceleration(device) (compiled on CUDA)
+    pool: ModelPool | None = None  # models kept between the jobs of one process; None: this job's own
 
 
 @dataclass
@@ -249,6 +253,8 @@ def run_job(spec: Spec, options: RunOptions) -> JobResult:
     dtype = options.dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
     timer = StageTimer(device)
     modalities = list(spec.controls)
+    acc = options.acceleration or resolve_acceleration(device)
+    pool = options.pool if options.pool is not None else ModelPool()
 
     # Checks first: nothing below builds a model before these pass.
     with timer.stage("validate"):
@@ -274,10 +280,14 @@ def run_job(spec: Spec, options: RunOptions) -> JobResult:
         )
     chunks = plan_chunks(inputs.num_frames, spec.num_video_frames_per_chunk, spec.num_conditional_frames)
     with timer.stage("text"):  # before the DiT: a 7B encoder and the DiT need not share the GPU
-        pos, neg = prompt_embeddings(spec, given_embeddings, files, device)
+        pos, neg = prompt_embeddings(
+            spec, given_embeddings, files, device, lambda: pool.text_encoder(files, device)
+        )
     with timer.stage("load_models"):
-        net, distilled = build_net(files, modalities, tiny=options.tiny, device=device, dtype=dtype)
-        vae = build_tokenizer(files, tiny=options.tiny, device=device, dtype=dtype)
+        net, distilled = pool.net(
+            files, modalities, tiny=options.tiny, device=device, dtype=dtype, acceleration=acc
+        )
+        vae = pool.vae(files, tiny=options.tiny, device=device, dtype=dtype)
     if distilled:
         refuse_distilled(spec, distilled)  # a .pt checkpoint can reveal it is distilled only when loaded
         settings = _distilled_settings(settings)
@@ -300,7 +310,11 @@ def run_job(spec: Spec, options: RunOptions) -> JobResult:
     latents: list[torch.Tensor] = []
     panels: list[torch.Tensor] = []
     previous = None
-    with _deterministic(device), progress_bar(options.progress and _is_main(ctx), len(chunks)) as bar:
+    with (
+        accelerated(acc),
+        _deterministic(device),
+        progress_bar(options.progress and _is_main(ctx), len(chunks)) as bar,
+    ):
         for chunk, seed in zip(chunks, seeds, strict=True):
             if bar is not None:
                 bar.reset(1, total=spec.num_steps)
@@ -329,6 +343,9 @@ def run_job(spec: Spec, options: RunOptions) -> JobResult:
         changed=settings.changed, seeds=seeds, device=device, dtype=dtype,
         world_size=1 if ctx is None else ctx.world_size, started=started, warnings=warnings,
     )  # fmt: skip
+    record["acceleration"] = acc.record(device)
+    if device.type == "cuda":  # the kernel that ran, not the auto default's
+        record["device"]["attention"] = record["acceleration"]["attention_kernel"]
     with timer.stage("write"):
         paths = write_outputs(options, spec, inputs, chunks, plan, latents, panels)
     finish_record(record, timer, spec.num_steps * len(chunks), paths, started)
