@@ -43,15 +43,18 @@ def default_compile_cache_dir() -> Path:
 
 
 def enable_compile_cache(folder: Path) -> Path:
-    """Keep inductor's compiled graphs and kernels in `folder` (created) for every later process.
+    """Keep inductor's compiled graphs and kernels (Triton's too) in `folder` (created) for later processes.
 
-    Must run before the first compilation in the process: inductor reads the folder from the environment when
-    it first writes. A TORCHINDUCTOR_CACHE_DIR the user set wins (returned instead)."""
+    Must run before the first compilation in the process: inductor reads the folder from the environment each
+    time it looks for or writes a cache entry. It overrides TORCHINDUCTOR_CACHE_DIR (importing the model code
+    already sets that to torch's /tmp default, so a user's value can't be told apart here); callers that
+    want torch's own choice don't call this (`infer --no-compile-cache`)."""
     import torch._functorch.config as functorch_config
     import torch._inductor.config as inductor_config
 
-    chosen = Path(os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(Path(folder).resolve())))
+    chosen = Path(folder).resolve()
     chosen.mkdir(parents=True, exist_ok=True)
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(chosen)
     inductor_config.fx_graph_cache = True
     functorch_config.enable_autograd_cache = True
     return chosen
