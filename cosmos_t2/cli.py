@@ -124,11 +124,26 @@ def bench(
         str, typer.Option(help="'diffusers' also times diffusers' models in the same run.")
     ] = "",
     compile: Annotated[
-        bool, typer.Option("--compile/--no-compile", help="torch.compile the blocks.")
-    ] = False,
+        bool | None,
+        typer.Option("--compile/--no-compile", help="torch.compile the blocks (step: off; --e2e: as infer)."),
+    ] = None,
     attn_backend: Annotated[
         str, typer.Option(help="auto | fa4 | cudnn | flash | efficient | math.")
     ] = "auto",
+    e2e: Annotated[
+        bool,
+        typer.Option(
+            "--e2e", help="Time whole jobs through infer's path (random weights in a model folder)."
+        ),
+    ] = False,
+    distilled: Annotated[bool, typer.Option(help="--e2e: the 4-step distilled edge model.")] = False,
+    jobs: Annotated[int, typer.Option(help="--e2e: this many jobs in one process (infer's batch path).")] = 1,
+    spec: Annotated[Path | None, typer.Option(help="--e2e: time this spec at full size.")] = None,
+    frames: Annotated[int | None, typer.Option(help="--e2e: input frames (185 at 720p: two chunks).")] = None,
+    guided: Annotated[bool, typer.Option(help="--e2e: with a guided-generation mask.")] = False,
+    work_dir: Annotated[
+        Path | None, typer.Option(help="--e2e: keep the model folder and outputs here (default: temporary).")
+    ] = None,
     vae: Annotated[bool, typer.Option("--vae/--no-vae", help="Also time VAE encode and decode.")] = False,
     warmup: Annotated[int, typer.Option(help="Untimed steps first.")] = 2,
     iters: Annotated[int, typer.Option(help="Timed steps (median reported).")] = 3,
@@ -145,7 +160,23 @@ def bench(
         bool, typer.Option(help="Call the network directly, bypassing the parallel wrapper.")
     ] = False,
 ) -> None:
-    """Time one denoising step of the full-size network beside its floor (random weights)."""
+    """Time one denoising step of the full-size network beside its floor, or (--e2e) whole jobs (random weights)."""
+    if e2e:
+        from cosmos_t2.bench.e2e import E2EOptions, print_e2e, run_e2e, write_result
+
+        result = run_e2e(
+            E2EOptions(
+                preset=preset, controls=tuple(c for c in controls.split(",") if c),
+                steps=None if steps == 35 else steps, distilled=distilled, jobs=jobs, spec=spec,
+                frames=frames, guided=guided, device=device, compile=compile, compile_mode=compile_mode,
+                attn_backend=attn_backend, compare_diffusers=compare == "diffusers", warmup=warmup, iters=iters,
+                work_dir=work_dir,
+            )
+        )  # fmt: skip
+        if json_out is not None:
+            write_result(result, json_out)
+        print_e2e(result)
+        return
     from cosmos_t2.bench.step import BenchOptions, print_result, run_bench_cli
 
     opts = BenchOptions(
@@ -154,7 +185,7 @@ def bench(
         controls=tuple(c for c in controls.split(",") if c),
         warmup=warmup,
         iters=iters,
-        compile=compile,
+        compile=bool(compile),
         attn_backend=attn_backend,
         compare_diffusers=compare == "diffusers",
         vae=vae,
