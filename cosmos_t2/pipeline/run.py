@@ -11,6 +11,8 @@ Every check that can fail on user input runs before any model is built: the mode
 (`pipeline_models.locate_models`), frame counts of controls and masks and the guided-generation mask
 (`pipeline_inputs.load_inputs`), chunk length, the prompt embeddings file; guided generation with the
 distilled model (`cosmos_t2.pipeline.guided`: upstream's distilled sampler ignores it, so it is refused here).
+On CUDA (`Acceleration.prefetch_inputs`) the inputs are read on a thread while the models load, so their
+checks end the job after the load but still before any step.
 
 Tiny mode (`--tiny`): the tiny network family with seeded random weights, resolution "tiny" (64 px high)
 and 17-frame chunks (5 latent frames) unless the spec sets another chunk length, so a CPU run takes
@@ -38,7 +40,7 @@ from cosmos_t2.model.config import TEMPORAL_COMPRESSION
 from cosmos_t2.model.control import ControlInput, TransferNet
 from cosmos_t2.model.image_context import check_reference, reference_image
 from cosmos_t2.model.vae import WanVAE
-from cosmos_t2.pipeline.acceleration import Acceleration, accelerated, resolve_acceleration
+from cosmos_t2.pipeline.acceleration import Acceleration, Background, accelerated, resolve_acceleration
 from cosmos_t2.pipeline.chunking import Chunk, conditioning_video, plan_chunks
 from cosmos_t2.pipeline.context import check_prompt_embeddings, image_context, progress_bar, prompt_embeddings
 from cosmos_t2.pipeline.guided import chunk_guide, refuse_distilled
@@ -270,7 +272,8 @@ def run_job(spec: Spec, options: RunOptions) -> JobResult:
             need_image_encoder=spec.image_context_path is not None or spec.context_frame_index is not None,
         )
         refuse_distilled(spec, files.distilled)
-    with timer.stage("inputs"):
+
+    def read_inputs(spec: Spec = spec) -> tuple[JobInputs, Any]:
         inputs = load_inputs(
             spec, controls_dir=options.controls_dir, masks_dir=options.masks_dir, device=str(device)
         )
@@ -278,7 +281,12 @@ def run_job(spec: Spec, options: RunOptions) -> JobResult:
         reference = reference_image(
             spec.image_context_path, spec.video_path, spec.context_frame_index, inputs.size
         )
-    chunks = plan_chunks(inputs.num_frames, spec.num_video_frames_per_chunk, spec.num_conditional_frames)
+        return inputs, reference
+
+    pending = Background(read_inputs, device) if acc.prefetch_inputs else None
+    if pending is None:
+        with timer.stage("inputs"):
+            inputs, reference = read_inputs()
     with timer.stage("text"):  # before the DiT: a 7B encoder and the DiT need not share the GPU
         pos, neg = prompt_embeddings(
             spec, given_embeddings, files, device, lambda: pool.text_encoder(files, device)
@@ -288,6 +296,11 @@ def run_job(spec: Spec, options: RunOptions) -> JobResult:
             files, modalities, tiny=options.tiny, device=device, dtype=dtype, acceleration=acc
         )
         vae = pool.vae(files, tiny=options.tiny, device=device, dtype=dtype)
+    if pending is not None:  # read while the models loaded; its errors are raised here, before any step
+        with timer.stage("inputs_wait"):
+            inputs, reference = pending.result()
+        timer.seconds["inputs"] = pending.seconds
+    chunks = plan_chunks(inputs.num_frames, spec.num_video_frames_per_chunk, spec.num_conditional_frames)
     if distilled:
         refuse_distilled(spec, distilled)  # a .pt checkpoint can reveal it is distilled only when loaded
         settings = _distilled_settings(settings)
