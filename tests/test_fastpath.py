@@ -7,13 +7,18 @@ bundled JSONL plus a file made here on the tiny model (5 frames, 1 step) and com
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 import torch
 from _cli import run_cli
 
+from cosmos_t2.controls.blur import BLUR_PRESETS, _bicubic_down_up, blur_video
+from cosmos_t2.errors import CosmosError
 from cosmos_t2.pipeline import batch as batch_module
 from cosmos_t2.pipeline import pool as pool_module
 from cosmos_t2.pipeline import run as run_module
@@ -49,7 +54,7 @@ def test_infer_on_cuda_resolves_to_compiled_blocks_and_the_auto_kernel(
     acc = _captured_options(monkeypatch, ["--device", "cuda"], spec).acceleration
     assert acc == Acceleration(
         compile=True, compile_mode=None, attn_backend="auto", inference_mode=True, cudnn_benchmark=True,
-        compile_cache=tmp_path / "torch-compile",
+        compile_cache=tmp_path / "torch-compile", prefetch_inputs=True,
     )  # fmt: skip
     record = acc.record(torch.device("cuda"))
     assert record["compile"] and record["compile_mode"] == "default"
@@ -71,7 +76,7 @@ def test_infer_on_cuda_resolves_to_compiled_blocks_and_the_auto_kernel(
 def test_cpu_stays_plain_unless_asked(repo_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     spec = repo_root / "examples/robot/edge.json"
     acc = _captured_options(monkeypatch, ["--device", "cpu"], spec).acceleration
-    assert not acc.compile and not acc.inference_mode and not acc.cudnn_benchmark
+    assert not (acc.compile or acc.inference_mode or acc.cudnn_benchmark or acc.prefetch_inputs)
     assert _captured_options(monkeypatch, ["--device", "cpu", "--compile"], spec).acceleration.compile
     assert resolve_acceleration("cpu", use_compile_cache=False).compile_cache is None
 
@@ -85,7 +90,8 @@ def test_unknown_attention_backend_is_one_line(repo_root: Path, capsys: pytest.C
 
 
 def test_the_cuda_switches_on_cpu_give_the_same_video(repo_root: Path, tmp_path: Path) -> None:
-    """Inference mode (what CUDA runs use) changes no number: the same bytes as the plain CPU run."""
+    """Inference mode and reading inputs while models load (what CUDA runs use) change no number: the same
+    bytes as the plain CPU run."""
     spec = load_job(
         repo_root / "examples/robot/edge.json",
         overrides={"num_steps": 1, "max_frames": 5, "num_video_frames_per_chunk": 5},
@@ -93,12 +99,29 @@ def test_the_cuda_switches_on_cpu_give_the_same_video(repo_root: Path, tmp_path:
     plain = run_job(spec, RunOptions(out_dir=tmp_path / "plain", tiny=True, progress=False))
     fast = Acceleration(
         compile=False, compile_mode=None, attn_backend="auto", inference_mode=True, cudnn_benchmark=False,
-        compile_cache=None,
+        compile_cache=None, prefetch_inputs=True,
     )  # fmt: skip
     run = run_job(spec, RunOptions(out_dir=tmp_path / "fast", tiny=True, progress=False, acceleration=fast))
     assert plain.video is not None and run.video is not None
     assert plain.video.read_bytes() == run.video.read_bytes()
-    assert json.loads(run.sidecar.read_text())["acceleration"]["inference_mode"] is True
+    record = json.loads(run.sidecar.read_text())
+    assert record["acceleration"]["inference_mode"] and record["acceleration"]["prefetch_inputs"]
+    assert record["timings_s"]["inputs"] > 0 and "inputs_wait" in record["timings_s"]
+
+
+def test_inputs_read_while_models_load_still_fail_the_job_with_their_line(
+    repo_root: Path, tmp_path: Path
+) -> None:
+    short = read_video(repo_root / "examples/robot/depth.mp4").frames[:3]
+    write_video(tmp_path / "short.mkv", short, 16.0, lossless=True)
+    spec = load_job(
+        repo_root / "examples/robot/depth.json",
+        overrides={"depth.control_path": str(tmp_path / "short.mkv"), "max_frames": 5},
+    )
+    acc = dataclasses.replace(resolve_acceleration("cpu"), prefetch_inputs=True)
+    with pytest.raises(CosmosError, match=r"short\.mkv.*has 3 frames"):
+        run_job(spec, RunOptions(out_dir=tmp_path / "out", tiny=True, progress=False, acceleration=acc))
+    assert not (tmp_path / "out").exists()
 
 
 # --- many jobs, one process -------------------------------------------------------------------------
@@ -213,3 +236,29 @@ def test_a_folder_of_job_specs_runs_every_spec(
     assert code == 0
     assert (tmp_path / "out/a.mp4").is_file() and (tmp_path / "out/b.mp4").is_file()
     assert json.loads((tmp_path / "out/batch.json").read_text())["builds"]["net"] == 1
+
+
+# --- the fixed cost around the steps ------------------------------------------------------------------
+
+
+def _serial_blur(frames: np.ndarray, preset: str) -> np.ndarray:
+    """The vis blur as it was before threads: one frame after another (the reference)."""
+    params = BLUR_PRESETS[preset]
+    _, height, width, _ = frames.shape
+    small = (width // params.blur_downsize, height // params.blur_downsize)
+    filtered = np.empty_like(frames)
+    for i, frame in enumerate(frames):
+        image = cv2.resize(np.ascontiguousarray(frame), small, interpolation=cv2.INTER_AREA)
+        image = cv2.bilateralFilter(
+            image, params.bilateral_d, params.bilateral_sigma_color, params.bilateral_sigma_space
+        )
+        filtered[i] = cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
+    return _bicubic_down_up(filtered, params.downup)
+
+
+@pytest.mark.parametrize("preset", ["low", "medium", "high"])
+def test_threaded_blur_gives_the_serial_bytes(repo_root: Path, preset: str) -> None:
+    frames = read_video(repo_root / "examples/robot/input.mp4", max_frames=6).frames.numpy()
+    reference = _serial_blur(frames, preset)
+    for workers in (1, 3, 8):
+        assert np.array_equal(blur_video(frames, preset, workers=workers), reference)
