@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from cosmos_t2 import __version__
 from cosmos_t2.errors import CosmosError
@@ -357,7 +358,9 @@ def infer(
     def report(outcome: Outcome) -> None:
         if outcome.status == "failed":
             err_console.print(
-                f"[bold red]failed:[/] {outcome.name}: {outcome.error}", highlight=False, soft_wrap=True
+                f"[bold red]failed:[/] {escape(f'{outcome.name}: {outcome.error}')}",
+                highlight=False,
+                soft_wrap=True,
             )
         elif outcome.status == "skipped":
             typer.echo(f"skipped {outcome.name} (outputs exist; --force reruns it)")
@@ -480,7 +483,7 @@ def main() -> None:
     except CosmosError as exc:
         if _state["debug"]:
             raise
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(2)
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
@@ -262,3 +264,27 @@ def test_threaded_blur_gives_the_serial_bytes(repo_root: Path, preset: str) -> N
     reference = _serial_blur(frames, preset)
     for workers in (1, 3, 8):
         assert np.array_equal(blur_video(frames, preset, workers=workers), reference)
+
+
+def test_a_batch_on_two_cpu_processes_keeps_one_process_group(
+    repo_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--gpus N` takes the batch path too: both ranks run both jobs in one torchrun process group, the
+    network is built once per rank, rank 0 alone writes."""
+    folder = tmp_path / "jobs"
+    folder.mkdir()
+    for name in ("first", "second"):
+        code, _, _ = run_cli(["validate", str(repo_root / "examples/robot/edge.json"), "--set", f"name={name}",
+                              "--json-out", str(folder / f"{name}.json")], capsys)  # fmt: skip
+        assert code == 0
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "cosmos_t2.cli", "infer", str(folder), "-o", str(out), *CPU, *FAST,
+           "--gpus", "2", "--latents-only"]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    record = json.loads((out / batch_module.BATCH_RECORD).read_text())
+    assert [j["status"] for j in record["jobs"]] == ["done", "done"] and record["builds"]["net"] == 1
+    assert sorted(p.name for p in out.iterdir()) == [
+        "batch.json", "first.json", "first.latents.safetensors", "second.json", "second.latents.safetensors",
+    ]  # fmt: skip
+    assert json.loads((out / "second.json").read_text())["device"]["processes"] == 2

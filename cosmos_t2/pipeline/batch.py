@@ -14,12 +14,14 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from cosmos_t2.atomic import write_json_atomic
+from cosmos_t2.distributed.context import parallel_job
 from cosmos_t2.distributed.launch import under_torchrun
 from cosmos_t2.errors import CosmosError
 from cosmos_t2.pipeline.pool import ModelPool
@@ -118,30 +120,46 @@ def run_batch(
     for failed in batch.failed:
         if on_outcome is not None:
             on_outcome(failed)
-    for spec in batch.specs:
-        started = time.perf_counter()
-        if not force and outputs_exist(spec, options):
-            outcome = Outcome(spec.name, "skipped")
-        else:
-            try:
-                result = run_on_ranks(spec, options)
-                outcome = Outcome(spec.name, "done", result=result)
-            except CosmosError as exc:
-                if distributed:
-                    raise
-                outcome = Outcome(spec.name, "failed", error=str(exc))
-            except Exception as exc:  # keep going: one job's crash (e.g. out of memory) is its own
-                if distributed:
-                    raise
-                outcome = Outcome(spec.name, "failed", error=f"{type(exc).__name__}: {exc}")
-        outcome.seconds = round(time.perf_counter() - started, 3)
-        outcomes.append(outcome)
-        if on_outcome is not None:
-            on_outcome(outcome)
+    with _ranks_joined(options.device):
+        for spec in batch.specs:
+            outcome = _run_one(spec, options, force=force, distributed=distributed)
+            outcomes.append(outcome)
+            if on_outcome is not None:
+                on_outcome(outcome)
     result = BatchResult(outcomes=outcomes, builds=dict(pool.builds))
     if os.environ.get("RANK", "0") == "0":  # rank 0 alone writes, as in a single job
         write_batch_record(options.out_dir / BATCH_RECORD, result)
     return result
+
+
+@contextmanager
+def _ranks_joined(device: str) -> Iterator[None]:
+    """Under torchrun, one process group for the whole batch (each job still makes its own rank groups)."""
+    if not under_torchrun():
+        yield
+        return
+    with parallel_job(device):
+        yield
+
+
+def _run_one(spec: Spec, options: RunOptions, *, force: bool, distributed: bool) -> Outcome:
+    """One job of the batch: skipped, done, or failed with its one line (re-raised under torchrun)."""
+    started = time.perf_counter()
+    if not force and outputs_exist(spec, options):
+        outcome = Outcome(spec.name, "skipped")
+    else:
+        try:
+            outcome = Outcome(spec.name, "done", result=run_on_ranks(spec, options))
+        except CosmosError as exc:
+            if distributed:
+                raise
+            outcome = Outcome(spec.name, "failed", error=str(exc))
+        except Exception as exc:  # keep going: one job's crash (e.g. out of memory) is its own
+            if distributed:
+                raise
+            outcome = Outcome(spec.name, "failed", error=f"{type(exc).__name__}: {exc}")
+    outcome.seconds = round(time.perf_counter() - started, 3)
+    return outcome
 
 
 def write_batch_record(path: Path, result: BatchResult) -> Path:
