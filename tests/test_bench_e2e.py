@@ -20,7 +20,7 @@ def test_tiny_e2e_on_cpu_prints_the_stages_and_a_total(
 ) -> None:
     out = tmp_path / "e2e.json"
     code, stdout, _ = run_cli(
-        ["bench", "--e2e", "--preset", "tiny", "--device", "cpu", "--steps", "1", "--json-out", str(out)],
+        ["bench", "--e2e", "--preset", "tiny", "--device", "cpu", "--steps", "2", "--json-out", str(out)],
         capsys,
     )
     assert code == 0
@@ -28,7 +28,12 @@ def test_tiny_e2e_on_cpu_prints_the_stages_and_a_total(
     assert "total:" in stdout.splitlines()[-1]
     result = json.loads(out.read_text())
     (job,) = result["jobs"]
-    assert job["steps"] == 1 and job["total_s"] > 0 and job["timings_s"]["diffusion"] > 0
+    assert (
+        job["steps"] == 2
+        and job["steady_seconds_per_step"] > 0
+        and job["total_s"] > 0
+        and job["timings_s"]["diffusion"] > 0
+    )
     assert job["acceleration"]["compile"] is False  # CPU: infer's default path
     assert result["builds"]["net"] == 1
 

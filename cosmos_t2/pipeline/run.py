@@ -22,6 +22,7 @@ seconds. Every output says "tiny random-weight model".
 from __future__ import annotations
 
 import dataclasses
+import statistics
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -323,6 +324,7 @@ def run_job(spec: Spec, options: RunOptions) -> JobResult:
     latents: list[torch.Tensor] = []
     panels: list[torch.Tensor] = []
     previous = None
+    intervals: list[float] = []  # step-to-step times after each chunk's first step (which pays compilation)
     with (
         accelerated(acc),
         _deterministic(device),
@@ -332,9 +334,16 @@ def run_job(spec: Spec, options: RunOptions) -> JobResult:
             if bar is not None:
                 bar.reset(1, total=spec.num_steps)
 
-            def on_step(i: int, n: int) -> None:
+            ticks: list[float] = []
+
+            def on_step(i: int, n: int, ticks: list[float] = ticks) -> None:
                 if bar is not None:
                     bar.update(1, completed=i, total=n)
+                if device.type == "cuda":  # the step's kernels are done: time it, not its launch
+                    torch.cuda.synchronize(device)
+                ticks.append(time.perf_counter())
+                if len(ticks) > 1:
+                    intervals.append(ticks[-1] - ticks[-2])
 
             latent = _diffuse_chunk(spec, inputs, models, chunk, seed, previous, timer, on_step)
             latents.append(latent)
@@ -362,6 +371,7 @@ def run_job(spec: Spec, options: RunOptions) -> JobResult:
     with timer.stage("write"):
         paths = write_outputs(options, spec, inputs, chunks, plan, latents, panels)
     finish_record(record, timer, spec.num_steps * len(chunks), paths, started)
+    record["steady_seconds_per_step"] = round(statistics.median(intervals), 4) if intervals else None
     sidecar = write_json(options.out_dir / f"{spec.name}.json", record)
     return JobResult(
         sidecar, paths.get("video"), paths.get("latents"), inputs.num_frames, inputs.fps, timer.rounded()
