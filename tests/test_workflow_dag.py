@@ -136,6 +136,8 @@ def test_each_profile_dry_runs(sweep_dir: Path, profile: str) -> None:
             out,
         )
         assert "--device cuda" in out
+        # every diffuse job shares one compile cache (the schema's default folder)
+        assert re.search(r"infer .* --compile-cache \.cache/cosmos-t2/torch-compile", out)
 
 
 @pytest.fixture

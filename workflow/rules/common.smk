@@ -67,6 +67,8 @@ def infer_args(wildcards, input, resources):
         args += ["--controls-dir", input.controls]
     if "masks" in input.keys():
         args += ["--masks-dir", input.masks]
+    # One kernel cache for every diffuse job: only the sweep's first GPU process pays for compilation.
+    args += ["--compile-cache", config["compile_cache"]] if config["compile_cache"] else ["--no-compile-cache"]
     return args + model_args("model_dir")
 
 
