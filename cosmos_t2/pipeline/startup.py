@@ -19,7 +19,9 @@ def process_started_unix(pid: int | None = None) -> float | None:
     try:
         stat = Path(f"/proc/{pid or os.getpid()}/stat").read_text()
         boot = next(
-            float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines() if line.startswith("btime")
+            float(line.split()[1])
+            for line in Path("/proc/stat").read_text().splitlines()
+            if line.startswith("btime")
         )
     except (OSError, StopIteration, ValueError, IndexError):
         return None

@@ -32,11 +32,10 @@ def resolve_hardware(
     the diffusion rule a GPU (`--set-resources diffuse:gpu=N` or `--resources gpu=N`), else cpu; an empty
     `hardware_label` is `slurm-<gpu_model>` when the diffusion rule asks SLURM for a GPU model, `local-gpu`
     on cuda and `cpu-local` on cpu."""
-    diffuse = rule_resources[GPU_RULE] if GPU_RULE in rule_resources else {}
+    diffuse = rule_resources[GPU_RULE] if GPU_RULE in rule_resources else {}  # noqa: SIM401 (see _item)
     derived = []
     device = str(config.get("device", "auto"))
     if device == "auto":
-        # Snakemake's `Resources` mapping has a one-argument get(): look keys up with `in`
         gpus = _number(diffuse["gpu"] if "gpu" in diffuse else _item(global_resources, "gpu"))
         device = "cuda" if gpus >= 1 else "cpu"
         derived.append("device")
@@ -52,7 +51,8 @@ def resolve_hardware(
 
 
 def _item(mapping: Mapping[str, Any], key: str) -> Any:
-    return mapping[key] if key in mapping else None
+    # Snakemake's `Resources` mapping has a one-argument get()
+    return mapping[key] if key in mapping else None  # noqa: SIM401
 
 
 def _raw(resource: Any) -> Any:
