@@ -29,12 +29,13 @@ import numpy as np
 import torch
 
 from cosmos_t2 import __version__
-from cosmos_t2.controls.models import ModelPaths, resolve_device
+from cosmos_t2.controls.models import ModelPaths
 from cosmos_t2.controls.run import load_model_frames, write_outputs
 from cosmos_t2.controls.seg import segment_video
 from cosmos_t2.errors import CosmosError
 from cosmos_t2.model.config import TEMPORAL_COMPRESSION
 from cosmos_t2.model.control import resample_frames_to_grid
+from cosmos_t2.model.device import resolve_device
 from cosmos_t2.video import Video, read_video
 
 log = logging.getLogger(__name__)
@@ -185,12 +186,20 @@ def _geometry(entry: dict[str, Any], where: str | None, key: str) -> tuple[str, 
     if len(kinds) != 1:
         raise CosmosError("expected exactly one of 'box' or 'polygon'", file=where, key=key)
     kind = kinds[0]
+    values = entry[kind]
+    rows = values if isinstance(values, list) else [values]
+    if any(isinstance(v, bool) for row in rows for v in (row if isinstance(row, list) else [row])):
+        raise CosmosError(f"expected numbers, got {_short(values)}", file=where, key=f"{key}.{kind}")
     try:
-        points = np.asarray(entry[kind], dtype=np.float64)
+        points = np.asarray(values, dtype=np.float64)
     except (TypeError, ValueError) as exc:
-        raise CosmosError(f"expected numbers, got {_short(entry[kind])}", file=where, key=f"{key}.{kind}") from exc
+        raise CosmosError(
+            f"expected numbers, got {_short(entry[kind])}", file=where, key=f"{key}.{kind}"
+        ) from exc
     if points.dtype.kind != "f" or not np.isfinite(points).all():
-        raise CosmosError(f"expected finite numbers, got {_short(entry[kind])}", file=where, key=f"{key}.{kind}")
+        raise CosmosError(
+            f"expected finite numbers, got {_short(entry[kind])}", file=where, key=f"{key}.{kind}"
+        )
     if kind == "box" and points.shape == (4,):
         x0, y0, x1, y1 = points
         if x1 < x0 or y1 < y0:

@@ -271,7 +271,17 @@ def _card(
         "timings": sidecar.get("timings_s") or {},
         "thumbs": [t for t in thumbs if t["src"]],
         "preview": _preview(video, page_dir, options.embed_limit_mb) if video.is_file() else None,
+        "failure": _failure(run, facts, page_dir),
     }
+
+
+def _failure(run: Run, facts: dict[str, Any], page_dir: Path) -> dict[str, str] | None:
+    """A failed job's rule, error line and log (linked relative to the page), from `job_status`."""
+    if facts.get("status") != "failed":
+        return None
+    log_path = run.folder / facts["log"]
+    href = os.path.relpath(log_path, page_dir)
+    return {"rule": facts["failed_rule"], "error": facts.get("error", ""), "log": str(log_path), "href": href}
 
 
 def _present(value: Any) -> bool:

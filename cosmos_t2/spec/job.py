@@ -174,9 +174,7 @@ def _chunk_frames(f: Fields) -> tuple[int, int]:
     key = "num_video_frames_per_chunk"
     frames = f.integer(key, 93, lo=MIN_CHUNK_FRAMES, hi=MAX_CHUNK_FRAMES)
     if (frames - 1) % TEMPORAL_COMPRESSION:
-        raise f.error(
-            key, f"must be 1 + 4k frames (the VAE packs 4 frames per latent frame), got {frames}"
-        )
+        raise f.error(key, f"must be 1 + 4k frames (the VAE packs 4 frames per latent frame), got {frames}")
     return frames, f.integer("num_conditional_frames", 1, lo=0, hi=2)
 
 
@@ -251,7 +249,9 @@ def validate_sample(data: dict[str, Any], src: Source, default_name: str) -> Spe
         image_context_path=f.path("image_context_path"),
         context_frame_index=f.integer("context_frame_index", None, lo=1),
         guided_generation_mask=_guided_mask(f),
-        guided_generation_step_threshold=f.integer("guided_generation_step_threshold", 25, lo=0, hi=MAX_STEPS),
+        guided_generation_step_threshold=f.integer(
+            "guided_generation_step_threshold", 25, lo=0, hi=MAX_STEPS
+        ),
         guided_generation_foreground_labels=f.integers("guided_generation_foreground_labels"),
     )
     _check_foreground_labels(f, spec)

@@ -185,7 +185,9 @@ def parse_set_options(items: list[str]) -> dict[str, Any]:
         except (json.JSONDecodeError, RecursionError):
             value = raw
         if nesting_depth(value) > MAX_DEPTH:
-            raise CosmosError(f"the value of {key!r} is nested more than {MAX_DEPTH} levels deep", key="--set")
+            raise CosmosError(
+                f"the value of {key!r} is nested more than {MAX_DEPTH} levels deep", key="--set"
+            )
         overrides[key] = value
     return overrides
 
