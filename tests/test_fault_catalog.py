@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -335,10 +337,18 @@ def _(tmp: Path, kit: Kit) -> tuple[list[str], str]:
     return infer(write_spec(tmp, kit, {"guided_generation_mask": str(mask)}), tmp), "gg.mp4"
 
 
-@case("media/--controls-dir without the control")
+@case("media/--controls-dir control with the wrong frame count")
 def _(tmp: Path, kit: Kit) -> tuple[list[str], str]:
     (tmp / "controls").mkdir()
-    return infer(write_spec(tmp, kit, {}), tmp, "--controls-dir", str(tmp / "controls")), "controls"
+    write_video(tmp / "controls" / "edge.mkv", np.zeros((3, 64, 80, 3), np.uint8), FPS, lossless=True)
+    return infer(write_spec(tmp, kit, {}), tmp, "--controls-dir", str(tmp / "controls")), "edge.mkv"
+
+
+@case("media/--controls-dir control of another size")
+def _(tmp: Path, kit: Kit) -> tuple[list[str], str]:
+    (tmp / "controls").mkdir()
+    write_video(tmp / "controls" / "edge.mkv", np.zeros((FRAMES, 32, 32, 3), np.uint8), FPS, lossless=True)
+    return infer(write_spec(tmp, kit, {}), tmp, "--controls-dir", str(tmp / "controls")), "edge.mkv"
 
 
 # --- masks: shapes JSON ----------------------------------------------------------------------------------
@@ -679,6 +689,41 @@ def _(tmp: Path, kit: Kit) -> tuple[list[str], str]:
 def _(tmp: Path, kit: Kit) -> tuple[list[str], str]:
     (tmp / "results").mkdir()
     return ["report", str(tmp / "results"), "-o", str(tmp / "report.html")], "results"
+
+
+# --- workflow: bad sweep configs stop `snakemake` when the DAG is built -----------------------------------
+
+SNAKEMAKE = Path(sys.executable).with_name("snakemake")
+REPO = Path(__file__).resolve().parents[1]
+WORKFLOW_FAULTS: list[tuple[str, dict[str, Any], str, str]] = [
+    # id, spec changes, config lines, what the one line names
+    ("periodic name", {"name": "run_" + "0" * 24}, "", "key 'name'"),
+    ("name too long", {"name": "n" * 240}, "", "key 'name'"),
+    ("grid weight beyond a spec's range", {}, "grid: {set: {edge.control_weight: [1.5]}}", "key 'edge.control_weight'"),
+    ("grid steps beyond the bound", {}, "grid: {num_steps: [5000]}", "num_steps"),
+    ("unknown config key", {}, "colour: blue", "colour"),
+    ("spec file missing", {}, "specs: [nope.json]", "nope.json"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("changes", "config", "names"), [c[1:] for c in WORKFLOW_FAULTS], ids=[c[0] for c in WORKFLOW_FAULTS]
+)
+def test_bad_sweep_stops_the_dag_with_one_line(
+    changes: dict[str, Any], config: str, names: str, kit: Kit, tmp_path: Path
+) -> None:
+    write_spec(tmp_path, kit, changes, "sample.json")
+    lines = ["specs: [sample.json]", "tiny: true", "device: cpu", "results: results"]
+    if config:
+        lines = [ln for ln in lines if not ln.startswith(config.split(":")[0] + ":")] + [config]
+    (tmp_path / "config.yaml").write_text("\n".join(lines) + "\n")
+    cmd = [str(SNAKEMAKE), "-s", str(REPO / "Snakefile"), "--cores", "1", "--dry-run", "--quiet"]
+    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    text = proc.stdout + proc.stderr
+    assert proc.returncode != 0, text[-3000:]
+    assert "Traceback" not in text and "cosmos_t2/" not in text, text[-3000:]  # no frame from our code
+    assert any(names in line for line in text.splitlines()), text[-3000:]
+    assert not (tmp_path / "results").exists()
 
 
 # --- the harness -----------------------------------------------------------------------------------------
