@@ -159,7 +159,9 @@ def _(tmp: Path, kit: Kit) -> tuple[list[str], str]:
 
 @case("spec/nested JSON under the parser's limit")
 def _(tmp: Path, kit: Kit) -> tuple[list[str], str]:
-    (tmp / "deep.json").write_text(json.dumps(kit.spec | {"edge": {"control_path": [[[[[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]]]]]}}))
+    (tmp / "deep.json").write_text(
+        json.dumps(kit.spec | {"edge": {"control_path": [[[[[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]]]]]}})
+    )
     return infer(tmp / "deep.json", tmp), "edge.control_path"
 
 
@@ -245,7 +247,9 @@ def _(tmp: Path, kit: Kit) -> tuple[list[str], str]:
 @case("spec/prompt file not UTF-8")
 def _(tmp: Path, kit: Kit) -> tuple[list[str], str]:
     (tmp / "prompt.txt").write_bytes(b"\xff\xfe\x00garbage")
-    return infer(write_spec(tmp, kit, {"prompt": None, "prompt_path": str(tmp / "prompt.txt")}), tmp), "prompt_path"
+    return infer(
+        write_spec(tmp, kit, {"prompt": None, "prompt_path": str(tmp / "prompt.txt")}), tmp
+    ), "prompt_path"
 
 
 @case("spec/--json-out with two samples")
@@ -471,7 +475,13 @@ for _id, _name, _content, _names in CONVERT_FAULTS:
 @case("models/convert-checkpoint bad dtype")
 def _(tmp: Path, kit: Kit) -> tuple[list[str], str]:
     save_file(_tiny_net_state(), str(tmp / "ok.safetensors"))
-    return ["convert-checkpoint", str(tmp / "ok.safetensors"), str(tmp / "o.safetensors"), "--dtype", "fp8"], "fp8"
+    return [
+        "convert-checkpoint",
+        str(tmp / "ok.safetensors"),
+        str(tmp / "o.safetensors"),
+        "--dtype",
+        "fp8",
+    ], "fp8"
 
 
 # --- CLI: options and secondary inputs -------------------------------------------------------------------
@@ -479,19 +489,43 @@ def _(tmp: Path, kit: Kit) -> tuple[list[str], str]:
 
 @case("cli/infer unknown device")
 def _(tmp: Path, kit: Kit) -> tuple[list[str], str]:
-    return ["infer", str(write_spec(tmp, kit, {})), "-o", str(tmp / "out"), "--tiny", "--device", "tpu"], "--device"
+    return [
+        "infer",
+        str(write_spec(tmp, kit, {})),
+        "-o",
+        str(tmp / "out"),
+        "--tiny",
+        "--device",
+        "tpu",
+    ], "--device"
 
 
 @case("cli/infer device of a bad index")
 def _(tmp: Path, kit: Kit) -> tuple[list[str], str]:
-    return ["infer", str(write_spec(tmp, kit, {})), "-o", str(tmp / "o"), "--tiny", "--device", "cuda:x"], "--device"
+    return [
+        "infer",
+        str(write_spec(tmp, kit, {})),
+        "-o",
+        str(tmp / "o"),
+        "--tiny",
+        "--device",
+        "cuda:x",
+    ], "--device"
 
 
 @case("cli/infer cuda without a GPU")
 def _(tmp: Path, kit: Kit) -> tuple[list[str], str]:
     if torch.cuda.is_available():
         pytest.skip("a CUDA device is visible")
-    return ["infer", str(write_spec(tmp, kit, {})), "-o", str(tmp / "o"), "--tiny", "--device", "cuda"], "--device"
+    return [
+        "infer",
+        str(write_spec(tmp, kit, {})),
+        "-o",
+        str(tmp / "o"),
+        "--tiny",
+        "--device",
+        "cuda",
+    ], "--device"
 
 
 @case("cli/render unknown device")
@@ -502,7 +536,15 @@ def _(tmp: Path, kit: Kit) -> tuple[list[str], str]:
 @case("cli/encode-prompt unknown device")
 def _(tmp: Path, kit: Kit) -> tuple[list[str], str]:
     spec = write_spec(tmp, kit, {})
-    return ["encode-prompt", str(spec), "-o", str(tmp / "e.safetensors"), "--tiny", "--device", "gpu"], "--device"
+    return [
+        "encode-prompt",
+        str(spec),
+        "-o",
+        str(tmp / "e.safetensors"),
+        "--tiny",
+        "--device",
+        "gpu",
+    ], "--device"
 
 
 @case("cli/report unknown device")
@@ -613,7 +655,14 @@ def _(tmp: Path, kit: Kit) -> tuple[list[str], str]:
 @case("render/tiny latents without --tiny")
 def _(tmp: Path, kit: Kit) -> tuple[list[str], str]:
     shutil.copy(kit.latents, tmp / "lat.latents.safetensors")
-    return ["render", str(tmp / "lat.latents.safetensors"), "-o", str(tmp / "o.mp4"), "--device", "cpu"], "lat"
+    return [
+        "render",
+        str(tmp / "lat.latents.safetensors"),
+        "-o",
+        str(tmp / "o.mp4"),
+        "--device",
+        "cpu",
+    ], "lat"
 
 
 @case("render/garbage VAE in --model-dir")
