@@ -747,7 +747,7 @@ REPO = Path(__file__).resolve().parents[1]
 WORKFLOW_FAULTS: list[tuple[str, dict[str, Any], str, str]] = [
     # id, spec changes, config lines, what the one line names
     ("periodic name", {"name": "run_" + "0" * 24}, "", "key 'name'"),
-    ("name too long", {"name": "n" * 240}, "", "key 'name'"),
+    ("name too long", {"name": "".join(chr(97 + i % 26) for i in range(240))}, "", "key 'name'"),
     ("grid weight beyond a spec's range", {}, "grid: {set: {edge.control_weight: [1.5]}}", "key 'edge.control_weight'"),
     ("grid steps beyond the bound", {}, "grid: {num_steps: [5000]}", "num_steps"),
     ("unknown config key", {}, "colour: blue", "colour"),
