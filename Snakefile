@@ -68,3 +68,9 @@ rule all:
         REPORT,
         all_videos(),
         all_diffusion("latents", "diffuse_sidecar"),
+
+
+# A failed job (with --keep-going, after the others finished) still gets a report: it lists every job,
+# the finished ones with their videos, the failed ones with the rule, the error line and the log.
+onerror:
+    write_failure_report()

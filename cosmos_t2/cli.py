@@ -34,7 +34,22 @@ _state = {"debug": False}
 # Arguments several stage commands share (the workflow calls them all the same way).
 JobArg = Annotated[Path, typer.Argument(help="A job spec, or a spec file (with --name for a JSONL).")]
 SampleName = Annotated[str | None, typer.Option("--name", help="The sample to use from a JSONL.")]
-MaybeDevice = Annotated[str | None, typer.Option("--device", help="cpu or cuda (default: cuda if present).")]
+
+
+def _device_option(value: str | None) -> str | None:
+    """Check --device when it is parsed: an unknown or absent device is one line before any work."""
+    if value is None:
+        return None
+    from cosmos_t2.model.device import resolve_device
+
+    resolve_device(value)
+    return value
+
+
+MaybeDevice = Annotated[
+    str | None,
+    typer.Option("--device", help="cpu or cuda (default: cuda if present).", callback=_device_option),
+]
 ModelSizeInput = Annotated[
     Path | None, typer.Option("--input", help="Model-size input (default DIR/input.mkv, else decoded).")
 ]
@@ -461,7 +476,9 @@ def report(
     metric_frames: Annotated[int, typer.Option(help="Frames per video the metrics look at.")] = 16,
     embed_limit_mb: Annotated[float, typer.Option(help="Inline previews up to this size.")] = 8.0,
     depth_model_dir: Annotated[Path | None, typer.Option(help="Also score depth controls (si-RMSE).")] = None,
-    device: Annotated[str, typer.Option(help="Where the depth model runs: cpu or cuda.")] = "cpu",
+    device: Annotated[
+        str, typer.Option(help="Where the depth model runs: cpu or cuda.", callback=_device_option)
+    ] = "cpu",
     sweep: Annotated[
         Path | None,
         typer.Option(

@@ -194,7 +194,7 @@ SPEC_ERRORS = [
     ("missing file", {"guided_generation_mask": "nope.mp4"}, "guided_generation_mask", "file or folder not found"),
     ("folder", {"guided_generation_mask": "."}, "guided_generation_mask", "got a folder"),
     ("negative threshold", {"guided_generation_mask": "left.mkv", "guided_generation_step_threshold": -1},
-     "guided_generation_step_threshold", "expected an integer >= 0, got -1"),
+     "guided_generation_step_threshold", "expected an integer in [0, 1000], got -1"),
     ("labels without mask", {"guided_generation_foreground_labels": [1]},
      "guided_generation_foreground_labels", "needs 'guided_generation_mask'"),
     ("labels on a mask video", {"guided_generation_mask": "left.mkv", "guided_generation_foreground_labels": [1]},

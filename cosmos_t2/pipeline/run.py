@@ -107,11 +107,8 @@ def effective_spec(spec: Spec, tiny: bool) -> Settings:
             updates["num_video_frames_per_chunk"] = TINY_FRAMES_PER_CHUNK
         changed = {k: getattr(spec, k) for k, v in updates.items() if getattr(spec, k) != v}
         spec = dataclasses.replace(spec, **updates)
-    if (spec.num_video_frames_per_chunk - 1) % TEMPORAL_COMPRESSION:
-        raise CosmosError(
-            f"must be 1 + 4k frames (the VAE packs 4 frames per latent frame), got {spec.num_video_frames_per_chunk}",
-            key="num_video_frames_per_chunk",
-        )
+    # The chunk rules (1 + 4k frames, more than the conditional frames) are the spec's
+    # (`spec.job._chunk_frames`); tiny mode's 17 keeps them.
     return Settings(spec=spec, changed=changed, tiny=tiny)
 
 

@@ -28,6 +28,7 @@ from cosmos_t2.model.attention import attention_kernel
 from cosmos_t2.pipeline.chunking import Chunk
 from cosmos_t2.pipeline.guided import guided_record
 from cosmos_t2.pipeline.inputs import JobInputs
+from cosmos_t2.pipeline.latents_check import check_latents
 from cosmos_t2.pipeline.models import ModelFiles
 from cosmos_t2.pipeline.startup import startup_seconds
 from cosmos_t2.spec.job import Spec
@@ -210,6 +211,5 @@ def load_latents(path: Path) -> tuple[list[torch.Tensor], dict[str, Any]]:
         raise CosmosError("not a cosmos-t2 latents file (no chunk plan in its metadata)", file=path) from exc
     except Exception as exc:  # safetensors' own error types
         raise CosmosError(f"cannot read latents file: {exc}", file=path) from exc
-    if not chunks or len(chunks) != len(meta.get("chunks", [])):
-        raise CosmosError("latents file holds no chunk tensors matching its chunk plan", file=path)
+    check_latents(chunks, meta, path)
     return chunks, meta

@@ -242,6 +242,7 @@ def _card(
         },
         "thumbs": [t for t in thumbs if t["src"]],
         "preview": _preview(video, page_dir, options.embed_limit_mb) if video.is_file() else None,
+        "failure": _failure(run, facts, page_dir),
     }
 
 
@@ -258,6 +259,15 @@ def _control_video(
         path = Path(given)
         return path if path.is_file() else None
     return None
+
+
+def _failure(run: Run, facts: dict[str, Any], page_dir: Path) -> dict[str, str] | None:
+    """A failed job's rule, error line and log (linked relative to the page), from `job_status`."""
+    if facts.get("status") != "failed":
+        return None
+    log_path = run.folder / facts["log"]
+    href = os.path.relpath(log_path, page_dir)
+    return {"rule": facts["failed_rule"], "error": facts.get("error", ""), "log": str(log_path), "href": href}
 
 
 def _thumbnail(path: Path) -> str | None:

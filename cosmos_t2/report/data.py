@@ -19,7 +19,7 @@ import pandas as pd
 
 from cosmos_t2.errors import CosmosError
 from cosmos_t2.report.metrics import control_fidelity, reference_points
-from cosmos_t2.workflow.manifest import PATHS
+from cosmos_t2.workflow.manifest import PATHS, check_manifest
 
 log = logging.getLogger(__name__)
 
@@ -53,9 +53,11 @@ def find_runs(results: Path) -> list[Run]:
     runs = []
     for path in sorted(results.glob("*/manifest.json")):
         try:
-            manifest = json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
-            raise CosmosError(f"not a JSON manifest: {exc.msg}", file=path) from exc
+            manifest = check_manifest(json.loads(path.read_text(encoding="utf-8")), path)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise CosmosError(f"not a JSON manifest: {exc}", file=path) from exc
+        except RecursionError:
+            raise CosmosError("not a sweep manifest: JSON nested too deeply", file=path) from None
         label = str((manifest.get("hardware") or {}).get("label") or path.parent.name)
         runs.append(Run(label, path.parent, manifest))
     if not runs:
@@ -72,6 +74,42 @@ def read_json(path: Path) -> dict[str, Any] | None:
     except (OSError, json.JSONDecodeError):
         return None
     return data if isinstance(data, dict) else None
+
+
+# A job's rules in the order they run, with the product (a `paths` key) whose absence means the rule
+# did not finish (Snakemake removes the outputs of a failed job, never its log).
+RULE_PRODUCTS = (
+    ("spec", "spec"), ("decode", "decoded"), ("controls", "controls"), ("masks", "masks"),
+    ("prompt", "prompt"), ("diffuse", "latents"), ("encode", "video"),
+)  # fmt: skip
+
+
+def _last_line(path: Path) -> str:
+    """The last non-blank line of a log (our one-line error), at most 300 characters."""
+    try:
+        with path.open("rb") as fh:
+            fh.seek(max(0, path.stat().st_size - 8192))
+            lines = [ln.strip() for ln in fh.read().decode("utf-8", "replace").splitlines() if ln.strip()]
+    except OSError:
+        return ""
+    return lines[-1][:300] if lines else ""
+
+
+def job_status(run: Run, job: dict[str, Any]) -> dict[str, str]:
+    """done (its video exists), failed (a rule ran, logged, and left no product: the rule, its log and
+    the log's last line), or not run."""
+    paths = job["paths"]
+    if (run.folder / paths["video"]).is_file():
+        return {"status": "done"}
+    logs = job.get("logs", {})
+    for rule, product in RULE_PRODUCTS:
+        log_rel = logs.get(rule)
+        if log_rel is None or product not in paths or (run.folder / paths[product]).exists():
+            continue
+        log_path = run.folder / log_rel
+        if log_path.is_file():
+            return {"status": "failed", "failed_rule": rule, "log": log_rel, "error": _last_line(log_path)}
+    return {"status": "not run"}
 
 
 def benchmark_table(runs: list[Run]) -> pd.DataFrame:
@@ -159,6 +197,7 @@ def job_table(
                 "spec": job["spec_file"],
                 "settings": _settings_text(job),
                 "controls": job["paths"].get("controls"),
+                **job_status(run, job),
                 **{k: v for k, v in job.get("settings", {}).items() if not isinstance(v, (dict, list))},
             }
             for rule, key in job.get("benchmarks", {}).items():
