@@ -194,7 +194,14 @@ def test_batch_outputs_equal_separate_runs(
 
     def stable(p: Path) -> dict:
         data = json.loads(p.read_text())
-        for key in ("timings_s", "total_s", "created_unix", "seconds_per_step", "peak_memory_gib"):
+        for key in (
+            "timings_s",
+            "total_s",
+            "created_unix",
+            "seconds_per_step",
+            "steady_seconds_per_step",
+            "peak_memory_gib",
+        ):
             data.pop(key)
         return data
 
