@@ -462,6 +462,12 @@ def report(
     embed_limit_mb: Annotated[float, typer.Option(help="Inline previews up to this size.")] = 8.0,
     depth_model_dir: Annotated[Path | None, typer.Option(help="Also score depth controls (si-RMSE).")] = None,
     device: Annotated[str, typer.Option(help="Where the depth model runs: cpu or cuda.")] = "cpu",
+    sweep: Annotated[
+        Path | None,
+        typer.Option(
+            help="Report only this sweep's jobs (its manifest.json); other jobs on disk are listed apart."
+        ),
+    ] = None,
 ) -> None:
     """Write one self-contained HTML report: jobs, costs per rule and hardware, previews, control fidelity."""
     from cosmos_t2.report.build import ReportOptions, build_report
@@ -472,6 +478,7 @@ def report(
         embed_limit_mb=embed_limit_mb,
         depth_model_dir=depth_model_dir,
         device=device,
+        sweep=sweep,
     )
     typer.echo(build_report(results, out, options))
 

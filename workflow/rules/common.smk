@@ -61,7 +61,7 @@ def diffuse_inputs(wildcards):
 def infer_args(wildcards, input, resources):
     """Everything `cosmos-t2 infer` is told besides the job spec and the output folder."""
     args = ["--latents-only", "--quiet", "--device", config["device"], "--prompt-embeddings", input.prompt]
-    if resources.gpu >= 1:
+    if GPU_DEVICE and resources.gpu >= 1:
         args += ["--gpus", str(resources.gpu)]
     if "controls" in input.keys():
         args += ["--controls-dir", input.controls]
