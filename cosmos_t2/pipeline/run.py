@@ -78,6 +78,7 @@ class RunOptions:
     parallel: ParallelContext | None = None  # this rank's, under torchrun; None: one process
     acceleration: Acceleration | None = None  # None: resolve_acceleration(device) (compiled on CUDA)
     pool: ModelPool | None = None  # models kept between the jobs of one process; None: this job's own
+    first_in_process: bool = True  # False for a batch's later jobs: the process's start was paid before
 
 
 @dataclass
@@ -368,6 +369,8 @@ def run_job(spec: Spec, options: RunOptions) -> JobResult:
     with timer.stage("write"):
         paths = write_outputs(options, spec, inputs, chunks, plan, latents, panels)
     finish_record(record, timer, spec.num_steps * len(chunks), paths, started)
+    if not options.first_in_process:  # the interpreter's start and imports belong to the batch's first job
+        record["startup_s"] = {k: 0.0 for k in record["startup_s"]}
     record["steady_seconds_per_step"] = round(statistics.median(intervals), 4) if intervals else None
     sidecar = write_json(options.out_dir / f"{spec.name}.json", record)
     return JobResult(
