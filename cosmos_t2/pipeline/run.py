@@ -39,11 +39,13 @@ from cosmos_t2.model.control import ControlInput, TransferNet
 from cosmos_t2.model.image_context import check_reference, reference_image
 from cosmos_t2.model.vae import WanVAE
 from cosmos_t2.pipeline.chunking import Chunk, conditioning_video, plan_chunks
-from cosmos_t2.pipeline.context import check_prompt_embeddings, image_context, progress_bar, prompt_embeddings
+from cosmos_t2.pipeline.context import check_prompt_embeddings, image_context, prompt_embeddings
+from cosmos_t2.pipeline.guardrails import Guardrails, guard_panels, load_guardrails
 from cosmos_t2.pipeline.guided import chunk_guide, refuse_distilled
 from cosmos_t2.pipeline.inputs import JobInputs, load_inputs, to_model_video, to_uint8_frames
 from cosmos_t2.pipeline.models import TINY_LABEL, build_net, build_tokenizer, locate_models
 from cosmos_t2.pipeline.output import LatentPlan, panels_for_chunk, write_outputs
+from cosmos_t2.pipeline.progress import JobProgress
 from cosmos_t2.pipeline.sidecar import StageTimer, finish_record, job_record, write_json
 from cosmos_t2.sampling.base import ChunkConditioning, Sampler, VelocityFn
 from cosmos_t2.sampling.distilled import DISTILLED_NUM_STEPS, DistilledSampler
@@ -69,7 +71,8 @@ class RunOptions:
     masks_dir: Path | None = None
     prompt_embeddings: Path | None = None
     latents_only: bool = False
-    progress: bool = True
+    progress: bool | str = True  # True/"auto": a bar on a terminal, else "lines"; "bar", "lines"; False: off
+    guardrails: bool = False  # NVIDIA's cosmos-guardrail on the prompts and the output video
     parallel: ParallelContext | None = None  # this rank's, under torchrun; None: one process
 
 
@@ -239,6 +242,12 @@ def _deterministic(device: torch.device) -> Iterator[None]:
 
 def run_job(spec: Spec, options: RunOptions) -> JobResult:
     """Run one job; rank 0 writes DIR/<name>.mp4 (or .latents.safetensors) and DIR/<name>.json."""
+    mode = options.progress if _is_main(options.parallel) else False
+    with JobProgress(spec.name, mode) as progress:
+        return _run_job(spec, options, progress)
+
+
+def _run_job(spec: Spec, options: RunOptions, progress: JobProgress) -> JobResult:
     started = time.time()
     settings = effective_spec(spec, options.tiny)
     spec = settings.spec
@@ -247,7 +256,7 @@ def run_job(spec: Spec, options: RunOptions) -> JobResult:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise CosmosError("--device cuda but no CUDA device is visible", key="device")
     dtype = options.dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
-    timer = StageTimer(device)
+    timer = StageTimer(device, progress)
     modalities = list(spec.controls)
 
     # Checks first: nothing below builds a model before these pass.
@@ -264,6 +273,12 @@ def run_job(spec: Spec, options: RunOptions) -> JobResult:
             need_image_encoder=spec.image_context_path is not None or spec.context_frame_index is not None,
         )
         refuse_distilled(spec, files.distilled)
+        guard: Guardrails | None = None
+        if options.guardrails and _is_main(ctx):  # rank 0 alone checks, as upstream
+            guard = load_guardrails(device)
+    if guard is not None:
+        with timer.stage("guardrail_prompt"):  # a blocked prompt stops before any model is built
+            guard.check_prompts(spec)
     with timer.stage("inputs"):
         inputs = load_inputs(
             spec, controls_dir=options.controls_dir, masks_dir=options.masks_dir, device=str(device)
@@ -273,6 +288,7 @@ def run_job(spec: Spec, options: RunOptions) -> JobResult:
             spec.image_context_path, spec.video_path, spec.context_frame_index, inputs.size
         )
     chunks = plan_chunks(inputs.num_frames, spec.num_video_frames_per_chunk, spec.num_conditional_frames)
+    progress.set_chunks(len(chunks))
     with timer.stage("text"):  # before the DiT: a 7B encoder and the DiT need not share the GPU
         pos, neg = prompt_embeddings(spec, given_embeddings, files, device)
     with timer.stage("load_models"):
@@ -300,16 +316,10 @@ def run_job(spec: Spec, options: RunOptions) -> JobResult:
     latents: list[torch.Tensor] = []
     panels: list[torch.Tensor] = []
     previous = None
-    with _deterministic(device), progress_bar(options.progress and _is_main(ctx), len(chunks)) as bar:
+    with _deterministic(device):
         for chunk, seed in zip(chunks, seeds, strict=True):
-            if bar is not None:
-                bar.reset(1, total=spec.num_steps)
-
-            def on_step(i: int, n: int) -> None:
-                if bar is not None:
-                    bar.update(1, completed=i, total=n)
-
-            latent = _diffuse_chunk(spec, inputs, models, chunk, seed, previous, timer, on_step)
+            progress.chunk_started(chunk.index)
+            latent = _diffuse_chunk(spec, inputs, models, chunk, seed, previous, timer, progress.step)
             latents.append(latent)
             last = chunk.index == len(chunks) - 1
             if not (options.latents_only and last):  # the next chunk starts from these frames
@@ -317,8 +327,6 @@ def run_job(spec: Spec, options: RunOptions) -> JobResult:
                     previous = vae.decode(latent.to(vae.dtype)).float()
                 if not options.latents_only:
                     panels.append(panels_for_chunk(spec, inputs, chunk, to_uint8_frames(previous.cpu())))
-            if bar is not None:
-                bar.update(0, advance=1)
 
     if not _is_main(ctx):
         return JobResult(None, None, None, inputs.num_frames, inputs.fps, timer.rounded())
@@ -329,10 +337,15 @@ def run_job(spec: Spec, options: RunOptions) -> JobResult:
         changed=settings.changed, seeds=seeds, device=device, dtype=dtype,
         world_size=1 if ctx is None else ctx.world_size, started=started, warnings=warnings,
     )  # fmt: skip
+    if guard is not None and panels:
+        with timer.stage("guardrail_video"):  # a blocked video is not written
+            panels = guard_panels(guard, panels, chunks, inputs.num_frames, inputs.size[1])
+    record["guardrails"] = None if guard is None else guard.record()
     with timer.stage("write"):
         paths = write_outputs(options, spec, inputs, chunks, plan, latents, panels)
     finish_record(record, timer, spec.num_steps * len(chunks), paths, started)
     sidecar = write_json(options.out_dir / f"{spec.name}.json", record)
+    progress.summary(record, paths.get("video") or paths.get("latents"))
     return JobResult(
         sidecar, paths.get("video"), paths.get("latents"), inputs.num_frames, inputs.fps, timer.rounded()
     )
