@@ -58,7 +58,8 @@ def test_quiet_run_prints_each_stage_steps_and_one_summary_line(
     assert stages.index("VAE encode") < stages.index("diffusion steps") < stages.index("VAE decode")
     steps = [s for s in stages if s.startswith("step ")]
     assert [s.split(",")[0] for s in steps] == ["step 1/2", "step 2/2"]
-    assert all(re.search(r"[0-9.]+ s/step, about .+ left", s) for s in steps)
+    assert re.search(r"[0-9.]+ s/step, about .+ left$", steps[0])
+    assert steps[-1].endswith(" s/step")  # nothing left to estimate
     assert stages[-1] == "writing outputs"
     summary = lines[-1]
     record = json.loads((out / "tile.json").read_text())
@@ -80,16 +81,24 @@ def test_quiet_run_prints_each_stage_steps_and_one_summary_line(
 
 def test_bar_mode_names_the_stage_and_the_steps_left() -> None:
     stream = io.StringIO()
+
+    def shown(progress: JobProgress) -> tuple[str, float, float | None]:
+        (task,) = [t for t in progress._bar.tasks if t.visible]
+        return task.description, task.completed, task.total
+
     with JobProgress("car", "bar", stream=stream) as progress:
         progress.set_chunks(2)
-        progress.chunk_started(1)
+        progress.chunk_started(1, 35)
         progress.stage_started("vae_encode")
-        assert progress._bar.tasks[0].description == "car: VAE encode, chunk 2/2"
+        assert shown(progress) == ("car: VAE encode, chunk 2/2", 0, None)
         progress.stage_started("diffusion")
+        assert shown(progress) == ("car: diffusion steps, chunk 2/2", 0, 35)
         progress.step(3, 35)
-        description = progress._bar.tasks[0].description
+        description, completed, total = shown(progress)
         assert description.startswith("car: step 3/35, chunk 2/2, ") and description.endswith(" left")
-        assert (progress._bar.tasks[0].completed, progress._bar.tasks[0].total) == (3, 35)
+        assert (completed, total) == (3, 35)
+        progress.stage_started("vae_decode")  # no steps: an open-ended bar again
+        assert shown(progress) == ("car: VAE decode, chunk 2/2", 0, None)
         line = progress.summary({"total_s": 12.0, "seconds_per_step": 0.5, "peak_memory_gib": {}}, None)
     assert line == "done car: (no output) in 12.0 s, 0.500 s/step, peak n/a"
     assert stream.getvalue().rstrip().endswith(line)

@@ -114,3 +114,31 @@ def test_fetch_again_replaces_links_and_refuses_to_overwrite_a_real_folder(
 def test_unknown_modality_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run_cli(["models", "check", str(tmp_path), "--modalities", "edge,normals"], capsys)
     assert code == 2 and "normals" in err and "--modalities" in err
+
+
+def test_fetch_hands_the_mirror_and_offline_choice_to_huggingface_hub(
+    tmp_path: Path, hub: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import huggingface_hub
+
+    seen: list[dict[str, object]] = []
+    real_file, real_snapshot = huggingface_hub.hf_hub_download, huggingface_hub.snapshot_download
+
+    def file(*args: object, **kwargs: object) -> str:
+        seen.append(dict(kwargs))
+        return real_file(*args, **{**kwargs, "endpoint": None})  # type: ignore[arg-type]
+
+    def snapshot(*args: object, **kwargs: object) -> str:
+        seen.append(dict(kwargs))
+        return real_snapshot(*args, **{**kwargs, "endpoint": None})  # type: ignore[arg-type]
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", file)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot)
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    args = ["--modalities", "edge", "--mirror", "https://hub.example.internal", "--offline"]
+    code, _, err = fetch(tmp_path / "models", hub, *args, capsys=capsys)
+    assert code == 0, err
+    assert len(seen) == 3  # edge.pt, tokenizer.pth, text_encoder/
+    assert all(k["endpoint"] == "https://hub.example.internal" and k["local_files_only"] for k in seen)
+    assert all(k["cache_dir"] == str(hub) for k in seen)
+    assert seen[0]["revision"] == "b67b64abda3801a9aceddbff2bdb86126c06db74"  # pinned as upstream

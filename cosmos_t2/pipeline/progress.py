@@ -2,8 +2,8 @@
 
 `JobProgress` listens to the job's `StageTimer` (every timed stage announces itself, so a new stage needs
 no print of its own) and to the sampler's per-step callback. Two ways to show it:
-- "bar": a rich bar on a terminal; its text names the stage ("VAE encode, chunk 1/2"), and during the
-  steps the seconds per step and the time left for the whole job.
+- "bar": a rich bar on a terminal; its text names the stage ("VAE encode, chunk 1/2") and its clock runs
+  from the stage's start; during the steps it shows the seconds per step and the time left for the job.
 - "lines": one plain line per stage and a step line now and then, for logs (`--quiet`, stderr not a
   terminal, a Snakemake job's log file). Lines look like `[car_edge 12.3s] VAE encode, chunk 1/2`.
 Both end with one summary line: name, output, total seconds, seconds per step and peak memory.
@@ -78,7 +78,8 @@ class JobProgress:
         self._steps_in_chunk = 0
         self._last_line = (0, 0.0)  # (step, time) of the last step line
         self._bar: Any = None
-        self._task: Any = None
+        self._stage_task: Any = None  # open-ended, while a stage without steps runs
+        self._step_task: Any = None  # the steps of the current chunk
 
     # --- context ----------------------------------------------------------------------------------
 
@@ -95,7 +96,8 @@ class JobProgress:
             )
             self._bar = Progress(*columns, console=Console(file=self.stream), transient=False)
             self._bar.start()
-            self._task = self._bar.add_task(self.name, total=None)
+            self._stage_task = self._bar.add_task(self.name, total=None)
+            self._step_task = self._bar.add_task(self.name, total=1, visible=False)
         return self
 
     def __exit__(
@@ -110,8 +112,8 @@ class JobProgress:
     def set_chunks(self, count: int) -> None:
         self.chunks = max(count, 1)
 
-    def chunk_started(self, index: int) -> None:
-        self.chunk_index = index
+    def chunk_started(self, index: int, steps: int) -> None:
+        self.chunk_index, self._steps_in_chunk = index, steps
 
     def stage_started(self, name: str) -> None:
         """Called by StageTimer when a stage begins."""
@@ -124,8 +126,15 @@ class JobProgress:
             self._last_line = (0, self._diffusion_started)
         if self.mode == "lines":
             self._line(label)
-        elif self._bar is not None:
-            self._bar.update(self._task, description=f"{self.name}: {label}")
+        elif self._bar is not None:  # each task's clock runs from its stage's start
+            steps = name == "diffusion"
+            shown, hidden = (
+                (self._step_task, self._stage_task) if steps else (self._stage_task, self._step_task)
+            )
+            self._bar.update(hidden, visible=False)
+            self._bar.reset(shown, description=f"{self.name}: {label}", visible=True)
+            if steps:
+                self._bar.update(shown, total=self._steps_in_chunk or None)
 
     def stage_finished(self, name: str, seconds: float) -> None:
         """Called by StageTimer when a stage ends."""
@@ -142,7 +151,9 @@ class JobProgress:
         text = f"step {done}/{total}"
         if self.chunks > 1:
             text += f", chunk {self.chunk_index + 1}/{self.chunks}"
-        text += f", {per_step:.2f} s/step, about {_duration(left)} left"
+        text += f", {per_step:.2f} s/step"
+        if left > 0:
+            text += f", about {_duration(left)} left"
         if self.mode == "lines":
             last_step, last_time = self._last_line
             due = (
@@ -154,7 +165,7 @@ class JobProgress:
                 self._last_line = (done, now)
                 self._line(text)
         elif self._bar is not None:
-            self._bar.update(self._task, description=f"{self.name}: {text}", total=total, completed=done)
+            self._bar.update(self._step_task, description=f"{self.name}: {text}", total=total, completed=done)
 
     def summary(self, record: dict[str, Any], output: Path | None) -> str:
         """The one line that closes a finished job (also returned, for tests and callers)."""
@@ -168,7 +179,8 @@ class JobProgress:
         )
         if self.mode != "off":
             if self._bar is not None:
-                self._bar.update(self._task, description=f"{self.name}: done")
+                self._bar.update(self._step_task, visible=False)
+                self._bar.update(self._stage_task, description=f"{self.name}: done", visible=True)
                 self._bar.stop()
                 self._bar = None
             print(line, file=self.stream, flush=True)

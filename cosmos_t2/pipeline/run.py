@@ -318,7 +318,7 @@ def _run_job(spec: Spec, options: RunOptions, progress: JobProgress) -> JobResul
     previous = None
     with _deterministic(device):
         for chunk, seed in zip(chunks, seeds, strict=True):
-            progress.chunk_started(chunk.index)
+            progress.chunk_started(chunk.index, spec.num_steps)
             latent = _diffuse_chunk(spec, inputs, models, chunk, seed, previous, timer, progress.step)
             latents.append(latent)
             last = chunk.index == len(chunks) - 1
