@@ -153,7 +153,7 @@ class JobProgress:
             text += f", chunk {self.chunk_index + 1}/{self.chunks}"
         text += f", {per_step:.2f} s/step"
         if left > 0:
-            text += f", about {_duration(left)} left"
+            text += f", about {_duration(left)} of diffusion left"  # VAE and writing come on top
         if self.mode == "lines":
             last_step, last_time = self._last_line
             due = (
