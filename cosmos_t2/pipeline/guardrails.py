@@ -15,6 +15,8 @@ frames it returns (faces blurred) are what gets written.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,14 +36,32 @@ class Guardrails:
     """A loaded checker and what it decided (recorded in the sidecar)."""
 
     checker: Any  # cosmos_guardrail.CosmosSafetyChecker
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     version: str | None = None
     checked: list[str] = field(default_factory=list)
 
+    @contextmanager
+    def _on_device(self) -> Iterator[None]:
+        """The checker's models sit on the CPU between checks, so they never share the GPU with the
+        DiT (as diffusers' pipelines move them)."""
+        move = hasattr(self.checker, "to") and self.device.type != "cpu"
+        if move:
+            self.checker.to(self.device)
+        try:
+            yield
+        finally:
+            if move:
+                self.checker.to(torch.device("cpu"))
+
     def check_prompts(self, spec: Spec) -> None:
         """Raise a CosmosError if the prompt or the negative prompt is refused (as upstream: both)."""
-        for key in ("prompt", "negative_prompt"):
-            text = getattr(spec, key)
-            if text and not self.checker.check_text_safety(text):
+        texts = {key: getattr(spec, key) for key in ("prompt", "negative_prompt")}
+        with self._on_device():
+            safe = {
+                key: not text or bool(self.checker.check_text_safety(text)) for key, text in texts.items()
+            }
+        for key in texts:
+            if not safe[key]:
                 raise CosmosError(
                     f"the guardrail blocked the {key.replace('_', ' ')} of {spec.name!r}; nothing was generated",
                     file=spec.prompt_path if key == "prompt" else None,
@@ -51,7 +71,8 @@ class Guardrails:
 
     def check_video(self, frames: np.ndarray) -> np.ndarray:
         """(T, H, W, 3) uint8 -> the frames to write (faces blurred); a CosmosError if refused."""
-        checked = self.checker.check_video_safety(frames)
+        with self._on_device():
+            checked = self.checker.check_video_safety(frames)
         if checked is None:
             raise CosmosError("the guardrail blocked the generated video; it was not written", key="video")
         checked = np.asarray(checked)
@@ -78,11 +99,9 @@ def load_guardrails(device: str | torch.device = "cpu") -> Guardrails:
         ) from exc
     try:
         checker = module.CosmosSafetyChecker()
-        if hasattr(checker, "to"):
-            checker.to(torch.device(device))
     except Exception as exc:  # its weights come from the Hub: a network or licence error lands here
         raise CosmosError(f"cannot load the cosmos-guardrail checker: {exc}", key="guardrails") from exc
-    return Guardrails(checker, version=getattr(module, "__version__", None))
+    return Guardrails(checker, torch.device(device), version=getattr(module, "__version__", None))
 
 
 def guard_panels(

@@ -273,11 +273,10 @@ def _run_job(spec: Spec, options: RunOptions, progress: JobProgress) -> JobResul
             need_image_encoder=spec.image_context_path is not None or spec.context_frame_index is not None,
         )
         refuse_distilled(spec, files.distilled)
-        guard: Guardrails | None = None
-        if options.guardrails and _is_main(ctx):  # rank 0 alone checks, as upstream
-            guard = load_guardrails(device)
-    if guard is not None:
+    guard: Guardrails | None = None
+    if options.guardrails and _is_main(ctx):  # rank 0 alone checks, as upstream
         with timer.stage("guardrail_prompt"):  # a blocked prompt stops before any model is built
+            guard = load_guardrails(device)
             guard.check_prompts(spec)
     with timer.stage("inputs"):
         inputs = load_inputs(
