@@ -331,11 +331,15 @@ def read_prompt_embeddings(path: str | Path) -> tuple[Tensor, Tensor, dict[str, 
     return pos, neg, meta
 
 
+def cache_root() -> Path:
+    """The project's cache folder: $COSMOS_T2_CACHE_DIR, else ~/.cache/cosmos-t2."""
+    root = os.environ.get("COSMOS_T2_CACHE_DIR")
+    return Path(root) if root else Path.home() / ".cache" / "cosmos-t2"
+
+
 def default_cache_dir() -> Path:
     """$COSMOS_T2_CACHE_DIR/text-embeddings, else ~/.cache/cosmos-t2/text-embeddings."""
-    root = os.environ.get("COSMOS_T2_CACHE_DIR")
-    base = Path(root) if root else Path.home() / ".cache" / "cosmos-t2"
-    return base / "text-embeddings"
+    return cache_root() / "text-embeddings"
 
 
 def encoder_for(

@@ -17,7 +17,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
@@ -30,6 +30,7 @@ from cosmos_t2.pipeline.guided import guided_record
 from cosmos_t2.pipeline.inputs import JobInputs
 from cosmos_t2.pipeline.latents_check import check_latents
 from cosmos_t2.pipeline.models import ModelFiles
+from cosmos_t2.pipeline.provenance import library_versions, provenance
 from cosmos_t2.pipeline.startup import startup_seconds
 from cosmos_t2.spec.job import Spec
 
@@ -51,16 +52,11 @@ def read_json(path: Path) -> dict[str, Any]:
 
 
 def versions() -> dict[str, str]:
-    """Versions that decide the numbers: ours, Python, torch (and its CUDA), transformers."""
-    out = {"cosmos_t2": __version__, "python": platform.python_version(), "torch": torch.__version__}
+    """Versions that decide the numbers: ours, Python, torch (and its CUDA), numpy, PyAV, OpenCV,
+    transformers, diffusers (when installed), snakemake (under a Snakemake job)."""
+    out = {"cosmos_t2": __version__, **library_versions(), "torch": torch.__version__}
     if torch.version.cuda:
         out["cuda"] = torch.version.cuda
-    try:
-        import transformers
-
-        out["transformers"] = transformers.__version__
-    except ImportError:  # pragma: no cover - a dependency
-        pass
     return out
 
 
@@ -127,6 +123,7 @@ def job_record(
         "sources": inputs.sources,
         "models": files.to_dict(),
         "versions": versions(),
+        "provenance": provenance(files),  # commit, command line, host, UTC time, checkpoint sha256
         "device": device_info(device, dtype, world_size),
         "created_unix": math.floor(started),
         "warnings": warnings,
@@ -147,11 +144,19 @@ def finish_record(
     record["outputs"] = {k: p.name for k, p in paths.items() if p is not None}
 
 
+class StageListener(Protocol):
+    """Told when a timed stage starts and ends (the progress display, `pipeline.progress`)."""
+
+    def stage_started(self, name: str) -> None: ...
+    def stage_finished(self, name: str, seconds: float) -> None: ...
+
+
 class StageTimer:
     """Wall time per stage (summed when a stage repeats, e.g. per chunk) and peak memory."""
 
-    def __init__(self, device: torch.device) -> None:
+    def __init__(self, device: torch.device, listener: StageListener | None = None) -> None:
         self.device = device
+        self.listener = listener
         self.seconds: dict[str, float] = {}
         self.gpu_peak: dict[str, float] = {}  # stage -> peak allocated bytes during it
 
@@ -161,6 +166,8 @@ class StageTimer:
         if cuda:
             torch.cuda.synchronize(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
+        if self.listener is not None:
+            self.listener.stage_started(name)
         start = time.perf_counter()
         try:
             yield
@@ -169,7 +176,10 @@ class StageTimer:
                 torch.cuda.synchronize(self.device)
                 peak = torch.cuda.max_memory_allocated(self.device)
                 self.gpu_peak[name] = max(self.gpu_peak.get(name, 0), peak)
-            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
+            elapsed = time.perf_counter() - start
+            self.seconds[name] = self.seconds.get(name, 0.0) + elapsed
+            if self.listener is not None:
+                self.listener.stage_finished(name, elapsed)
 
     def peak_memory_gib(self) -> dict[str, float]:
         """GPU: the allocator's peak over the job and during diffusion (the text encoder runs alone, before
