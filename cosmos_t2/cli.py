@@ -7,13 +7,16 @@ without loading torch.
 from __future__ import annotations
 
 import sys
+import warnings
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from cosmos_t2 import __version__
+from cosmos_t2.destination import check_destination, check_output_file
 from cosmos_t2.errors import CosmosError
 
 app = typer.Typer(
@@ -34,6 +37,21 @@ MaybeDevice = Annotated[str | None, typer.Option("--device", help="cpu or cuda (
 ModelSizeInput = Annotated[
     Path | None, typer.Option("--input", help="Model-size input (default DIR/input.mkv, else decoded).")
 ]
+
+
+def _device(name: str | None) -> str | None:
+    """--device checked before any work: cpu, cuda or cuda:N (None: the command's default)."""
+    if name is None:
+        return None
+    import torch
+
+    try:
+        kind = torch.device(name).type
+    except (RuntimeError, ValueError):
+        kind = None
+    if kind not in ("cpu", "cuda"):
+        raise CosmosError(f"unknown device {name!r}; expected cpu, cuda or cuda:N", key="--device")
+    return name
 
 
 @app.callback()
@@ -73,6 +91,8 @@ def validate(
     from cosmos_t2.spec.job import load_batch, write_job_spec
     from cosmos_t2.spec.parse import parse_set_options
 
+    if json_out is not None:
+        check_output_file(json_out)
     resolved = load_batch(specs, parse_set_options(set_ or []), name=name)
     if json_out is not None:
         if len(resolved) != 1:
@@ -101,6 +121,7 @@ def decode(
     from cosmos_t2.video import decode_to_model
 
     spec = load_job(job, name=name)
+    check_destination(out_dir, ["input.mkv", "input.json"])
     info = decode_to_model(
         spec.video_path, out_dir, resolution="tiny" if tiny else spec.resolution, max_frames=spec.max_frames
     )
@@ -145,6 +166,11 @@ def bench(
     """Time one denoising step of the full-size network beside its floor (random weights)."""
     from cosmos_t2.bench.step import BenchOptions, print_result, run_bench_cli
 
+    _device(device)
+    for path in (json_out, profile):
+        if path is not None:
+            check_output_file(path)
+
     opts = BenchOptions(
         preset=preset,
         steps=steps,
@@ -185,6 +211,7 @@ def convert_checkpoint_cmd(
     if dtype not in dtypes:
         raise CosmosError(f"unknown dtype {dtype!r}; choose bf16, fp32 or keep")
     config = TransferConfig.tiny() if tiny else TransferConfig.full_2b()
+    check_output_file(dst, src.stat().st_size if src.is_file() else 0)
     out = convert_checkpoint(src, dst, config, dtype=dtypes[dtype])
     typer.echo(str(out))
 
@@ -210,7 +237,8 @@ def encode_prompt(
     from cosmos_t2.spec.job import load_job
 
     spec = load_job(job, name=name)
-    encoder = encoder_for(tiny=tiny, text_encoder_dir=text_encoder_dir, device=device)
+    check_output_file(out)
+    encoder = encoder_for(tiny=tiny, text_encoder_dir=text_encoder_dir, device=_device(device))
     cache = None if no_cache else EmbeddingCache(cache_dir or default_cache_dir())
     meta = write_prompt_embeddings(out, encoder, spec.prompt, spec.negative_prompt, cache)
     typer.echo(f"{out} ({meta['encoder_label']}, {meta['max_length']} tokens x {meta['dim']} channels)")
@@ -219,7 +247,12 @@ def encode_prompt(
 @app.command()
 def infer(
     job: JobArg,
-    out_dir: Annotated[Path, typer.Option("-o", "--out", help="Folder for <name>.mp4 and <name>.json.")],
+    out_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "-o", "--out", help="Folder for <name>.mp4 and <name>.json (default: the spec's output_dir)."
+        ),
+    ] = None,
     tiny: Annotated[
         bool, typer.Option("--tiny", help="The tiny random-weight model (CPU demo, tests).")
     ] = False,
@@ -247,7 +280,7 @@ def infer(
     """Run one job: spec -> controls, masks, embeddings -> diffusion -> <name>.mp4 + <name>.json."""
     from cosmos_t2.distributed.launch import maybe_relaunch_under_torchrun
 
-    if device is None:
+    if _device(device) is None:
         import torch
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -258,6 +291,10 @@ def infer(
     from cosmos_t2.spec.parse import parse_set_options
 
     spec = load_job(job, name=name, overrides=parse_set_options(set_ or []))
+    if out_dir is None:
+        if spec.output_dir is None:
+            raise CosmosError("no output folder: pass -o DIR or set output_dir in the spec", file=job)
+        out_dir = spec.output_dir
     options = RunOptions(
         out_dir=out_dir,
         device=device,
@@ -288,7 +325,10 @@ def render(
     """Decode latents with the VAE into an mp4 (and its sidecar JSON)."""
     from cosmos_t2.pipeline.output import render_latents
 
-    if device is None:
+    check_destination(out.parent, [out.name, out.with_suffix(".json").name])
+    if out.is_dir():
+        raise CosmosError("the output path is a folder; give an .mp4 file name", file=out)
+    if _device(device) is None:
         import torch
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -321,8 +361,9 @@ def controls(
     from cosmos_t2.spec.job import load_job
 
     models = ModelPaths.from_env(depth_model_dir, seg_model_dir, grounding_model_dir)
+    check_destination(out_dir)
     written = controls_for_job(
-        load_job(job, name=name), out_dir, input_path=input_path, models=models, device=device,
+        load_job(job, name=name), out_dir, input_path=input_path, models=models, device=_device(device),
         resolution="tiny" if tiny else None,
     )  # fmt: skip
     typer.echo(json.dumps({m: str(p) for m, p in written.items()}, indent=2))
@@ -347,8 +388,9 @@ def masks(
     from cosmos_t2.spec.job import load_job
 
     models = ModelPaths.from_env(seg_model_dir=seg_model_dir, grounding_model_dir=grounding_model_dir)
+    check_destination(out_dir)
     written = masks_for_job(
-        load_job(job, name=name), out_dir, input_path=input_path, models=models, device=device,
+        load_job(job, name=name), out_dir, input_path=input_path, models=models, device=_device(device),
         resolution="tiny" if tiny else None,
     )  # fmt: skip
     typer.echo(json.dumps({m: str(p) for m, p in written.items()}, indent=2))
@@ -367,6 +409,8 @@ def report(
     """Write one self-contained HTML report: jobs, costs per rule and hardware, previews, control fidelity."""
     from cosmos_t2.report.build import ReportOptions, build_report
 
+    _device(device)
+    check_output_file(out)
     options = ReportOptions(
         metrics=metrics,
         metric_frames=metric_frames,
@@ -377,15 +421,39 @@ def report(
     typer.echo(build_report(results, out, options))
 
 
+def _os_error_line(exc: OSError) -> str:
+    paths = [str(p) for p in (exc.filename, exc.filename2) if p is not None]
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    return ": ".join([" -> ".join(paths), reason] if paths else [reason])
+
+
 def main() -> None:
-    """Entry point that turns CosmosError into one red line and exit code 2."""
+    """Entry point that turns CosmosError and OSError into one red line and exit code 2.
+
+    Warnings (torch's, transformers', ours) are held until the command ends: shown after a success,
+    dropped after a failure, so the error line is the one thing a failed command prints (--debug shows
+    them and the traceback).
+    """
+    held: list[warnings.WarningMessage] = []
     try:
-        app()
-    except CosmosError as exc:
+        with warnings.catch_warnings(record=True) as held:
+            app()
+    except (CosmosError, OSError) as exc:
         if _state["debug"]:
+            _replay(held)
             raise
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        line = str(exc) if isinstance(exc, CosmosError) else _os_error_line(exc)
+        line = " ".join(line.split())  # one line, whatever a library put in its message
+        err_console.print(f"[bold red]error:[/] {escape(line)}", highlight=False, soft_wrap=True)
         sys.exit(2)
+    except SystemExit:
+        _replay(held)
+        raise
+
+
+def _replay(held: list[warnings.WarningMessage]) -> None:
+    for w in held:
+        warnings.showwarning(w.message, w.category, w.filename, w.lineno, w.file, w.line)
 
 
 if __name__ == "__main__":

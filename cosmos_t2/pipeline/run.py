@@ -29,7 +29,9 @@ from typing import Any
 
 import torch
 
+from cosmos_t2.atomic import atomic_outputs
 from cosmos_t2.controls.masks import mask_to_latent_grid
+from cosmos_t2.destination import check_destination, check_free_space
 from cosmos_t2.distributed.context import ParallelContext, parallel_job
 from cosmos_t2.distributed.launch import under_torchrun
 from cosmos_t2.distributed.net import ParallelNet, parallel_velocity
@@ -43,10 +45,17 @@ from cosmos_t2.pipeline.context import check_prompt_embeddings, image_context, p
 from cosmos_t2.pipeline.guided import chunk_guide, refuse_distilled
 from cosmos_t2.pipeline.inputs import JobInputs, load_inputs, to_model_video, to_uint8_frames
 from cosmos_t2.pipeline.models import TINY_LABEL, build_net, build_tokenizer, locate_models
-from cosmos_t2.pipeline.output import LatentPlan, panels_for_chunk, write_outputs
+from cosmos_t2.pipeline.output import (
+    LatentPlan,
+    expected_output_bytes,
+    output_names,
+    panels_for_chunk,
+    write_outputs,
+)
 from cosmos_t2.pipeline.sidecar import StageTimer, finish_record, job_record, write_json
 from cosmos_t2.sampling.base import ChunkConditioning, Sampler, VelocityFn
 from cosmos_t2.sampling.distilled import DISTILLED_NUM_STEPS, DistilledSampler
+from cosmos_t2.sampling.guard import guarded_sample
 from cosmos_t2.sampling.unipc import UniPCSampler, chunk_seeds, condition_mask, guided_velocity, initial_noise
 from cosmos_t2.spec.job import Spec
 
@@ -173,6 +182,7 @@ def _diffuse_chunk(
     inputs: JobInputs,
     models: JobModels,
     chunk: Chunk,
+    num_chunks: int,
     seed: int,
     previous: torch.Tensor | None,
     timer: StageTimer,
@@ -210,7 +220,10 @@ def _diffuse_chunk(
     network_mask = cond_mask if cond_mask is not None else torch.zeros_like(noise[:, :1])
     velocity = _velocity(models, controls, network_mask)
     with timer.stage("diffusion"):
-        return models.sampler(velocity, cond, progress=on_step)
+        return guarded_sample(
+            models.sampler, velocity, cond, chunk=chunk.index, num_chunks=num_chunks, progress=on_step,
+            file=spec.name,
+        )  # fmt: skip
 
 
 def _sampler(spec: Spec, distilled: bool) -> Sampler:
@@ -252,6 +265,8 @@ def run_job(spec: Spec, options: RunOptions) -> JobResult:
 
     # Checks first: nothing below builds a model before these pass.
     with timer.stage("validate"):
+        if _is_main(ctx):  # only rank 0 writes
+            check_destination(options.out_dir, output_names(spec, options.latents_only))
         check_reference(spec.image_context_path, spec.context_frame_index)
         given_embeddings = None
         if options.prompt_embeddings is not None:
@@ -273,6 +288,8 @@ def run_job(spec: Spec, options: RunOptions) -> JobResult:
             spec.image_context_path, spec.video_path, spec.context_frame_index, inputs.size
         )
     chunks = plan_chunks(inputs.num_frames, spec.num_video_frames_per_chunk, spec.num_conditional_frames)
+    if _is_main(ctx):
+        check_free_space(options.out_dir, expected_output_bytes(spec, inputs, chunks, options.latents_only))
     with timer.stage("text"):  # before the DiT: a 7B encoder and the DiT need not share the GPU
         pos, neg = prompt_embeddings(spec, given_embeddings, files, device)
     with timer.stage("load_models"):
@@ -309,7 +326,7 @@ def run_job(spec: Spec, options: RunOptions) -> JobResult:
                 if bar is not None:
                     bar.update(1, completed=i, total=n)
 
-            latent = _diffuse_chunk(spec, inputs, models, chunk, seed, previous, timer, on_step)
+            latent = _diffuse_chunk(spec, inputs, models, chunk, len(chunks), seed, previous, timer, on_step)
             latents.append(latent)
             last = chunk.index == len(chunks) - 1
             if not (options.latents_only and last):  # the next chunk starts from these frames
@@ -329,10 +346,12 @@ def run_job(spec: Spec, options: RunOptions) -> JobResult:
         changed=settings.changed, seeds=seeds, device=device, dtype=dtype,
         world_size=1 if ctx is None else ctx.world_size, started=started, warnings=warnings,
     )  # fmt: skip
-    with timer.stage("write"):
-        paths = write_outputs(options, spec, inputs, chunks, plan, latents, panels)
-    finish_record(record, timer, spec.num_steps * len(chunks), paths, started)
-    sidecar = write_json(options.out_dir / f"{spec.name}.json", record)
+    sidecar = options.out_dir / f"{spec.name}.json"
+    with atomic_outputs() as outputs:  # published together, the sidecar last
+        with timer.stage("write"):
+            paths = write_outputs(options, spec, inputs, chunks, plan, latents, panels, outputs)
+        finish_record(record, timer, spec.num_steps * len(chunks), paths, started)
+        write_json(outputs.stage(sidecar, record=True), record)
     return JobResult(
         sidecar, paths.get("video"), paths.get("latents"), inputs.num_frames, inputs.fps, timer.rounded()
     )

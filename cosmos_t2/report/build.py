@@ -30,6 +30,7 @@ from cosmos_t2.report.data import (
     benchmark_table,
     compute_metrics,
     find_runs,
+    finished_video,
     job_table,
     read_json,
     rule_summary,
@@ -249,7 +250,8 @@ def _card(
     spec = read_json(run.folder / paths["spec"])
     sidecar = read_json(run.folder / paths["diffuse_sidecar"]) or {}
     thumbs = []
-    if video.is_file():
+    finished = finished_video(video)
+    if finished:
         thumbs.append({"label": "output", "src": _thumbnail(video)})
     if paths.get("controls"):
         for modality in job.get("modalities", []):
@@ -268,7 +270,7 @@ def _card(
         "spec": json.dumps(spec if spec is not None else {"missing": paths["spec"]}, indent=2),
         "timings": sidecar.get("timings_s") or {},
         "thumbs": [t for t in thumbs if t["src"]],
-        "preview": _preview(video, page_dir, options.embed_limit_mb) if video.is_file() else None,
+        "preview": _preview(video, page_dir, options.embed_limit_mb) if finished else None,
     }
 
 

@@ -1,0 +1,110 @@
+"""Is there room to write? Checked before the work, so a job fails in seconds instead of after an hour.
+
+`check_destination(folder, names, expected_bytes)` makes sure the output folder exists or can be created
+(and is a folder), accepts a file (it writes and removes a probe), that each output name fits the file
+system's limit on a name (NAME_MAX, in bytes), and that the free space covers the expected outputs. Each
+failure is one `CosmosError` naming the path. `estimate_video_bytes` is the estimate commands use.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+
+from cosmos_t2.errors import CosmosError
+
+_DEFAULT_NAME_MAX = 255  # Linux, macOS and Windows file systems alike, where pathconf cannot tell
+# Bytes a frame takes per pixel: H.264 at crf 18 stays far under a tenth of raw RGB even on noise-like
+# content; FFV1 (lossless) can reach raw size on noise. The estimate is an upper bound, not a forecast.
+_H264_BYTES_PER_PIXEL = 0.3
+_FFV1_BYTES_PER_PIXEL = 3.0
+_MARGIN_BYTES = 1 << 20  # sidecars, container overhead
+
+
+def estimate_video_bytes(num_frames: int, height: int, width: int, *, lossless: bool = False) -> int:
+    """An upper estimate of one encoded video's size. While it is written, a video takes up to twice
+    that (the labelled copy is remuxed from the encoded one), which callers add themselves."""
+    per_pixel = _FFV1_BYTES_PER_PIXEL if lossless else _H264_BYTES_PER_PIXEL
+    return int(num_frames * height * width * per_pixel) + _MARGIN_BYTES
+
+
+def name_max(folder: Path) -> int:
+    """The longest file name (bytes) the file system of `folder` (an existing folder) accepts."""
+    try:
+        return int(os.pathconf(folder, "PC_NAME_MAX"))
+    except (AttributeError, ValueError, OSError):  # no pathconf (Windows) or no answer for this path
+        return _DEFAULT_NAME_MAX
+
+
+def check_names(folder: Path, names: Iterable[str], *, limit: int | None = None) -> None:
+    limit = limit if limit is not None else name_max(_existing_ancestor(folder))
+    for name in names:
+        size = len(os.fsencode(name))
+        if size > limit:
+            raise CosmosError(
+                f"output name is {size} bytes, longer than this file system allows ({limit}); use a shorter name",
+                file=folder / name,
+            )
+
+
+def check_destination(folder: str | Path, names: Iterable[str] = (), expected_bytes: int = 0) -> Path:
+    """Create `folder` if needed and check it can take `names` and `expected_bytes`; returns it."""
+    folder = Path(folder)
+    _check_is_folder(folder)
+    check_names(folder, names)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CosmosError(f"cannot create the output folder ({exc.strerror or exc})", file=folder) from exc
+    try:
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".cosmos-t2-probe.")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise CosmosError(f"cannot write in the output folder ({exc.strerror or exc})", file=folder) from exc
+    check_free_space(folder, expected_bytes)
+    return folder
+
+
+def check_free_space(folder: Path, expected_bytes: int) -> None:
+    if expected_bytes <= 0:
+        return
+    free = shutil.disk_usage(_existing_ancestor(folder)).free
+    if free < expected_bytes:
+        raise CosmosError(
+            f"not enough free space: the outputs need about {_mib(expected_bytes)}, {_mib(free)} free",
+            file=folder,
+        )
+
+
+def check_output_file(path: str | Path, expected_bytes: int = 0) -> Path:
+    """`check_destination` for a command that writes one file: its folder, its name, its size; and the
+    path itself must not be a folder."""
+    path = Path(path)
+    if path.is_dir():
+        raise CosmosError("the output path is a folder; give a file name", file=path)
+    check_destination(path.parent if str(path.parent) else Path("."), [path.name], expected_bytes)
+    return path
+
+
+def _check_is_folder(folder: Path) -> None:
+    for part in (folder, *folder.parents):
+        if part.exists():
+            if not part.is_dir():
+                what = "the output folder" if part == folder else f"{part} (in the output folder's path)"
+                raise CosmosError(f"{what} is a file, not a folder", file=folder)
+            return
+
+
+def _existing_ancestor(folder: Path) -> Path:
+    for part in (folder, *folder.parents):
+        if part.is_dir():
+            return part
+    return Path(".")
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:.1f} MiB"
