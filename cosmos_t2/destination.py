@@ -53,8 +53,15 @@ def check_names(folder: Path, names: Iterable[str], *, limit: int | None = None)
 def check_destination(folder: str | Path, names: Iterable[str] = (), expected_bytes: int = 0) -> Path:
     """Create `folder` if needed and check it can take `names` and `expected_bytes`; returns it."""
     folder = Path(folder)
+    limit = name_max(_existing_ancestor(folder))
+    for part in folder.parts:  # a too-long folder name fails every stat of a path through it
+        if len(os.fsencode(part)) > limit:
+            raise CosmosError(
+                f"a folder name in this path is longer than this file system allows ({limit} bytes)",
+                file=folder,
+            )
     _check_is_folder(folder)
-    check_names(folder, names)
+    check_names(folder, names, limit=limit)
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -101,8 +108,11 @@ def _check_is_folder(folder: Path) -> None:
 
 def _existing_ancestor(folder: Path) -> Path:
     for part in (folder, *folder.parents):
-        if part.is_dir():
-            return part
+        try:
+            if part.is_dir():
+                return part
+        except OSError:  # e.g. a name too long to look up: its parent answers
+            continue
     return Path(".")
 
 

@@ -45,10 +45,14 @@ def guarded_sample(
     num_chunks: int,
     progress: Callable[[int, int], None] | None = None,
     file: str | None = None,
+    sync_each_step: bool | None = None,
 ) -> Tensor:
-    """`sampler(velocity_fn, cond, progress)`, raising `NonFiniteLatent` (chunk is 0-based here)."""
+    """`sampler(velocity_fn, cond, progress)`, raising `NonFiniteLatent` (chunk is 0-based here).
+
+    sync_each_step: stop at the bad step itself (None: on the CPU only, see the module's docstring)."""
     flags: list[Tensor] = []  # one 0-dim bool per step, on the velocity's device
-    sync_each_step = cond.noise.device.type == "cpu"
+    if sync_each_step is None:
+        sync_each_step = cond.noise.device.type == "cpu"
 
     def fail(step: int) -> NonFiniteLatent:
         n = sampler.num_steps
