@@ -250,7 +250,7 @@ def run_bench(opts: BenchOptions, ctx=None) -> dict:
 
 def run_bench_cli(opts: BenchOptions, json_out: Path | None) -> dict | None:
     """The `bench` command: relaunch under torchrun for --cp N, run, and on rank 0 write the JSON."""
-    if opts.cp > 1 and maybe_relaunch_under_torchrun(opts.cp, opts.device, sys.argv[1:]):
+    if opts.cp > 1 and maybe_relaunch_under_torchrun(opts.cp, opts.device, sys.argv[1:], option="--cp"):
         return None
     with parallel_job(opts.device, cfg_parallel=opts.cfg_parallel) as ctx:
         result = run_bench(opts, ctx)
