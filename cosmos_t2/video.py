@@ -43,14 +43,13 @@ RESOLUTIONS: dict[str, dict[str, tuple[int, int]]] = {
 }
 _ASPECT_RATIOS = {"16,9": 16 / 9, "4,3": 4 / 3, "1,1": 1.0, "3,4": 3 / 4, "9,16": 9 / 16}
 
-# Interpolation the official inference uses when it resizes a given control video to the model size
-# (`read_and_process_control_input`): nearest keeps segmentation colours flat. Mask videos use INTER_LINEAR
-# and are then thresholded at 127.5. The input video itself uses INTER_AREA.
-CONTROL_INTERPOLATION: dict[str, int] = {
-    "edge": cv2.INTER_LINEAR,
-    "vis": cv2.INTER_AREA,
-    "depth": cv2.INTER_LINEAR,
-    "seg": cv2.INTER_NEAREST,
+# OpenCV filters by the names the control registry uses (`Modality.interpolation`: the filter the official
+# inference resizes a given control video with). Mask videos use INTER_LINEAR and are then thresholded at
+# 127.5. The input video itself uses INTER_AREA.
+INTERPOLATIONS: dict[str, int] = {
+    "nearest": cv2.INTER_NEAREST,
+    "linear": cv2.INTER_LINEAR,
+    "area": cv2.INTER_AREA,
 }
 
 CRF = 18  # visually lossless for previews and outputs; the model never reads these back
@@ -195,14 +194,16 @@ def resize_to_model(
     width: int,
     *,
     crop: bool = False,
-    interpolation: int = cv2.INTER_AREA,
+    interpolation: int | str = cv2.INTER_AREA,
 ) -> torch.Tensor:
     """Resize (T, H, W, 3) uint8 frames to the model size, by default as the official inference does.
 
-    The official code stretches to the table entry with INTER_AREA (for a control video: the modality's
-    entry in CONTROL_INTERPOLATION). `crop=True` instead scales to cover the target and cuts the centre,
-    keeping the aspect ratio exactly (for inputs far from every table ratio).
+    The official code stretches to the table entry with INTER_AREA (for a control video: its modality's
+    `interpolation`, a cv2 flag or a name in INTERPOLATIONS). `crop=True` instead scales to cover the
+    target and cuts the centre, keeping the aspect ratio exactly (for inputs far from every table ratio).
     """
+    if isinstance(interpolation, str):
+        interpolation = INTERPOLATIONS[interpolation]
     array = _as_uint8_frames(frames)
     if crop:
         _, src_h, src_w, _ = array.shape

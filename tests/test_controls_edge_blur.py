@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from cosmos_t2.controls.blur import BLUR_PRESETS
-from cosmos_t2.controls.compute import MODALITIES, compute_control, compute_control_with_info
+from cosmos_t2.controls.compute import compute_control, compute_control_with_info
 from cosmos_t2.controls.edge import EDGE_THRESHOLDS
+from cosmos_t2.controls.registry import MODALITIES
 from cosmos_t2.errors import CosmosError
 
 PRESETS = ["very_low", "low", "medium", "high", "very_high"]
@@ -50,7 +51,7 @@ def contrast_ladder(height: int = 48, width: int = 192) -> np.ndarray:
 
 
 def test_upstream_presets() -> None:
-    assert MODALITIES == ("edge", "vis", "depth", "seg")
+    assert tuple(MODALITIES) == ("edge", "vis", "depth", "seg")
     assert EDGE_THRESHOLDS == {
         "very_low": (20, 50),
         "low": (50, 100),

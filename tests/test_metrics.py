@@ -8,15 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cosmos_t2.report.metrics import (
-    control_fidelity,
-    edge_f1,
-    labels_from_colors,
-    miou,
-    sample_frames,
-    si_rmse,
-    ssim,
-)
+from cosmos_t2.controls.fidelity import edge_f1, labels_from_colors, miou, si_rmse, ssim
+from cosmos_t2.report.metrics import control_fidelity, sample_frames
 
 
 def square_edges(offset: int = 0, size: int = 32) -> np.ndarray:

@@ -131,7 +131,7 @@ def test_official_doc_example_parses_with_defaults(
     assert spec.keep_input_resolution and not spec.show_input and not spec.show_control_condition
     assert spec.max_frames is None and spec.sigma_max is None
     assert spec.guided_generation_step_threshold == 25
-    assert MODALITIES == ("edge", "vis", "depth", "seg") and RESOLUTIONS == ("720", "480", "tiny")
+    assert tuple(MODALITIES) == ("edge", "vis", "depth", "seg") and RESOLUTIONS == ("720", "480", "tiny")
 
 
 def test_every_key_is_read(ws: Path) -> None:

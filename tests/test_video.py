@@ -12,9 +12,9 @@ import pytest
 import torch
 from _cli import run_cli
 
+from cosmos_t2.controls.registry import MODALITIES
 from cosmos_t2.errors import CosmosError
 from cosmos_t2.video import (
-    CONTROL_INTERPOLATION,
     RESOLUTIONS,
     Video,
     decode_to_model,
@@ -188,7 +188,9 @@ def test_seg_controls_resize_without_mixing_colours() -> None:
     seg = np.zeros((1, 30, 40, 3), np.uint8)
     seg[:, :, :17] = (220, 40, 60)
     seg[:, 11:, 23:] = (40, 200, 120)
-    out = resize_to_model(torch.from_numpy(seg), 64, 80, interpolation=CONTROL_INTERPOLATION["seg"]).numpy()
+    out = resize_to_model(
+        torch.from_numpy(seg), 64, 80, interpolation=MODALITIES["seg"].interpolation
+    ).numpy()
     assert {tuple(c) for c in out.reshape(-1, 3)} == {(0, 0, 0), (220, 40, 60), (40, 200, 120)}
     blended = resize_to_model(torch.from_numpy(seg), 64, 80).numpy()  # the input's INTER_AREA blends
     assert len({tuple(c) for c in blended.reshape(-1, 3)}) > 3

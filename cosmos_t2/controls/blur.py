@@ -12,7 +12,9 @@ The presets are upstream's, odd as they look (low shrinks more before the bilate
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import cv2
 import numpy as np
@@ -20,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 
+from cosmos_t2.controls.fidelity import ssim
+from cosmos_t2.controls.models import ModelPaths
 from cosmos_t2.errors import CosmosError
 
 MIN_DOWNUP, MAX_DOWNUP = 4, 16  # upstream's min_downup_factor / max_downup_factor
@@ -83,3 +87,17 @@ def _bicubic_down_up(frames: np.ndarray, factor: int) -> np.ndarray:
         x = F.interpolate(x, size=size, mode="bicubic", align_corners=False, antialias=True)
         x = x.clamp(0, 255).round()  # each resize returns uint8 upstream
     return rearrange(x.to(torch.uint8), "t c h w -> t h w c").numpy()
+
+
+def compute(
+    frames: np.ndarray, params: Mapping[str, Any], _: ModelPaths, __: torch.device
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """The registry's entry point: the vis control of `frames` and the preset's parameters."""
+    preset = params.get("preset_blur_strength") or "medium"
+    info = {"preset_blur_strength": preset, **blur_params(preset).to_dict()}
+    return blur_video(frames, preset), info
+
+
+def score(rendered: np.ndarray, control: np.ndarray) -> float:
+    """SSIM of the output blurred with the control's preset against the control."""
+    return ssim(rendered, control)

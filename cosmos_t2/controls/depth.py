@@ -14,6 +14,7 @@ size; we estimate on the model-size frames, which the model resizes to its own i
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from cosmos_t2.controls.models import DepthModel, autocast, load_depth_model
+from cosmos_t2.controls.fidelity import si_rmse
+from cosmos_t2.controls.models import DepthModel, ModelPaths, autocast, load_depth_model
 
 
 def estimate_depth(frames: np.ndarray, depth_model: DepthModel, batch_size: int = 16) -> torch.Tensor:
@@ -112,3 +114,17 @@ def depth_control(
         "batch_size": batch_size,
     }
     return render_depth(aligned), info
+
+
+def compute(
+    frames: np.ndarray, params: Mapping[str, Any], models: ModelPaths, device: torch.device
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """The registry's entry point: the depth control of `frames` with the configured depth model."""
+    batch_size = int(params.get("batch_size") or 16)
+    return depth_control(frames, models.require("depth_model_dir"), device, batch_size=batch_size)
+
+
+def score(rendered: np.ndarray, control: np.ndarray) -> float:
+    """si-RMSE of the grey levels + 1 (so black pixels, the farthest, stay in)."""
+    grey = lambda v: v[..., 0].astype(np.float64) + 1.0  # noqa: E731
+    return si_rmse(grey(rendered), grey(control))

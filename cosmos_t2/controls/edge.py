@@ -8,10 +8,19 @@ the single-channel map (0 or 255) is repeated into three channels. No blur or gr
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
 import cv2
 import numpy as np
 
+from cosmos_t2.controls.fidelity import edge_f1
 from cosmos_t2.errors import CosmosError
+
+if TYPE_CHECKING:
+    import torch
+
+    from cosmos_t2.controls.models import ModelPaths
 
 # preset -> (lower, upper) hysteresis thresholds.
 EDGE_THRESHOLDS: dict[str, tuple[int, int]] = {
@@ -38,3 +47,18 @@ def canny_edges(frames: np.ndarray, preset: str = "medium") -> np.ndarray:
     lower, upper = edge_thresholds(preset)
     edges = np.stack([cv2.Canny(np.ascontiguousarray(frame), lower, upper) for frame in frames])
     return np.repeat(edges[..., None], 3, axis=-1)
+
+
+def compute(
+    frames: np.ndarray, params: Mapping[str, Any], _: ModelPaths, __: torch.device
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """The registry's entry point: the edge control of `frames` and the thresholds it used."""
+    preset = params.get("preset_edge_threshold") or "medium"
+    lower, upper = edge_thresholds(preset)
+    info = {"preset_edge_threshold": preset, "canny_lower": lower, "canny_upper": upper}
+    return canny_edges(frames, preset), info
+
+
+def score(rendered: np.ndarray, control: np.ndarray) -> float:
+    """Edge F1 of the output's edges against the control (stored lossless, but thresholded to be safe)."""
+    return edge_f1(rendered[..., 0] > 0, control[..., 0] > 127)

@@ -191,9 +191,17 @@ def _read_processor_settings(path: Path) -> dict[str, Any]:
 
 @contextlib.contextmanager
 def _loading(what: str, path: str, field: str) -> Iterator[None]:
-    """Turn a failed from_pretrained into one CosmosError naming the folder and its option."""
+    """Turn a failed from_pretrained into one CosmosError naming the folder and its option; keep
+    transformers' weight-loading bar out of the output (a command's stdout is JSON a workflow reads)."""
+    from transformers.utils import logging as hf_logging
+
+    bars_were_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
     try:
         yield
     except (OSError, ValueError, KeyError, TypeError) as exc:
         option, env, _ = MODEL_DIR_SOURCES[field]
         raise CosmosError(f"cannot load the {what} model ({option} / {env}): {exc}", file=path) from exc
+    finally:
+        if bars_were_on:
+            hf_logging.enable_progress_bar()

@@ -18,6 +18,7 @@ from __future__ import annotations
 import colorsys
 import logging
 import random
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -171,3 +172,12 @@ def seg_control(
         "detections": [d.to_dict() for d in detections],
     }
     return color_masks(masks, color_seed), info
+
+
+def compute(
+    frames: np.ndarray, params: Mapping[str, Any], models: ModelPaths, device: torch.device
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """The registry's entry point: the seg control of `frames` for the block's control_prompt."""
+    return seg_control(
+        frames, params.get("control_prompt"), models, device, int(params.get("color_seed") or 0)
+    )

@@ -3,7 +3,7 @@
 Everything here is checked before any model is built: a control or mask video whose frame count differs
 from the input's is an error naming the file. Sources, in order of preference:
 - controls: `control_path` (resized with the official per-modality interpolation, `read_and_process_control_input`:
-  edge and depth bilinear, vis area, seg nearest), else `CONTROLS_DIR/<modality>.mkv` written by
+  the registry's `Modality.interpolation`), else `CONTROLS_DIR/<modality>.mkv` written by
   `cosmos-t2 controls`, else computed here from the input (`cosmos_t2.controls.compute_control`);
 - masks: `MASKS_DIR/<modality>_mask.mkv` written by `cosmos-t2 masks`, else `mask_path` (video or shapes),
   else `mask_prompt` segmented here. An all-white mask counts as no mask, as upstream;
@@ -18,10 +18,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from cosmos_t2.controls.compute import compute_control
+from cosmos_t2.controls.masks import binarize_mask_frames, load_mask, mask_from_prompt
+from cosmos_t2.controls.models import ModelPaths
+from cosmos_t2.controls.registry import MODALITIES
 from cosmos_t2.errors import CosmosError
 from cosmos_t2.pipeline.guided import load_guided_mask
 from cosmos_t2.spec.job import Spec
-from cosmos_t2.video import CONTROL_INTERPOLATION, read_at_model_resolution, read_video, resize_to_model
+from cosmos_t2.video import read_at_model_resolution, read_video, resize_to_model
 
 
 @dataclass
@@ -59,14 +63,14 @@ def _require_frames(count: int, expected: int, path: Path, key: str) -> None:
 def _control(
     spec: Spec, modality: str, frames: torch.Tensor, controls_dir: Path | None, device: str
 ) -> tuple[torch.Tensor, str]:
-    from cosmos_t2.controls.compute import compute_control
-
     block = spec.controls[modality]
     height, width = int(frames.shape[1]), int(frames.shape[2])
     if block.control_path is not None:
         video = read_video(block.control_path, max_frames=spec.max_frames)
         _require_frames(video.num_frames, frames.shape[0], block.control_path, f"{modality}.control_path")
-        resized = resize_to_model(video.frames, height, width, interpolation=CONTROL_INTERPOLATION[modality])
+        resized = resize_to_model(
+            video.frames, height, width, interpolation=MODALITIES[modality].interpolation
+        )
         return resized, f"file {block.control_path}"
     cached = controls_dir / f"{modality}.mkv" if controls_dir is not None else None
     if cached is not None and cached.is_file():
@@ -86,8 +90,6 @@ def _control(
 def _mask(
     spec: Spec, modality: str, frames: torch.Tensor, masks_dir: Path | None, device: str
 ) -> tuple[np.ndarray | None, str]:
-    from cosmos_t2.controls.masks import binarize_mask_frames, load_mask, mask_from_prompt
-
     block = spec.controls[modality]
     num, height, width = (int(s) for s in frames.shape[:3])
     cached = masks_dir / f"{modality}_mask.mkv" if masks_dir is not None else None
@@ -100,8 +102,6 @@ def _mask(
         _require_frames(video.num_frames, num, block.mask_path, f"{modality}.mask_path")
         return binarize_mask_frames(video.frames, height, width), f"file {block.mask_path}"
     if block.mask_prompt:
-        from cosmos_t2.controls.models import ModelPaths
-
         mask, _ = mask_from_prompt(frames.numpy(), block.mask_prompt, ModelPaths.from_env(), device)
         return mask, f"prompt {block.mask_prompt!r}"
     return None, "none"

@@ -30,7 +30,9 @@ from pathlib import Path
 
 import torch
 
+from cosmos_t2.controls.registry import MODALITIES
 from cosmos_t2.errors import CosmosError
+from cosmos_t2.model.checkpoint import load_checkpoint
 from cosmos_t2.model.config import TransferConfig
 from cosmos_t2.model.control import TransferNet
 from cosmos_t2.model.vae import VAEConfig, WanVAE, build_vae, load_vae
@@ -40,14 +42,6 @@ TINY_VAE_SEED = 1
 TINY_LABEL = "tiny random-weight model"
 CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth")
 
-# Official checkpoints (cosmos_oss/checkpoints_transfer2.py): UUID in the Hugging Face file name -> modality.
-OFFICIAL_UUIDS = {
-    "61f5694b-0ad5-4ecd-8ad7-c8545627d125": ("edge", False),
-    "ba2f44f2-c726-4fe7-949f-597069d9b91c": ("vis", False),
-    "626e6618-bfcd-4d9a-a077-1409e2ce353f": ("depth", False),
-    "5136ef49-6d8d-42e8-8abf-7dac722a304a": ("seg", False),
-    "41f07f13-f2e4-4e34-ba4c-86f595acbc20": ("edge", True),
-}
 # What a DMD2 (distilled) training checkpoint carries besides the student `net.*`.
 DISTILLED_EXTRA_PREFIXES = ("net_fake_score.", "net_teacher.", "discriminator.")
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
@@ -92,15 +86,32 @@ def _safetensors_metadata(path: Path) -> dict[str, str]:
         raise CosmosError(f"not a readable safetensors file: {exc}", file=path) from exc
 
 
+def official_uuids() -> dict[str, tuple[str, bool]]:
+    """UUID in an official checkpoint's Hugging Face file name (cosmos_oss/checkpoints_transfer2.py)
+    -> (modality, distilled), from the control registry."""
+    uuids: dict[str, tuple[str, bool]] = {}
+    for m in MODALITIES.values():
+        uuids.update({uuid: (m.name, False) for uuid in m.checkpoints})
+        uuids.update({uuid: (m.name, True) for uuid in m.distilled_checkpoints})
+    return uuids
+
+
+def _distilled_alone(modalities: list[str]) -> bool:
+    """A distilled model exists for this control set: one control whose modality has one."""
+    entry = MODALITIES.get(modalities[0]) if len(modalities) == 1 else None
+    return entry is not None and bool(entry.distilled_checkpoints)
+
+
 def checkpoint_identity(path: Path) -> tuple[str | None, bool]:
     """(modality or None when unknown, distilled) from the file's names and metadata (no tensors read)."""
     meta = _safetensors_metadata(path)
     names = " ".join([path.name, path.resolve().name, meta.get("source", "")]).lower()
     modality = meta.get("modality")
     distilled = meta.get("variant") == "distilled" or "distilled" in names
+    official = official_uuids()
     for uuid in _UUID.findall(names):
-        if uuid in OFFICIAL_UUIDS:
-            modality, distilled = OFFICIAL_UUIDS[uuid][0], OFFICIAL_UUIDS[uuid][1] or distilled
+        if uuid in official:
+            modality, distilled = official[uuid][0], official[uuid][1] or distilled
     return modality, distilled
 
 
@@ -125,7 +136,7 @@ def locate_models(
     checkpoints: dict[str, Path] = {}
     distilled = False
     for modality in modalities:
-        stems = (modality, f"{modality}_distilled") if modalities == ["edge"] else (modality,)
+        stems = (modality, f"{modality}_distilled") if _distilled_alone(modalities) else (modality,)
         path = _first_file(model_dir, stems)
         if path is None:
             raise CosmosError(
@@ -142,9 +153,10 @@ def locate_models(
             )
         checkpoints[modality] = path
         distilled = distilled or is_distilled
-    if distilled and modalities != ["edge"]:
+    if distilled and not _distilled_alone(modalities):
+        names = " or ".join(m.name for m in MODALITIES.values() if m.distilled_checkpoints)
         raise CosmosError(
-            "the distilled checkpoint is an edge model and runs only with the edge control alone"
+            f"the distilled checkpoint is an {names} model and runs only with the {names} control alone"
         )
     vae = _first_file(model_dir, ("tokenizer",))
     if vae is None:
@@ -192,8 +204,6 @@ def build_net(
     dtype: torch.dtype,
 ) -> tuple[TransferNet, bool]:
     """The network with one control branch per modality; returns (net, distilled)."""
-    from cosmos_t2.model.checkpoint import load_checkpoint
-
     config = TransferConfig.tiny() if tiny else TransferConfig.full_2b()
     branches = max(len(modalities), 1)
     if not files.checkpoints:

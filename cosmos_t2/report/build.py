@@ -23,6 +23,7 @@ import pandas as pd
 
 from cosmos_t2 import __version__
 from cosmos_t2.atomic import write_text_atomic
+from cosmos_t2.controls.registry import MODALITIES
 from cosmos_t2.errors import CosmosError
 from cosmos_t2.report.data import (
     Run,
@@ -36,6 +37,7 @@ from cosmos_t2.report.data import (
     rule_summary,
     stage_timings,
 )
+from cosmos_t2.video import read_video
 
 log = logging.getLogger(__name__)
 TEMPLATE = Path(__file__).parent / "assets" / "report.html.j2"
@@ -229,7 +231,7 @@ def _gpu_label(device: Any, processes: Any, attention: Any = None) -> str:
 
 
 def _fidelity_rows(jobs: pd.DataFrame) -> pd.DataFrame:
-    metrics = [m for m in ("edge_f1", "blur_ssim", "depth_si_rmse", "seg_miou") if m in jobs]
+    metrics = [m.metric for m in MODALITIES.values() if m.metric is not None and m.metric in jobs]
     if not metrics or "control_weight" not in jobs:
         return pd.DataFrame()
     long = jobs.melt(
@@ -280,8 +282,6 @@ def _present(value: Any) -> bool:
 
 def _thumbnail(path: Path) -> str | None:
     """The first frame as an inline JPEG, THUMB_HEIGHT pixels high."""
-    from cosmos_t2.video import read_video
-
     try:
         frame = read_video(path, max_frames=1).frames[0].numpy()
     except CosmosError as exc:

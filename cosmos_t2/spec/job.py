@@ -23,52 +23,19 @@ from pathlib import Path
 from typing import Any
 
 from cosmos_t2.atomic import write_json_atomic
+from cosmos_t2.controls.registry import MODALITIES
 from cosmos_t2.errors import CosmosError
-from cosmos_t2.spec.fields import Fields, Source, is_integer, show
+from cosmos_t2.spec.control import ControlSpec, control_block, jsonable
+from cosmos_t2.spec.fields import Fields, Source, is_integer
 from cosmos_t2.spec.parse import RawSample, apply_overrides, flatten_overrides, read_spec_file
 
-MODALITIES = ("edge", "vis", "depth", "seg")
 RESOLUTIONS = ("720", "480", "tiny")
-PRESETS = ("very_low", "low", "medium", "high", "very_high")
 DEFAULT_NEGATIVE_PROMPT = (
     "The video captures a game playing, with bad crappy graphics and cartoonish frames. It represents a "
     "recording of old outdated games. The lighting looks very fake. The textures are very raw and basic. The "
     "geometries are very primitive. The images are very pixelated and of poor CG quality. There are many "
     "subtitles in the footage. Overall, the video is unrealistic at all."
 )
-SEG_PROMPT_WORDS = 128  # upstream's default seg control_prompt: the prompt's first 128 words
-
-_CONTROL_KEYS = ("control_path", "control_weight", "mask_path", "mask_prompt")
-_MODALITY_KEYS = {
-    "edge": ("preset_edge_threshold",),
-    "vis": ("preset_blur_strength",),
-    "depth": (),
-    "seg": ("control_prompt",),
-}
-
-
-@dataclass(frozen=True)
-class ControlSpec:
-    """One control block (edge, vis, depth or seg).
-
-    `control_path` None means the control is computed from the input video. `control_weight` is kept
-    as given; see `normalized_control_weights` for how several weights combine. With both `mask_path`
-    and `mask_prompt`, upstream uses `mask_path` (and warns); so do we. Keys that belong to another
-    modality stay None (e.g. `preset_blur_strength` on edge).
-    """
-
-    modality: str
-    control_path: Path | None = None
-    control_weight: float = 1.0
-    mask_path: Path | None = None
-    mask_prompt: str | None = None
-    preset_edge_threshold: str | None = None  # edge only; default "medium"
-    preset_blur_strength: str | None = None  # vis only; default "medium"
-    control_prompt: str | None = None  # seg only; default: first 128 words of the prompt (computed seg)
-
-    def to_dict(self) -> dict[str, Any]:
-        keys = _CONTROL_KEYS + _MODALITY_KEYS[self.modality]
-        return {key: _jsonable(getattr(self, key)) for key in keys}
 
 
 @dataclass(frozen=True)
@@ -84,7 +51,7 @@ class Spec:
     name: str
     prompt: str
     video_path: Path
-    controls: dict[str, ControlSpec]  # ordered edge, vis, depth, seg; at least one
+    controls: dict[str, ControlSpec]  # in the registry's order (edge, vis, depth, seg); at least one
     prompt_path: Path | None = field(default=None, compare=False)
     negative_prompt: str = DEFAULT_NEGATIVE_PROMPT
     output_dir: Path | None = None
@@ -109,22 +76,12 @@ class Spec:
         """JSON-able, absolute paths; `load_specs` on this data gives back an equal Spec."""
         out: dict[str, Any] = {}
         for key in _TOP_KEYS:
-            if key == "prompt_path":
-                continue
-            if key in MODALITIES:
-                if key in self.controls:
-                    out[key] = self.controls[key].to_dict()
-                continue
-            out[key] = _jsonable(getattr(self, key))
+            if key != "prompt_path":
+                out[key] = jsonable(getattr(self, key))
+        for modality in MODALITIES:
+            if modality in self.controls:
+                out[modality] = self.controls[modality].to_dict()
         return out
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, tuple):
-        return list(value)
-    return value
 
 
 def normalized_control_weights(spec: Spec) -> dict[str, float]:
@@ -151,36 +108,12 @@ _TOP_KEYS = (
     "num_steps", "resolution", "num_video_frames_per_chunk", "num_conditional_frames", "max_frames",
     "sigma_max", "keep_input_resolution", "show_control_condition", "show_input", "image_context_path",
     "context_frame_index", "guided_generation_mask", "guided_generation_step_threshold",
-    "guided_generation_foreground_labels", *MODALITIES,
+    "guided_generation_foreground_labels",
 )  # fmt: skip
 
 
-def _control(src: Source, modality: str, block: Any, prompt: str) -> ControlSpec:
-    if not isinstance(block, dict):
-        raise src.error(
-            modality, f"expected an object (a control block; {{}} for defaults), got {show(block)}"
-        )
-    f = Fields(src, block, prefix=f"{modality}.")
-    f.check_keys(_CONTROL_KEYS + _MODALITY_KEYS[modality])
-    control_path = f.path("control_path")
-    extra: dict[str, Any] = {}
-    if modality == "edge":
-        extra["preset_edge_threshold"] = f.choice("preset_edge_threshold", PRESETS, "medium")
-    elif modality == "vis":
-        extra["preset_blur_strength"] = f.choice("preset_blur_strength", PRESETS, "medium")
-    elif modality == "seg":
-        control_prompt = f.text("control_prompt", nonblank="the objects to segment")
-        if control_prompt is None and control_path is None:  # upstream fills it only for computed seg
-            control_prompt = " ".join(prompt.split()[:SEG_PROMPT_WORDS])
-        extra["control_prompt"] = control_prompt
-    return ControlSpec(
-        modality=modality,
-        control_path=control_path,
-        control_weight=f.number("control_weight", 1.0, 0.0, 1.0),
-        mask_path=f.path("mask_path"),
-        mask_prompt=f.text("mask_prompt", nonblank="the objects the control applies to"),
-        **extra,
-    )
+def _known_keys() -> tuple[str, ...]:
+    return _TOP_KEYS + tuple(MODALITIES)  # read now: a modality registered after import counts
 
 
 def _prompt(f: Fields) -> tuple[str, Path | None]:
@@ -248,13 +181,15 @@ def _check_foreground_labels(f: Fields, spec: Spec) -> None:
 def validate_sample(data: dict[str, Any], src: Source, default_name: str) -> Spec:
     """Check one sample's data and resolve it into a Spec; errors name src.where and the key path."""
     f = Fields(src, data)
-    f.check_keys(_TOP_KEYS)
+    f.check_keys(_known_keys())
     prompt, prompt_path = _prompt(f)
     video_path = f.path("video_path")
     if video_path is None:
         raise f.error("video_path", "missing: the input video is required")
     # null blocks count as absent, as with upstream's Optional fields (so `--set vis=null` drops one)
-    controls = {m: _control(src, m, data[m], prompt) for m in MODALITIES if f.given(m)}
+    controls = {
+        m.name: control_block(src, m, data[m.name], prompt) for m in MODALITIES.values() if f.given(m.name)
+    }
     if not controls:
         raise src.error(
             None, f'no control block: give at least one of {", ".join(MODALITIES)} (e.g. "edge": {{}})'
@@ -285,11 +220,13 @@ def validate_sample(data: dict[str, Any], src: Source, default_name: str) -> Spe
         guided_generation_foreground_labels=f.integers("guided_generation_foreground_labels"),
     )
     _check_foreground_labels(f, spec)
-    if "vis" in spec.controls and spec.image_context_path is not None:
-        raise f.error(
-            "image_context_path",
-            "conflicts with the 'vis' control: both transfer style, so give only one (as upstream requires)",
-        )
+    for name in spec.controls:
+        if MODALITIES[name].transfers_style and spec.image_context_path is not None:
+            raise f.error(
+                "image_context_path",
+                f"conflicts with the '{name}' control: both transfer style, so give only one (as upstream "
+                "requires)",
+            )
     return spec
 
 

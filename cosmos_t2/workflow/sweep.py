@@ -23,11 +23,11 @@ from pathlib import Path
 from typing import Any
 
 from cosmos_t2.atomic import write_text_atomic
+from cosmos_t2.controls.registry import MODALITIES, Modality
 from cosmos_t2.errors import CosmosError
-from cosmos_t2.spec.job import MODALITIES
+from cosmos_t2.spec.job import load_samples, resolve_sample
 
 KEY_LEN = 16
-PRESET_KEYS = {"edge": "preset_edge_threshold", "vis": "preset_blur_strength"}
 # Resolved fields the decoded input depends on (besides the video's bytes).
 DECODE_FIELDS = ("resolution", "max_frames")
 # Top-level fields that name files; their contents, not their paths, enter the keys.
@@ -120,8 +120,8 @@ def grid_points(grid: Mapping[str, Any]) -> list[dict[str, Any]]:
 def point_overrides(data: Mapping[str, Any], point: Mapping[str, Any]) -> dict[str, Any]:
     """Dotted-key overrides that apply one grid point to one sample.
 
-    `control_weight` sets the weight of every control the sample has, `preset` the edge threshold and
-    blur strength presets of its edge and vis controls, and a `set` key inside a control block
+    `control_weight` sets the weight of every control the sample has, `preset` every preset key of its
+    controls (the edge threshold and blur strength presets), and a `set` key inside a control block
     (``depth.control_weight``) only reaches samples that have that control.
     """
     present = modalities_of(data)
@@ -130,7 +130,9 @@ def point_overrides(data: Mapping[str, Any], point: Mapping[str, Any]) -> dict[s
         if key == "control_weight":
             out.update({f"{m}.control_weight": value for m in present})
         elif key == "preset":
-            out.update({f"{m}.{PRESET_KEYS[m]}": value for m in present if m in PRESET_KEYS})
+            out.update(
+                {f"{m}.{k.name}": value for m in present for k in MODALITIES[m].spec_keys if k.is_preset}
+            )
         elif key in SCALAR_GRID_KEYS:
             out[key] = value
         elif key.startswith("set:"):
@@ -157,8 +159,8 @@ def _stage_of_override(dotted: str) -> set[str]:
     if dotted in (*DECODE_FIELDS, "video_path"):
         stages |= {"decode", "controls", "masks"}
     if dotted in PROMPT_FIELDS:
-        stages |= {"prompt", "controls"}  # seg's control_prompt defaults to the prompt
-    if head in MODALITIES and (leaf.startswith("preset_") or leaf in ("control_path", "control_prompt")):
+        stages |= {"prompt", "controls"}  # a text key (seg's control_prompt) may default to the prompt
+    if head in MODALITIES and (leaf == "control_path" or leaf in MODALITIES[head].key_names):
         stages.add("controls")
     if head in MODALITIES and leaf in ("mask_path", "mask_prompt"):
         stages.add("masks")
@@ -271,21 +273,9 @@ def job_keys(
         {"stage": "decode", "video": files["video_path"], "tiny": model.tiny, **decode_params}
     )
 
-    computed: dict[str, Any] = {}
-    for m in mods:
-        block = spec[m]
-        if block.get("control_path"):
-            continue
-        if m in PRESET_KEYS:
-            computed[m] = block.get(PRESET_KEYS[m]) or "medium"
-        elif m == "seg":
-            computed[m] = [
-                block.get("control_prompt") or spec.get("prompt"),
-                model.seg_model_dir,
-                model.grounding_model_dir,
-            ]
-        else:
-            computed[m] = model.depth_model_dir
+    computed = {
+        m: _computed_key(MODALITIES[m], spec[m], spec, model) for m in mods if not spec[m].get("control_path")
+    }
     controls = (
         stable_hash({"stage": "controls", "decode": decode, "controls": computed}) if computed else None
     )
@@ -331,6 +321,22 @@ def job_keys(
     return {"job": job, "decode": decode, "controls": controls, "masks": masks, "prompt": prompt}
 
 
+def _computed_key(
+    modality: Modality, block: Mapping[str, Any], spec: Mapping[str, Any], model: ModelSettings
+) -> Any:
+    """What a computed control reads besides the decoded input: its spec keys, then its model folders.
+
+    One value stays a scalar and several become a list, in that order, so the keys of the released
+    modalities (a preset; the depth folder; seg's prompt and two folders) are those older sweeps made.
+    """
+    values: list[Any] = [
+        block.get(key.name) or (key.default if key.is_preset else spec.get("prompt"))
+        for key in modality.spec_keys
+    ]
+    values += [getattr(model, name) for name in modality.model_fields]
+    return values[0] if len(values) == 1 else values
+
+
 def _lookup(data: Mapping[str, Any], dotted: str) -> Any:
     node: Any = data
     for part in dotted.split("."):
@@ -344,8 +350,6 @@ def plan_sweep(config: Mapping[str, Any], root: Path, hasher: Callable[[Path], s
     Samples are validated by `cosmos_t2.spec.job` (the same code `cosmos-t2 validate` runs), so a bad spec
     fails when the DAG is built, and keys see the resolved values (defaults filled, paths absolute).
     """
-    from cosmos_t2.spec.job import load_samples, resolve_sample
-
     hasher = hasher or FileHasher()
     model = ModelSettings.from_config(config)
     points = grid_points(config.get("grid") or {})
