@@ -51,7 +51,7 @@ def check_names(folder: Path, names: Iterable[str], *, limit: int | None = None)
 
 
 def check_destination(folder: str | Path, names: Iterable[str] = (), expected_bytes: int = 0) -> Path:
-    """Create `folder` if needed and check it can take `names` and `expected_bytes`; returns it."""
+    """Check that `folder` (existing or not) can take `names` and `expected_bytes`; returns it."""
     folder = Path(folder)
     limit = name_max(_existing_ancestor(folder))
     for part in folder.parts:  # a too-long folder name fails every stat of a path through it
@@ -62,16 +62,15 @@ def check_destination(folder: str | Path, names: Iterable[str] = (), expected_by
             )
     _check_is_folder(folder)
     check_names(folder, names, limit=limit)
+    # Probe where the first file (or the missing folder) will be created; nothing is left behind.
+    where = _existing_ancestor(folder)
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise CosmosError(f"cannot create the output folder ({exc.strerror or exc})", file=folder) from exc
-    try:
-        fd, probe = tempfile.mkstemp(dir=folder, prefix=".cosmos-t2-probe.")
+        fd, probe = tempfile.mkstemp(dir=where, prefix=".cosmos-t2-probe.")
         os.close(fd)
         os.unlink(probe)
     except OSError as exc:
-        raise CosmosError(f"cannot write in the output folder ({exc.strerror or exc})", file=folder) from exc
+        what = "write in the output folder" if where == folder else f"create the output folder in {where}"
+        raise CosmosError(f"cannot {what} ({exc.strerror or exc})", file=folder) from exc
     check_free_space(folder, expected_bytes)
     return folder
 

@@ -377,6 +377,7 @@ def test_unwritable_output_folder_as_the_file_system_reports_it(
     target = tmp_path / "ro"
     code, _, err = run_cli(["infer", str(job), "-o", str(target), "--tiny", *FAST], capsys)
     assert "Read-only file system" in assert_fault(code, err, "infer", str(target), target)
+    assert not target.exists()
 
 
 def test_name_too_long_for_the_file_system(
@@ -415,6 +416,7 @@ def test_not_enough_free_space_is_found_before_any_model_is_built(
     target = tmp_path / "out"
     code, _, err = run_cli(["infer", str(job), "-o", str(target), "--tiny", *FAST], capsys)
     assert "not enough free space" in assert_fault(code, err, "infer", str(target), target)
+    assert not target.exists()  # the checks create nothing
 
 
 @pytest.mark.parametrize(
@@ -566,6 +568,7 @@ def test_a_network_that_returns_nan_writes_no_video(
     out = tmp_path / "out"
     code, _, err = run_cli(["infer", str(job), "-o", str(out), "--tiny", *FAST], capsys)
     assert "step 2 of 2 in chunk 1 of 1" in assert_fault(code, err, "infer", "tiny", out)
+    assert not out.exists()
 
 
 # --- 7. messages ----------------------------------------------------------------------------------------
