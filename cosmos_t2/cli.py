@@ -17,7 +17,7 @@ from rich.markup import escape
 
 from cosmos_t2 import __version__
 from cosmos_t2.destination import check_destination, check_output_file
-from cosmos_t2.errors import CosmosError
+from cosmos_t2.errors import CosmosError, os_error_line
 
 app = typer.Typer(
     name="cosmos-t2",
@@ -421,12 +421,6 @@ def report(
     typer.echo(build_report(results, out, options))
 
 
-def _os_error_line(exc: OSError) -> str:
-    paths = [str(p) for p in (exc.filename, exc.filename2) if p is not None]
-    reason = exc.strerror or str(exc) or type(exc).__name__
-    return ": ".join([" -> ".join(paths), reason] if paths else [reason])
-
-
 def main() -> None:
     """Entry point that turns CosmosError and OSError into one red line and exit code 2.
 
@@ -442,7 +436,7 @@ def main() -> None:
         if _state["debug"]:
             _replay(held)
             raise
-        line = str(exc) if isinstance(exc, CosmosError) else _os_error_line(exc)
+        line = str(exc) if isinstance(exc, CosmosError) else os_error_line(exc)
         line = " ".join(line.split())  # one line, whatever a library put in its message
         err_console.print(f"[bold red]error:[/] {escape(line)}", highlight=False, soft_wrap=True)
         sys.exit(2)

@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from typing import NoReturn
 
 from cosmos_t2.atomic import write_json_atomic
-from cosmos_t2.errors import CosmosError
+from cosmos_t2.errors import CosmosError, os_error_line
 
 WORKER_MODULE = "cosmos_t2.worker"  # named, not imported: the worker imports the CLI, which imports this
 _ERROR_KEY = "cosmos_t2"  # our own block inside torchrun's error-file JSON
@@ -151,6 +151,9 @@ def failures_recorded() -> Iterator[None]:
         yield
     except CosmosError as exc:
         record_failure(str(exc), exc, user_error=True)
+        raise
+    except OSError as exc:  # a full disk, a permission: the user's to fix, one line as in one process
+        record_failure(os_error_line(exc), exc, user_error=True)
         raise
     except Exception as exc:
         record_failure(f"{type(exc).__name__}: {exc}", exc)
