@@ -10,7 +10,9 @@ resize back to the input size. Stages are timed; the sidecar JSON records them w
 Every check that can fail on user input runs before any model is built: the model directory
 (`pipeline_models.locate_models`), frame counts of controls and masks and the guided-generation mask
 (`pipeline_inputs.load_inputs`), chunk length, the prompt embeddings file; guided generation with the
-distilled model (`cosmos_t2.pipeline.guided`: upstream's distilled sampler ignores it, so it is refused here).
+distilled model (`cosmos_t2.pipeline.guided`: upstream's distilled sampler ignores it, so it is refused here);
+the output folder, its names and free space (`destination`). Each chunk's sampler runs under the NaN/Inf
+guard (`sampling.guard`), and the outputs are published together, the sidecar last (`atomic.OutputSet`).
 
 Tiny mode (`--tiny`): the tiny network family with seeded random weights, resolution "tiny" (64 px high)
 and 17-frame chunks (5 latent frames) unless the spec sets another chunk length, so a CPU run takes
