@@ -6,10 +6,11 @@ without loading torch.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import warnings
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -18,6 +19,9 @@ from rich.markup import escape
 from cosmos_t2 import __version__
 from cosmos_t2.destination import check_destination, check_output_file
 from cosmos_t2.errors import CosmosError, os_error_line
+
+if TYPE_CHECKING:
+    from cosmos_t2.pipeline.batch import Outcome
 
 app = typer.Typer(
     name="cosmos-t2",
@@ -142,11 +146,26 @@ def bench(
         str, typer.Option(help="'diffusers' also times diffusers' models in the same run.")
     ] = "",
     compile: Annotated[
-        bool, typer.Option("--compile/--no-compile", help="torch.compile the blocks.")
-    ] = False,
+        bool | None,
+        typer.Option("--compile/--no-compile", help="torch.compile the blocks (step: off; --e2e: as infer)."),
+    ] = None,
     attn_backend: Annotated[
         str, typer.Option(help="auto | fa4 | cudnn | flash | efficient | math.")
     ] = "auto",
+    e2e: Annotated[
+        bool,
+        typer.Option(
+            "--e2e", help="Time whole jobs through infer's path (random weights in a model folder)."
+        ),
+    ] = False,
+    distilled: Annotated[bool, typer.Option(help="--e2e: the 4-step distilled edge model.")] = False,
+    jobs: Annotated[int, typer.Option(help="--e2e: this many jobs in one process (infer's batch path).")] = 1,
+    spec: Annotated[Path | None, typer.Option(help="--e2e: time this spec at full size.")] = None,
+    frames: Annotated[int | None, typer.Option(help="--e2e: input frames (185 at 720p: two chunks).")] = None,
+    guided: Annotated[bool, typer.Option(help="--e2e: with a guided-generation mask.")] = False,
+    work_dir: Annotated[
+        Path | None, typer.Option(help="--e2e: keep the model folder and outputs here (default: temporary).")
+    ] = None,
     vae: Annotated[bool, typer.Option("--vae/--no-vae", help="Also time VAE encode and decode.")] = False,
     warmup: Annotated[int, typer.Option(help="Untimed steps first.")] = 2,
     iters: Annotated[int, typer.Option(help="Timed steps (median reported).")] = 3,
@@ -163,7 +182,23 @@ def bench(
         bool, typer.Option(help="Call the network directly, bypassing the parallel wrapper.")
     ] = False,
 ) -> None:
-    """Time one denoising step of the full-size network beside its floor (random weights)."""
+    """Time one denoising step of the full-size network beside its floor, or (--e2e) whole jobs (random weights)."""
+    if e2e:
+        from cosmos_t2.bench.e2e import E2EOptions, print_e2e, run_e2e, write_result
+
+        result = run_e2e(
+            E2EOptions(
+                preset=preset, controls=tuple(c for c in controls.split(",") if c),
+                steps=None if steps == 35 else steps, distilled=distilled, jobs=jobs, spec=spec,
+                frames=frames, guided=guided, device=device, compile=compile, compile_mode=compile_mode,
+                attn_backend=attn_backend, compare_diffusers=compare == "diffusers", warmup=warmup, iters=iters,
+                work_dir=work_dir,
+            )
+        )  # fmt: skip
+        if json_out is not None:
+            write_result(result, json_out)
+        print_e2e(result)
+        return
     from cosmos_t2.bench.step import BenchOptions, print_result, run_bench_cli
 
     _device(device)
@@ -177,7 +212,7 @@ def bench(
         controls=tuple(c for c in controls.split(",") if c),
         warmup=warmup,
         iters=iters,
-        compile=compile,
+        compile=bool(compile),
         attn_backend=attn_backend,
         compare_diffusers=compare == "diffusers",
         vae=vae,
@@ -246,11 +281,17 @@ def encode_prompt(
 
 @app.command()
 def infer(
-    job: JobArg,
+    jobs: Annotated[
+        list[Path],
+        typer.Argument(
+            metavar="JOB...",
+            help="Job specs, spec files (a JSONL runs every sample unless --name) or folders of them.",
+        ),
+    ],
     out_dir: Annotated[
         Path | None,
         typer.Option(
-            "-o", "--out", help="Folder for <name>.mp4 and <name>.json (default: the spec's output_dir)."
+            "-o", "--out", help="Folder for <name>.mp4 and <name>.json (one job: default its output_dir)."
         ),
     ] = None,
     tiny: Annotated[
@@ -276,8 +317,33 @@ def infer(
     ] = None,
     name: Annotated[str | None, typer.Option("--name", help="The sample to run from a JSONL.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
+    compile: Annotated[
+        bool | None,
+        typer.Option(
+            "--compile/--no-compile", help="torch.compile the blocks (default: on for CUDA, off for CPU)."
+        ),
+    ] = None,
+    compile_mode: Annotated[str | None, typer.Option(help="torch.compile mode (default: torch's).")] = None,
+    attn_backend: Annotated[
+        str,
+        typer.Option(help="auto (FlashAttention-4, else cuDNN) | fa4 | cudnn | flash | efficient | math."),
+    ] = "auto",
+    compile_cache: Annotated[
+        Path | None,
+        typer.Option(
+            help="Compiled-kernel cache shared by jobs (default $COSMOS_T2_CACHE_DIR/torch-compile)."
+        ),
+    ] = None,
+    no_compile_cache: Annotated[
+        bool, typer.Option("--no-compile-cache", help="Leave torch's compile cache where torch puts it.")
+    ] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="With several jobs: rerun jobs whose outputs exist.")
+    ] = False,
 ) -> None:
-    """Run one job: spec -> controls, masks, embeddings -> diffusion -> <name>.mp4 + <name>.json."""
+    """Run jobs: spec -> controls, masks, embeddings -> diffusion -> <name>.mp4 + <name>.json each.
+
+    Several jobs run in one process, models built and compiled once; a failing job does not stop the others."""
     from cosmos_t2.distributed.launch import maybe_relaunch_under_torchrun
 
     if _device(device) is None:
@@ -286,15 +352,13 @@ def infer(
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if maybe_relaunch_under_torchrun(gpus, device, sys.argv[1:]):
         return
+    from cosmos_t2.pipeline.acceleration import resolve_acceleration
+    from cosmos_t2.pipeline.batch import failure_line, load_batch_jobs, run_batch
     from cosmos_t2.pipeline.run import RunOptions, run_on_ranks
     from cosmos_t2.spec.job import load_job
     from cosmos_t2.spec.parse import parse_set_options
 
-    spec = load_job(job, name=name, overrides=parse_set_options(set_ or []))
-    if out_dir is None:
-        if spec.output_dir is None:
-            raise CosmosError("no output folder: pass -o DIR or set output_dir in the spec", file=job)
-        out_dir = spec.output_dir
+    overrides = parse_set_options(set_ or [])
     options = RunOptions(
         out_dir=out_dir,
         device=device,
@@ -305,11 +369,49 @@ def infer(
         prompt_embeddings=prompt_embeddings,
         latents_only=latents_only,
         progress=not quiet,
+        acceleration=resolve_acceleration(
+            device,
+            compile=compile,
+            compile_mode=compile_mode,
+            attn_backend=attn_backend,
+            compile_cache=compile_cache,
+            use_compile_cache=not no_compile_cache,
+        ),
     )
-    result = run_on_ranks(spec, options)
-    for path in (result.video, result.latents, result.sidecar):
-        if path is not None:
-            typer.echo(str(path))
+    single = (
+        len(jobs) == 1 and not jobs[0].is_dir() and (name is not None or jobs[0].suffix.lower() != ".jsonl")
+    )
+    if single:  # one job: its error is the command's error, outputs are rewritten
+        spec = load_job(jobs[0], name=name, overrides=overrides)
+        if options.out_dir is None:
+            if spec.output_dir is None:
+                raise CosmosError("no output folder: pass -o DIR or set output_dir in the spec", file=jobs[0])
+            options = dataclasses.replace(options, out_dir=spec.output_dir)
+        result = run_on_ranks(spec, options)
+        for path in (result.video, result.latents, result.sidecar):
+            if path is not None:
+                typer.echo(str(path))
+        return
+
+    def report(outcome: Outcome) -> None:
+        if outcome.status == "failed":
+            err_console.print(
+                f"[bold red]failed:[/] {escape(f'{outcome.name}: {outcome.error}')}",
+                highlight=False,
+                soft_wrap=True,
+            )
+        elif outcome.status == "skipped":
+            typer.echo(f"skipped {outcome.name} (outputs exist; --force reruns it)")
+        else:
+            for path in (outcome.result.video, outcome.result.latents, outcome.result.sidecar):
+                if path is not None:
+                    typer.echo(str(path))
+
+    if options.out_dir is None:  # the batch record and every job's outputs go to one folder
+        raise CosmosError("several jobs write to one folder: pass -o DIR", file=", ".join(map(str, jobs)))
+    result = run_batch(load_batch_jobs(jobs, overrides, name=name), options, force=force, on_outcome=report)
+    if result.failed:
+        raise CosmosError(failure_line(result))
 
 
 @app.command()
@@ -405,6 +507,12 @@ def report(
     embed_limit_mb: Annotated[float, typer.Option(help="Inline previews up to this size.")] = 8.0,
     depth_model_dir: Annotated[Path | None, typer.Option(help="Also score depth controls (si-RMSE).")] = None,
     device: Annotated[str, typer.Option(help="Where the depth model runs: cpu or cuda.")] = "cpu",
+    sweep: Annotated[
+        Path | None,
+        typer.Option(
+            help="Report only this sweep's jobs (its manifest.json); other jobs on disk are listed apart."
+        ),
+    ] = None,
 ) -> None:
     """Write one self-contained HTML report: jobs, costs per rule and hardware, previews, control fidelity."""
     from cosmos_t2.report.build import ReportOptions, build_report
@@ -417,6 +525,7 @@ def report(
         embed_limit_mb=embed_limit_mb,
         depth_model_dir=depth_model_dir,
         device=device,
+        sweep=sweep,
     )
     typer.echo(build_report(results, out, options))
 

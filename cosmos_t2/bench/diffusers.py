@@ -3,6 +3,12 @@
 Times diffusers' Cosmos 2.5 transformer + controlnet(s) at our config's shapes exactly as its
 `Cosmos2_5_TransferPipeline` runs one denoising step: controlnet then transformer, once for the prompt and once
 for the negative prompt (two B=1 passes), raw 100352-channel text features projected inside each pass.
+
+`compiled=True` times them as a performance-minded diffusers user runs them: regional compilation, the way
+diffusers documents it (`ModelMixin.compile_repeated_blocks(fullgraph=True)`, which `torch.compile`s every
+module of a class in `_repeated_blocks`). diffusers' Cosmos models do not declare `_repeated_blocks` (0.42), so
+it is set to their one repeated class, `CosmosTransformerBlock`, exactly what that call then compiles. If a
+block does not trace as one graph, it is compiled again with graph breaks allowed (`fullgraph` in the result).
 diffusers is an optional dependency (the `dev` extra; wheels on the GPU machine).
 """
 
@@ -55,8 +61,21 @@ def diffusers_kwargs(cfg: TransferConfig) -> tuple[dict, dict]:
     return transformer, controlnet
 
 
+REPEATED_BLOCK = "CosmosTransformerBlock"
+
+
+def compile_regions(models: list[torch.nn.Module], fullgraph: bool) -> None:
+    """diffusers' regional compilation of each model's repeated blocks."""
+    for model in models:
+        if not getattr(model, "_repeated_blocks", None):
+            model._repeated_blocks = [REPEATED_BLOCK]
+        model.compile_repeated_blocks(fullgraph=fullgraph)
+
+
 @torch.no_grad()
-def bench_diffusers(cfg: TransferConfig, preset, opts, device: torch.device) -> dict:
+def bench_diffusers(
+    cfg: TransferConfig, preset, opts, device: torch.device, *, compiled: bool = False
+) -> dict:
     """Seconds per CFG step and peak memory of diffusers' models (random weights, same dtype as ours)."""
     try:
         from diffusers import CosmosControlNetModel, CosmosTransformer3DModel
@@ -116,8 +135,18 @@ def bench_diffusers(cfg: TransferConfig, preset, opts, device: torch.device) -> 
         cond, uncond = (one_pass(p) for p in prompts)
         _ = cond + 3.0 * (cond - uncond)
 
+    extra: dict = {}
+    if compiled:
+        models = [transformer, *controlnets]
+        compile_regions(models, fullgraph=True)
+        try:
+            step()
+        except Exception as exc:  # torch._dynamo's Unsupported and kin: let the blocks break into graphs
+            compile_regions(models, fullgraph=False)
+            extra["fullgraph_error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        extra["fullgraph"] = "fullgraph_error" not in extra
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     times = time_callable(step, device, opts.warmup, opts.iters)
     peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
-    return {"step_s": statistics.median(times), "step_times_s": times, "peak_gib": peak}
+    return {"step_s": statistics.median(times), "step_times_s": times, "peak_gib": peak, **extra}

@@ -240,6 +240,10 @@ def run_bench(opts: BenchOptions, ctx=None) -> dict:
         theirs["projected_total_s"] = theirs["step_s"] * opts.steps
         result["diffusers"] = theirs
         result["speedup_vs_diffusers"] = theirs["step_s"] / ours["step_s"]
+        compiled = bench_diffusers(cfg, preset, opts, device, compiled=True)
+        compiled["projected_total_s"] = compiled["step_s"] * opts.steps
+        result["diffusers_compiled"] = compiled
+        result["speedup_vs_diffusers_compiled"] = compiled["step_s"] / ours["step_s"]
     if opts.vae and (ctx is None or not ctx.distributed):
         vae_cfg = VAEConfig.tiny() if preset.tiny else VAEConfig.wan21()
         result["vae"] = bench_vae(
@@ -290,7 +294,12 @@ def print_result(result: dict) -> None:
         result["cosmos_t2"]["peak_gib"],
     )
     if "diffusers" in result:
-        row("diffusers", result["diffusers"]["step_s"], result["diffusers"]["peak_gib"])
+        row("diffusers (eager)", result["diffusers"]["step_s"], result["diffusers"]["peak_gib"])
+    if "diffusers_compiled" in result:
+        theirs = result["diffusers_compiled"]
+        row("diffusers (regional torch.compile)", theirs["step_s"], theirs["peak_gib"])
     Console().print(table)
     if "speedup_vs_diffusers" in result:
-        Console().print(f"speed-up over diffusers: {result['speedup_vs_diffusers']:.2f}x")
+        Console().print(f"speed-up over diffusers eager: {result['speedup_vs_diffusers']:.2f}x")
+    if "speedup_vs_diffusers_compiled" in result:
+        Console().print(f"speed-up over diffusers compiled: {result['speedup_vs_diffusers_compiled']:.2f}x")

@@ -120,10 +120,14 @@ def parallel_job(
     teardown can then hang) and the message must be recorded before this rank's sockets close, so
     that the launcher sees it as the first failure.
     """
+    # Nested inside another rank body (a batch of jobs, `pipeline.batch`), the group stays up for the outer
+    # one: torchrun's store does not host a second rendezvous of the same ranks.
+    owner = not dist.is_initialized()
     with failures_recorded():
         ctx = init_distributed(device, cfg_parallel=cfg_parallel)
         yield ctx
-    shutdown_distributed()
+    if owner:
+        shutdown_distributed()
 
 
 # --- sequence split along frames -----------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -57,15 +57,23 @@ def check_prompt_embeddings(path: Path, spec: Spec, tiny: bool) -> tuple[torch.T
 
 
 def prompt_embeddings(
-    spec: Spec, given: tuple[torch.Tensor, torch.Tensor] | None, files: ModelFiles, device: torch.device
+    spec: Spec,
+    given: tuple[torch.Tensor, torch.Tensor] | None,
+    files: ModelFiles,
+    device: torch.device,
+    make_encoder: Callable[[], text.PromptEncoder] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(prompt (1, L, C), negative prompt (1, L, C)): those read from --prompt-embeddings, or encoded here
-    (the real encoder through the embeddings cache, the tiny one directly)."""
+    (the real encoder through the embeddings cache, the tiny one directly). `make_encoder` gives the encoder
+    (a batch keeps one where that is cheap, `pipeline.pool`); by default it is built here."""
     if given is not None:
         return given
-    encoder = text.encoder_for(
-        tiny=files.text_encoder is None, text_encoder_dir=files.text_encoder, device=str(device)
-    )
+    if make_encoder is None:
+        encoder = text.encoder_for(
+            tiny=files.text_encoder is None, text_encoder_dir=files.text_encoder, device=str(device)
+        )
+    else:
+        encoder = make_encoder()
     cache = None if files.text_encoder is None else text.EmbeddingCache(text.default_cache_dir())
     pos, neg = text.encode_prompts(encoder, [spec.prompt, spec.negative_prompt], cache)
     del encoder  # the 7B encoder leaves the device before the DiT is built

@@ -10,9 +10,12 @@ resize back to the input size. Stages are timed; the sidecar JSON records them w
 Every check that can fail on user input runs before any model is built: the model directory
 (`pipeline_models.locate_models`), frame counts of controls and masks and the guided-generation mask
 (`pipeline_inputs.load_inputs`), chunk length, the prompt embeddings file; guided generation with the
-distilled model (`cosmos_t2.pipeline.guided`: upstream's distilled sampler ignores it, so it is refused here);
-the output folder, its names and free space (`destination`). Each chunk's sampler runs under the NaN/Inf
-guard (`sampling.guard`), and the outputs are published together, the sidecar last (`atomic.OutputSet`).
+distilled model (`cosmos_t2.pipeline.guided`: upstream's distilled sampler ignores it, so it is refused here).
+On CUDA (`Acceleration.prefetch_inputs`) the inputs are read on a thread while the models load, so their
+checks end the job after the load but still before any step.
+The output folder, its names (before anything) and free space (once the frame count is known, before
+any step) are checked (`destination`). Each chunk's sampler runs under the NaN/Inf guard
+(`sampling.guard`), and the outputs are published together, the sidecar last (`atomic.OutputSet`).
 
 Tiny mode (`--tiny`): the tiny network family with seeded random weights, resolution "tiny" (64 px high)
 and 17-frame chunks (5 latent frames) unless the spec sets another chunk length, so a CPU run takes
@@ -22,6 +25,7 @@ seconds. Every output says "tiny random-weight model".
 from __future__ import annotations
 
 import dataclasses
+import statistics
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -42,11 +46,12 @@ from cosmos_t2.model.config import TEMPORAL_COMPRESSION
 from cosmos_t2.model.control import ControlInput, TransferNet
 from cosmos_t2.model.image_context import check_reference, reference_image
 from cosmos_t2.model.vae import WanVAE
+from cosmos_t2.pipeline.acceleration import Acceleration, Background, accelerated, resolve_acceleration
 from cosmos_t2.pipeline.chunking import Chunk, conditioning_video, plan_chunks
 from cosmos_t2.pipeline.context import check_prompt_embeddings, image_context, progress_bar, prompt_embeddings
 from cosmos_t2.pipeline.guided import chunk_guide, refuse_distilled
 from cosmos_t2.pipeline.inputs import JobInputs, load_inputs, to_model_video, to_uint8_frames
-from cosmos_t2.pipeline.models import TINY_LABEL, build_net, build_tokenizer, locate_models
+from cosmos_t2.pipeline.models import TINY_LABEL, locate_models
 from cosmos_t2.pipeline.output import (
     LatentPlan,
     expected_output_bytes,
@@ -54,6 +59,7 @@ from cosmos_t2.pipeline.output import (
     panels_for_chunk,
     write_outputs,
 )
+from cosmos_t2.pipeline.pool import ModelPool
 from cosmos_t2.pipeline.sidecar import StageTimer, finish_record, job_record, write_json
 from cosmos_t2.sampling.base import ChunkConditioning, Sampler, VelocityFn
 from cosmos_t2.sampling.distilled import DISTILLED_NUM_STEPS, DistilledSampler
@@ -82,6 +88,8 @@ class RunOptions:
     latents_only: bool = False
     progress: bool = True
     parallel: ParallelContext | None = None  # this rank's, under torchrun; None: one process
+    acceleration: Acceleration | None = None  # None: resolve_acceleration(device) (compiled on CUDA)
+    pool: ModelPool | None = None  # models kept between the jobs of one process; None: this job's own
 
 
 @dataclass
@@ -264,6 +272,8 @@ def run_job(spec: Spec, options: RunOptions) -> JobResult:
     dtype = options.dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
     timer = StageTimer(device)
     modalities = list(spec.controls)
+    acc = options.acceleration or resolve_acceleration(device)
+    pool = options.pool if options.pool is not None else ModelPool()
 
     # Checks first: nothing below builds a model before these pass.
     with timer.stage("validate"):
@@ -281,7 +291,8 @@ def run_job(spec: Spec, options: RunOptions) -> JobResult:
             need_image_encoder=spec.image_context_path is not None or spec.context_frame_index is not None,
         )
         refuse_distilled(spec, files.distilled)
-    with timer.stage("inputs"):
+
+    def read_inputs(spec: Spec = spec) -> tuple[JobInputs, Any]:
         inputs = load_inputs(
             spec, controls_dir=options.controls_dir, masks_dir=options.masks_dir, device=str(device)
         )
@@ -289,14 +300,28 @@ def run_job(spec: Spec, options: RunOptions) -> JobResult:
         reference = reference_image(
             spec.image_context_path, spec.video_path, spec.context_frame_index, inputs.size
         )
-    chunks = plan_chunks(inputs.num_frames, spec.num_video_frames_per_chunk, spec.num_conditional_frames)
-    if _is_main(ctx):
-        check_free_space(options.out_dir, expected_output_bytes(spec, inputs, chunks, options.latents_only))
+        return inputs, reference
+
+    pending = Background(read_inputs, device) if acc.prefetch_inputs else None
+    if pending is None:
+        with timer.stage("inputs"):
+            inputs, reference = read_inputs()
     with timer.stage("text"):  # before the DiT: a 7B encoder and the DiT need not share the GPU
-        pos, neg = prompt_embeddings(spec, given_embeddings, files, device)
+        pos, neg = prompt_embeddings(
+            spec, given_embeddings, files, device, lambda: pool.text_encoder(files, device)
+        )
     with timer.stage("load_models"):
-        net, distilled = build_net(files, modalities, tiny=options.tiny, device=device, dtype=dtype)
-        vae = build_tokenizer(files, tiny=options.tiny, device=device, dtype=dtype)
+        net, distilled = pool.net(
+            files, modalities, tiny=options.tiny, device=device, dtype=dtype, acceleration=acc
+        )
+        vae = pool.vae(files, tiny=options.tiny, device=device, dtype=dtype)
+    if pending is not None:  # read while the models loaded; its errors are raised here, before any step
+        with timer.stage("inputs_wait"):
+            inputs, reference = pending.result()
+        timer.seconds["inputs"] = pending.seconds
+    chunks = plan_chunks(inputs.num_frames, spec.num_video_frames_per_chunk, spec.num_conditional_frames)
+    if _is_main(ctx):  # on CUDA the inputs were read while the models loaded: still before any step
+        check_free_space(options.out_dir, expected_output_bytes(spec, inputs, chunks, options.latents_only))
     if distilled:
         refuse_distilled(spec, distilled)  # a .pt checkpoint can reveal it is distilled only when loaded
         settings = _distilled_settings(settings)
@@ -319,14 +344,26 @@ def run_job(spec: Spec, options: RunOptions) -> JobResult:
     latents: list[torch.Tensor] = []
     panels: list[torch.Tensor] = []
     previous = None
-    with _deterministic(device), progress_bar(options.progress and _is_main(ctx), len(chunks)) as bar:
+    intervals: list[float] = []  # step-to-step times after each chunk's first step (which pays compilation)
+    with (
+        accelerated(acc),
+        _deterministic(device),
+        progress_bar(options.progress and _is_main(ctx), len(chunks)) as bar,
+    ):
         for chunk, seed in zip(chunks, seeds, strict=True):
             if bar is not None:
                 bar.reset(1, total=spec.num_steps)
 
-            def on_step(i: int, n: int) -> None:
+            ticks: list[float] = []
+
+            def on_step(i: int, n: int, ticks: list[float] = ticks) -> None:
                 if bar is not None:
                     bar.update(1, completed=i, total=n)
+                if device.type == "cuda":  # the step's kernels are done: time it, not its launch
+                    torch.cuda.synchronize(device)
+                ticks.append(time.perf_counter())
+                if len(ticks) > 1:
+                    intervals.append(ticks[-1] - ticks[-2])
 
             latent = _diffuse_chunk(spec, inputs, models, chunk, len(chunks), seed, previous, timer, on_step)
             latents.append(latent)
@@ -348,11 +385,15 @@ def run_job(spec: Spec, options: RunOptions) -> JobResult:
         changed=settings.changed, seeds=seeds, device=device, dtype=dtype,
         world_size=1 if ctx is None else ctx.world_size, started=started, warnings=warnings,
     )  # fmt: skip
+    record["acceleration"] = acc.record(device)
+    if device.type == "cuda":  # the kernel that ran, not the auto default's
+        record["device"]["attention"] = record["acceleration"]["attention_kernel"]
     sidecar = options.out_dir / f"{spec.name}.json"
     with atomic_outputs() as outputs:  # published together, the sidecar last
         with timer.stage("write"):
             paths = write_outputs(options, spec, inputs, chunks, plan, latents, panels, outputs)
         finish_record(record, timer, spec.num_steps * len(chunks), paths, started)
+        record["steady_seconds_per_step"] = round(statistics.median(intervals), 4) if intervals else None
         write_json(outputs.stage(sidecar, record=True), record)
     return JobResult(
         sidecar, paths.get("video"), paths.get("latents"), inputs.num_frames, inputs.fps, timer.rounded()

@@ -29,6 +29,7 @@ from cosmos_t2.pipeline.chunking import Chunk
 from cosmos_t2.pipeline.guided import guided_record
 from cosmos_t2.pipeline.inputs import JobInputs
 from cosmos_t2.pipeline.models import ModelFiles
+from cosmos_t2.pipeline.startup import startup_seconds
 from cosmos_t2.spec.job import Spec
 
 LATENTS_SUFFIX = ".latents.safetensors"
@@ -72,9 +73,20 @@ def device_info(device: torch.device, dtype: torch.dtype, world_size: int) -> di
         info["name"] = torch.cuda.get_device_name(device)
         info["attention"] = attention_kernel("auto", device)  # fa4 or cudnn: what a run's speed depends on
     else:
-        info["name"] = platform.processor() or platform.machine()
+        info["name"] = cpu_name()
         info["threads"] = torch.get_num_threads()
     return info
+
+
+def cpu_name() -> str:
+    """The CPU's model name ("AMD EPYC 7B13"): Linux /proc/cpuinfo; else what `platform` knows ("arm")."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name") and ":" in line:
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def job_record(
@@ -130,6 +142,7 @@ def finish_record(
     record["seconds_per_step"] = round(diffusion / steps, 4) if steps else None
     record["peak_memory_gib"] = {k: round(v, 3) for k, v in timer.peak_memory_gib().items()}
     record["total_s"] = round(time.time() - started, 3)
+    record["startup_s"] = startup_seconds(started)  # before the stages: interpreter start, imports
     record["outputs"] = {k: p.name for k, p in paths.items() if p is not None}
 
 

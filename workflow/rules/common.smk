@@ -61,12 +61,14 @@ def diffuse_inputs(wildcards):
 def infer_args(wildcards, input, resources):
     """Everything `cosmos-t2 infer` is told besides the job spec and the output folder."""
     args = ["--latents-only", "--quiet", "--device", config["device"], "--prompt-embeddings", input.prompt]
-    if resources.gpu >= 1:
+    if GPU_DEVICE and resources.gpu >= 1:
         args += ["--gpus", str(resources.gpu)]
     if "controls" in input.keys():
         args += ["--controls-dir", input.controls]
     if "masks" in input.keys():
         args += ["--masks-dir", input.masks]
+    # One kernel cache for every diffuse job: only the sweep's first GPU process pays for compilation.
+    args += ["--compile-cache", config["compile_cache"]] if config["compile_cache"] else ["--no-compile-cache"]
     return args + model_args("model_dir")
 
 

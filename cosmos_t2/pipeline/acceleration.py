@@ -1,0 +1,137 @@
+"""How a job's network runs: the optimisations `infer` applies, resolved once at the edge.
+
+On CUDA `infer` runs what `cosmos-t2 bench --compile` measures, so the speed the project reports is the speed a
+job gets: every DiT block compiled (`model.compile.compile_blocks`, the default mode: max-autotune measured no
+faster, docs/benchmarks.md), the `auto` attention kernel (FlashAttention-4 where installed on Hopper, else
+cuDNN), inference mode (no autograd bookkeeping), cuDNN autotuning of the VAE's convolutions, and the CFG pair
+batched with its shared first-block work (`cfg_halves`, always on in `pipeline.run`). Each is exact: the same
+math, summed in another order at most. Around the steps: the job's inputs (decode, controls, masks) are read
+on a thread while the text encoder and the models load (`Background`). On CPU nothing changes unless asked
+(`--compile`), so CPU runs keep their byte-identical outputs and their checks-before-models order.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+import torch
+
+from cosmos_t2.errors import CosmosError
+from cosmos_t2.model.attention import BACKENDS, attention_kernel
+from cosmos_t2.model.compile import compile_blocks, default_compile_cache_dir, enable_compile_cache
+from cosmos_t2.model.control import TransferNet
+
+
+@dataclass(frozen=True)
+class Acceleration:
+    """The resolved optimisations of a run (recorded in the sidecar as `acceleration`)."""
+
+    compile: bool
+    compile_mode: str | None  # torch.compile mode; None: its default
+    attn_backend: str  # as asked: auto | fa4 | cudnn | flash | efficient | math
+    inference_mode: bool
+    cudnn_benchmark: bool
+    compile_cache: Path | None  # inductor's on-disk cache; None: torch's own default (/tmp)
+    prefetch_inputs: bool = False  # read inputs on a thread while models load
+
+    def record(self, device: torch.device) -> dict[str, Any]:
+        return {
+            "compile": self.compile,
+            "compile_mode": (self.compile_mode or "default") if self.compile else None,
+            "attention_backend": self.attn_backend,
+            "attention_kernel": attention_kernel(self.attn_backend, device),
+            "inference_mode": self.inference_mode,
+            "cudnn_benchmark": self.cudnn_benchmark,
+            "compile_cache": str(self.compile_cache) if self.compile and self.compile_cache else None,
+            "prefetch_inputs": self.prefetch_inputs,
+        }
+
+
+def resolve_acceleration(
+    device: str | torch.device,
+    *,
+    compile: bool | None = None,
+    compile_mode: str | None = None,
+    attn_backend: str = "auto",
+    compile_cache: Path | None = None,
+    use_compile_cache: bool = True,
+) -> Acceleration:
+    """`compile=None`: on for CUDA, off for CPU. `compile_cache=None`: `default_compile_cache_dir()`."""
+    cuda = torch.device(device).type == "cuda"
+    if attn_backend not in BACKENDS:
+        raise CosmosError(
+            f"unknown attention backend {attn_backend!r}; choose from {', '.join(BACKENDS)}",
+            key="--attn-backend",
+        )
+    compiled = cuda if compile is None else compile
+    cache = (compile_cache or default_compile_cache_dir()) if use_compile_cache else None
+    return Acceleration(
+        compile=compiled,
+        compile_mode=compile_mode,
+        attn_backend=attn_backend,
+        inference_mode=cuda,
+        cudnn_benchmark=cuda,
+        compile_cache=cache,
+        prefetch_inputs=cuda,
+    )
+
+
+def prepare_process(acc: Acceleration) -> None:
+    """What must happen before torch compiles anything in this process (idempotent)."""
+    if acc.compile and acc.compile_cache is not None:
+        enable_compile_cache(acc.compile_cache)
+
+
+def accelerate(net: TransferNet, acc: Acceleration) -> TransferNet:
+    """Set the attention backend and compile the blocks of a freshly built network, in place."""
+    prepare_process(acc)
+    net.set_attention_backend(acc.attn_backend)  # type: ignore[arg-type]  # checked in resolve_acceleration
+    if acc.compile:
+        compile_blocks(net, mode=acc.compile_mode)
+    return net
+
+
+@contextmanager
+def accelerated(acc: Acceleration) -> Iterator[None]:
+    """The process-wide switches a run needs while it runs (restored after)."""
+    was = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = acc.cudnn_benchmark or was
+    try:
+        with torch.inference_mode(acc.inference_mode):
+            yield
+    finally:
+        torch.backends.cudnn.benchmark = was
+
+
+T = TypeVar("T")
+
+
+class Background(Generic[T]):
+    """`fn()` on its own thread from now on; `result()` waits for it and re-raises what it raised."""
+
+    def __init__(self, fn: Callable[[], T], device: torch.device) -> None:
+        self.seconds = 0.0  # the thread's own run time
+
+        def run() -> T:
+            if device.type == "cuda":  # the current device is per thread: the job's, not device 0
+                torch.cuda.set_device(device)
+            start = time.perf_counter()
+            try:
+                return fn()
+            finally:
+                self.seconds = time.perf_counter() - start
+
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cosmos-t2-inputs")
+        self._future = self._pool.submit(run)
+
+    def result(self) -> T:
+        try:
+            return self._future.result()
+        finally:
+            self._pool.shutdown(wait=True)

@@ -1,0 +1,176 @@
+"""Many jobs in one process: `cosmos-t2 infer a.json b.json`, a JSONL (every sample) or a folder of specs.
+
+Models are built (and compiled) once per model set and kept in a `pool.ModelPool` for the jobs that share it;
+the jobs run in the order given and each writes exactly what a single `infer` of it writes. A job that fails
+(bad spec file, bad input, a runtime error) is recorded and the rest go on; the caller turns the failures
+into one closing line and exit code 2. Jobs whose outputs already exist are skipped unless `force`.
+
+Under torchrun (`--gpus N`) every rank runs the same batch; there a failure ends the whole run (a rank that
+failed leaves its process group unusable, and its peers cannot be told to skip), as a single job does.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cosmos_t2.atomic import write_json_atomic
+from cosmos_t2.distributed.context import parallel_job
+from cosmos_t2.distributed.launch import under_torchrun
+from cosmos_t2.errors import CosmosError
+from cosmos_t2.pipeline.pool import ModelPool
+from cosmos_t2.pipeline.run import JobResult, RunOptions, run_on_ranks
+from cosmos_t2.pipeline.sidecar import LATENTS_SUFFIX
+from cosmos_t2.spec.job import Spec, load_specs
+
+SPEC_SUFFIXES = (".json", ".jsonc", ".jsonl")
+BATCH_RECORD = "batch.json"
+
+
+@dataclass
+class Outcome:
+    name: str  # the job's name, or the spec file's path when the file itself did not load
+    status: str  # "done" | "skipped" | "failed"
+    error: str | None = None
+    seconds: float = 0.0
+    result: JobResult | None = None
+
+
+@dataclass
+class Batch:
+    """Jobs to run, and spec files that failed to load (already outcomes)."""
+
+    specs: list[Spec]
+    failed: list[Outcome] = field(default_factory=list)
+
+
+@dataclass
+class BatchResult:
+    outcomes: list[Outcome]
+    builds: dict[str, int]  # what the pool built (net / vae / text_encoder)
+
+    @property
+    def failed(self) -> list[Outcome]:
+        return [o for o in self.outcomes if o.status == "failed"]
+
+
+def spec_files(paths: Iterable[Path]) -> list[Path]:
+    """Each path as given; a folder becomes its spec files (.json/.jsonc/.jsonl), sorted by name."""
+    out: list[Path] = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.suffix.lower() in SPEC_SUFFIXES and p.is_file())
+            if not found:
+                raise CosmosError("folder holds no spec files (.json, .jsonc, .jsonl)", file=path)
+            out.extend(found)
+        else:
+            out.append(path)
+    return out
+
+
+def load_batch_jobs(paths: Iterable[Path], overrides: dict[str, Any], *, name: str | None = None) -> Batch:
+    """Every sample of every spec file; a file that does not load is a failed outcome, not the end."""
+    batch = Batch(specs=[])
+    first_at: dict[str, Path] = {}
+    for path in spec_files(paths):
+        try:
+            specs = load_specs(path, overrides)
+        except CosmosError as exc:
+            batch.failed.append(Outcome(name=str(path), status="failed", error=str(exc)))
+            continue
+        for spec in specs:
+            if spec.name in first_at:
+                error = str(CosmosError(f"duplicate name {spec.name!r} (first in {first_at[spec.name]})",
+                                        file=path, key="name"))  # fmt: skip
+                batch.failed.append(Outcome(name=spec.name, status="failed", error=error))
+                continue
+            first_at[spec.name] = path
+            batch.specs.append(spec)
+    if name is not None:
+        batch.specs = [s for s in batch.specs if s.name == name]
+        if not batch.specs:
+            raise CosmosError(f"no sample named {name!r} (--name) in these specs", key="name")
+    return batch
+
+
+def outputs_exist(spec: Spec, options: RunOptions) -> bool:
+    """Whether this job's outputs (video or latents, and the sidecar) are already in the output folder."""
+    main = f"{spec.name}{LATENTS_SUFFIX}" if options.latents_only else f"{spec.name}.mp4"
+    return all((options.out_dir / f).is_file() for f in (main, f"{spec.name}.json"))
+
+
+def run_batch(
+    batch: Batch,
+    options: RunOptions,
+    *,
+    force: bool = False,
+    on_outcome: Callable[[Outcome], None] | None = None,
+) -> BatchResult:
+    """Run the batch's jobs in order on one model pool; DIR/batch.json records every outcome."""
+    pool = options.pool if options.pool is not None else ModelPool()
+    options = dataclasses.replace(options, pool=pool)
+    distributed = under_torchrun() or options.parallel is not None
+    outcomes = list(batch.failed)
+    for failed in batch.failed:
+        if on_outcome is not None:
+            on_outcome(failed)
+    with _ranks_joined(options.device):
+        for spec in batch.specs:
+            outcome = _run_one(spec, options, force=force, distributed=distributed)
+            outcomes.append(outcome)
+            if on_outcome is not None:
+                on_outcome(outcome)
+    result = BatchResult(outcomes=outcomes, builds=dict(pool.builds))
+    if os.environ.get("RANK", "0") == "0":  # rank 0 alone writes, as in a single job
+        write_batch_record(options.out_dir / BATCH_RECORD, result)
+    return result
+
+
+@contextmanager
+def _ranks_joined(device: str) -> Iterator[None]:
+    """Under torchrun, one process group for the whole batch (each job still makes its own rank groups)."""
+    if not under_torchrun():
+        yield
+        return
+    with parallel_job(device):
+        yield
+
+
+def _run_one(spec: Spec, options: RunOptions, *, force: bool, distributed: bool) -> Outcome:
+    """One job of the batch: skipped, done, or failed with its one line (re-raised under torchrun)."""
+    started = time.perf_counter()
+    if not force and outputs_exist(spec, options):
+        outcome = Outcome(spec.name, "skipped")
+    else:
+        try:
+            outcome = Outcome(spec.name, "done", result=run_on_ranks(spec, options))
+        except CosmosError as exc:
+            if distributed:
+                raise
+            outcome = Outcome(spec.name, "failed", error=str(exc))
+        except Exception as exc:  # keep going: one job's crash (e.g. out of memory) is its own
+            if distributed:
+                raise
+            outcome = Outcome(spec.name, "failed", error=f"{type(exc).__name__}: {exc}")
+    outcome.seconds = round(time.perf_counter() - started, 3)
+    return outcome
+
+
+def write_batch_record(path: Path, result: BatchResult) -> Path:
+    jobs = [
+        {"name": o.name, "status": o.status, "error": o.error, "seconds": o.seconds} for o in result.outcomes
+    ]
+    return write_json_atomic(path, {"jobs": jobs, "failed": len(result.failed), "builds": result.builds})
+
+
+def failure_line(result: BatchResult) -> str:
+    """The batch's closing line when jobs failed: how many, and which."""
+    failed = result.failed
+    names = ", ".join(o.name for o in failed)
+    return f"{len(failed)} of {len(result.outcomes)} jobs failed: {names}"

@@ -1,0 +1,78 @@
+"""Built models kept for the next job of the same process (`cosmos-t2 infer` with several jobs).
+
+A network is keyed by everything that determines it: the checkpoint files (path, size, mtime) in branch
+order, tiny or not, device, dtype and how it is accelerated (compiled networks are compiled once, here).
+The VAE by its file, tiny, device and dtype. The text encoder is kept only where it costs no accelerator
+memory beside the DiT (the tiny encoder, or a CPU run); the 7B encoder on a GPU is built per job as a single
+job does, and the embedding cache on disk answers repeated prompts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cosmos_t2.model.control import TransferNet
+from cosmos_t2.model.text import PromptEncoder, encoder_for
+from cosmos_t2.model.vae import WanVAE
+from cosmos_t2.pipeline.acceleration import Acceleration, accelerate
+from cosmos_t2.pipeline.models import ModelFiles, build_net, build_tokenizer
+
+
+def _file_key(path: Path | None) -> tuple[str, int, int] | None:
+    if path is None:
+        return None
+    stat = Path(path).stat()
+    return (str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+@dataclass
+class ModelPool:
+    """Networks, VAEs and (where cheap to keep) text encoders built so far; `builds` counts what was built."""
+
+    nets: dict[tuple[Any, ...], tuple[TransferNet, bool]] = field(default_factory=dict)
+    vaes: dict[tuple[Any, ...], WanVAE] = field(default_factory=dict)
+    encoders: dict[tuple[Any, ...], PromptEncoder] = field(default_factory=dict)
+    builds: dict[str, int] = field(default_factory=lambda: {"net": 0, "vae": 0, "text_encoder": 0})
+
+    def net(
+        self,
+        files: ModelFiles,
+        modalities: list[str],
+        *,
+        tiny: bool,
+        device: torch.device,
+        dtype: torch.dtype,
+        acceleration: Acceleration,
+    ) -> tuple[TransferNet, bool]:
+        """(network, distilled) for these checkpoints, built and accelerated on first use."""
+        checkpoints = tuple((m, _file_key(files.checkpoints.get(m))) for m in modalities)
+        key = (checkpoints, len(modalities), files.distilled, tiny, str(device), dtype,
+               acceleration.compile, acceleration.compile_mode, acceleration.attn_backend)  # fmt: skip
+        if key not in self.nets:
+            net, distilled = build_net(files, modalities, tiny=tiny, device=device, dtype=dtype)
+            self.nets[key] = (accelerate(net, acceleration), distilled)
+            self.builds["net"] += 1
+        return self.nets[key]
+
+    def vae(self, files: ModelFiles, *, tiny: bool, device: torch.device, dtype: torch.dtype) -> WanVAE:
+        key = (_file_key(files.vae), tiny, str(device), dtype)
+        if key not in self.vaes:
+            self.vaes[key] = build_tokenizer(files, tiny=tiny, device=device, dtype=dtype)
+            self.builds["vae"] += 1
+        return self.vaes[key]
+
+    def text_encoder(self, files: ModelFiles, device: torch.device) -> PromptEncoder:
+        """The prompt encoder of `files` (the tiny one when it has none)."""
+        tiny = files.text_encoder is None
+        key = (None if tiny else str(Path(files.text_encoder).resolve()), str(device))  # type: ignore[arg-type]
+        if key in self.encoders:
+            return self.encoders[key]
+        encoder = encoder_for(tiny=tiny, text_encoder_dir=files.text_encoder, device=str(device))
+        self.builds["text_encoder"] += 1
+        if tiny or device.type == "cpu":
+            self.encoders[key] = encoder
+        return encoder

@@ -1,0 +1,62 @@
+"""`cosmos-t2 bench --e2e`: whole jobs through infer's path, on random weights written to a model folder."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from _cli import run_cli
+
+from cosmos_t2.bench.e2e import write_prompt_embeddings, write_random_models
+from cosmos_t2.pipeline.context import check_prompt_embeddings
+from cosmos_t2.pipeline.models import build_net, locate_models
+from cosmos_t2.spec.job import load_job
+
+
+def test_tiny_e2e_on_cpu_prints_the_stages_and_a_total(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "e2e.json"
+    code, stdout, _ = run_cli(
+        ["bench", "--e2e", "--preset", "tiny", "--device", "cpu", "--steps", "2", "--json-out", str(out)],
+        capsys,
+    )
+    assert code == 0
+    assert "vae_encode" in stdout and "diffusion" in stdout and "s / step" in stdout
+    assert "total:" in stdout.splitlines()[-1]
+    result = json.loads(out.read_text())
+    (job,) = result["jobs"]
+    assert (
+        job["steps"] == 2
+        and job["steady_seconds_per_step"] > 0
+        and job["total_s"] > 0
+        and job["timings_s"]["diffusion"] > 0
+    )
+    assert job["acceleration"]["compile"] is False  # CPU: infer's default path
+    assert result["builds"]["net"] == 1
+
+
+def test_random_model_folder_is_what_infer_loads(repo_root: Path, tmp_path: Path) -> None:
+    """Official key layout: the strict loader takes it; the distilled file is recognised by its name."""
+    folder = write_random_models(tmp_path / "m", ["edge"], tiny=True, distilled=True,
+                                 device=torch.device("cpu"), dtype=torch.float32)  # fmt: skip
+    files = locate_models(folder, ["edge"], tiny=True, need_text_encoder=False, need_image_encoder=False)
+    assert files.distilled and files.checkpoints["edge"].name == "edge_distilled.safetensors"
+    net, distilled = build_net(files, ["edge"], tiny=True, device=torch.device("cpu"), dtype=torch.float32)
+    assert distilled and net.num_control_branches == 1
+
+    two = write_random_models(tmp_path / "two", ["edge", "depth"], tiny=True, distilled=False,
+                              device=torch.device("cpu"), dtype=torch.float32)  # fmt: skip
+    files = locate_models(
+        two, ["edge", "depth"], tiny=True, need_text_encoder=False, need_image_encoder=False
+    )
+    net, _ = build_net(files, ["edge", "depth"], tiny=True, device=torch.device("cpu"), dtype=torch.float32)
+    assert net.num_control_branches == 2
+
+    embeddings = write_prompt_embeddings(tmp_path / "p.safetensors", tiny=True, dtype=torch.float32)
+    pos, neg = check_prompt_embeddings(
+        embeddings, load_job(repo_root / "examples/robot/edge.json"), tiny=True
+    )
+    assert pos.shape == neg.shape == (1, 512, pos.shape[-1])
