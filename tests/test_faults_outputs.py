@@ -96,8 +96,9 @@ def no_models(monkeypatch: pytest.MonkeyPatch) -> None:
     def built(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("a model was built before the destination was checked")
 
-    for name in ("build_net", "build_tokenizer", "prompt_embeddings"):
-        monkeypatch.setattr(f"cosmos_t2.pipeline.run.{name}", built)
+    monkeypatch.setattr("cosmos_t2.pipeline.run.prompt_embeddings", built)
+    for name in ("net", "vae", "text_encoder"):
+        monkeypatch.setattr(f"cosmos_t2.pipeline.pool.ModelPool.{name}", built)
 
 
 def fail_at(

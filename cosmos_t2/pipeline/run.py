@@ -296,6 +296,13 @@ def run_job(spec: Spec, options: RunOptions) -> JobResult:
         inputs = load_inputs(
             spec, controls_dir=options.controls_dir, masks_dir=options.masks_dir, device=str(device)
         )
+        if _is_main(ctx):  # room for the outputs, now that the frame count is known
+            planned = plan_chunks(
+                inputs.num_frames, spec.num_video_frames_per_chunk, spec.num_conditional_frames
+            )
+            check_free_space(
+                options.out_dir, expected_output_bytes(spec, inputs, planned, options.latents_only)
+            )
         # Read (and so check) the style reference before the text encoder and the network are built.
         reference = reference_image(
             spec.image_context_path, spec.video_path, spec.context_frame_index, inputs.size
@@ -320,8 +327,6 @@ def run_job(spec: Spec, options: RunOptions) -> JobResult:
             inputs, reference = pending.result()
         timer.seconds["inputs"] = pending.seconds
     chunks = plan_chunks(inputs.num_frames, spec.num_video_frames_per_chunk, spec.num_conditional_frames)
-    if _is_main(ctx):  # on CUDA the inputs were read while the models loaded: still before any step
-        check_free_space(options.out_dir, expected_output_bytes(spec, inputs, chunks, options.latents_only))
     if distilled:
         refuse_distilled(spec, distilled)  # a .pt checkpoint can reveal it is distilled only when loaded
         settings = _distilled_settings(settings)
