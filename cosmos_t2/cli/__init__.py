@@ -1,0 +1,48 @@
+"""The `cosmos-t2` command line. Commands are thin: parse, call one library function, print.
+
+Each command imports its library inside its body, so that `cosmos-t2 --help` and `validate` start
+without loading torch. `app` holds the shared options; the commands live in `stages` (the workflow's
+stages), `jobs` (infer, render, bench) and `models` (fetch, check), registered on app by importing them.
+"""
+
+from __future__ import annotations
+
+import sys
+import warnings
+
+from rich.markup import escape
+
+from cosmos_t2.cli import jobs, models, stages  # noqa: F401  (importing them registers their commands)
+from cosmos_t2.cli.app import _state, app, err_console
+from cosmos_t2.errors import CosmosError, os_error_line
+
+__all__ = ["app", "main"]
+
+
+def main() -> None:
+    """Entry point that turns CosmosError and OSError into one red line and exit code 2.
+
+    Warnings (torch's, transformers', ours) are held until the command ends: shown after a success,
+    dropped after a failure, so the error line is the one thing a failed command prints (--debug shows
+    them and the traceback).
+    """
+    held: list[warnings.WarningMessage] = []
+    try:
+        with warnings.catch_warnings(record=True) as held:
+            app()
+    except (CosmosError, OSError) as exc:
+        if _state["debug"]:
+            _replay(held)
+            raise
+        line = str(exc) if isinstance(exc, CosmosError) else os_error_line(exc)
+        line = " ".join(line.split())  # one line, whatever a library put in its message
+        err_console.print(f"[bold red]error:[/] {escape(line)}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except SystemExit:
+        _replay(held)
+        raise
+
+
+def _replay(held: list[warnings.WarningMessage]) -> None:
+    for w in held:
+        warnings.showwarning(w.message, w.category, w.filename, w.lineno, w.file, w.line)

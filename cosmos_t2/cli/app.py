@@ -1,0 +1,77 @@
+"""The `cosmos-t2` Typer app, the option types its commands share, and the global --debug flag."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from cosmos_t2 import __version__
+from cosmos_t2.errors import CosmosError
+
+app = typer.Typer(
+    name="cosmos-t2",
+    help="Cosmos-Transfer2.5 from a spec file to a finished video.",
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    pretty_exceptions_enable=False,
+)
+err_console = Console(stderr=True)
+_state = {"debug": False}
+
+
+# Arguments several stage commands share (the workflow calls them all the same way).
+JobArg = Annotated[Path, typer.Argument(help="A job spec, or a spec file (with --name for a JSONL).")]
+SampleName = Annotated[str | None, typer.Option("--name", help="The sample to use from a JSONL.")]
+
+
+def _device_option(value: str | None) -> str | None:
+    """Check --device when it is parsed: an unknown or absent device is one line before any work."""
+    if value is None:
+        return None
+    from cosmos_t2.model.device import resolve_device
+
+    resolve_device(value)
+    return value
+
+
+MaybeDevice = Annotated[
+    str | None,
+    typer.Option("--device", help="cpu or cuda (default: cuda if present).", callback=_device_option),
+]
+ModelSizeInput = Annotated[
+    Path | None, typer.Option("--input", help="Model-size input (default DIR/input.mkv, else decoded).")
+]
+
+
+def _device(name: str | None) -> str | None:
+    """--device checked before any work: cpu, cuda or cuda:N (None: the command's default)."""
+    if name is None:
+        return None
+    import torch
+
+    try:
+        kind = torch.device(name).type
+    except (RuntimeError, ValueError):
+        kind = None
+    if kind not in ("cpu", "cuda"):
+        raise CosmosError(f"unknown device {name!r}; expected cpu, cuda or cuda:N", key="--device")
+    return name
+
+
+@app.callback()
+def _main(
+    debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks.")] = False,
+) -> None:
+    _state["debug"] = debug
+
+
+@app.command()
+def version() -> None:
+    """Print the version of cosmos-t2."""
+    typer.echo(__version__)
+
+
+# --- commands added by each stage go below; keep each one thin -------------------------------

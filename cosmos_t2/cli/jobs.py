@@ -1,0 +1,295 @@
+"""The job commands: infer (one job or many), render, bench. Each imports its library inside its body
+(the CLI's start stays light)."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.markup import escape
+
+from cosmos_t2.cli.app import (
+    MaybeDevice,
+    _device,
+    app,
+    err_console,
+)
+from cosmos_t2.destination import check_destination, check_output_file
+from cosmos_t2.errors import CosmosError
+
+if TYPE_CHECKING:
+    from cosmos_t2.pipeline.batch import Outcome
+
+
+@app.command()
+def bench(
+    preset: Annotated[
+        str, typer.Option(help="Job shape: 720p93 (the job users time), 480p93, tiny.")
+    ] = "720p93",
+    steps: Annotated[int, typer.Option(help="Steps for the projected total.")] = 35,
+    controls: Annotated[
+        str, typer.Option(help="Comma-separated control modalities (one branch each).")
+    ] = "edge",
+    cp: Annotated[int, typer.Option("--cp", help="Context-parallel ranks (relaunches under torchrun).")] = 1,
+    compare: Annotated[
+        str, typer.Option(help="'diffusers' also times diffusers' models in the same run.")
+    ] = "",
+    compile: Annotated[
+        bool | None,
+        typer.Option("--compile/--no-compile", help="torch.compile the blocks (step: off; --e2e: as infer)."),
+    ] = None,
+    attn_backend: Annotated[
+        str, typer.Option(help="auto | fa4 | cudnn | flash | efficient | math.")
+    ] = "auto",
+    e2e: Annotated[
+        bool,
+        typer.Option(
+            "--e2e", help="Time whole jobs through infer's path (random weights in a model folder)."
+        ),
+    ] = False,
+    distilled: Annotated[bool, typer.Option(help="--e2e: the 4-step distilled edge model.")] = False,
+    jobs: Annotated[int, typer.Option(help="--e2e: this many jobs in one process (infer's batch path).")] = 1,
+    spec: Annotated[Path | None, typer.Option(help="--e2e: time this spec at full size.")] = None,
+    frames: Annotated[int | None, typer.Option(help="--e2e: input frames (185 at 720p: two chunks).")] = None,
+    guided: Annotated[bool, typer.Option(help="--e2e: with a guided-generation mask.")] = False,
+    work_dir: Annotated[
+        Path | None, typer.Option(help="--e2e: keep the model folder and outputs here (default: temporary).")
+    ] = None,
+    vae: Annotated[bool, typer.Option("--vae/--no-vae", help="Also time VAE encode and decode.")] = False,
+    warmup: Annotated[int, typer.Option(help="Untimed steps first.")] = 2,
+    iters: Annotated[int, typer.Option(help="Timed steps (median reported).")] = 3,
+    device: Annotated[str, typer.Option(help="cuda or cpu (cpu only with --preset tiny).")] = "cuda",
+    json_out: Annotated[
+        Path | None, typer.Option("--json-out", help="Write the full result as JSON.")
+    ] = None,
+    cfg_parallel: Annotated[
+        bool, typer.Option(help="With --cp N: the two CFG passes on two rank groups.")
+    ] = False,
+    profile: Annotated[Path | None, typer.Option(help="Write a kernel time table of one step here.")] = None,
+    compile_mode: Annotated[str | None, typer.Option(help="torch.compile mode (with --compile).")] = None,
+    plain: Annotated[
+        bool, typer.Option(help="Call the network directly, bypassing the parallel wrapper.")
+    ] = False,
+) -> None:
+    """Time one denoising step of the full-size network beside its floor, or (--e2e) whole jobs (random weights)."""
+    if e2e:
+        from cosmos_t2.bench.e2e import E2EOptions, print_e2e, run_e2e, write_result
+
+        result = run_e2e(
+            E2EOptions(
+                preset=preset, controls=tuple(c for c in controls.split(",") if c),
+                steps=None if steps == 35 else steps, distilled=distilled, jobs=jobs, spec=spec,
+                frames=frames, guided=guided, device=device, compile=compile, compile_mode=compile_mode,
+                attn_backend=attn_backend, compare_diffusers=compare == "diffusers", warmup=warmup, iters=iters,
+                work_dir=work_dir,
+            )
+        )  # fmt: skip
+        if json_out is not None:
+            write_result(result, json_out)
+        print_e2e(result)
+        return
+    from cosmos_t2.bench.step import BenchOptions, print_result, run_bench_cli
+
+    _device(device)
+    for path in (json_out, profile):
+        if path is not None:
+            check_output_file(path)
+
+    opts = BenchOptions(
+        preset=preset,
+        steps=steps,
+        controls=tuple(c for c in controls.split(",") if c),
+        warmup=warmup,
+        iters=iters,
+        compile=bool(compile),
+        attn_backend=attn_backend,
+        compare_diffusers=compare == "diffusers",
+        vae=vae,
+        device=device,
+        dtype="bf16" if device == "cuda" else "fp32",
+        cp=cp,
+        cfg_parallel=cfg_parallel,
+        profile=str(profile) if profile else None,
+        compile_mode=compile_mode,
+        plain=plain,
+    )
+    result = run_bench_cli(opts, json_out)
+    if result is not None:
+        print_result(result)
+
+
+@app.command()
+def infer(
+    jobs: Annotated[
+        list[Path],
+        typer.Argument(
+            metavar="JOB...",
+            help="Job specs, spec files (a JSONL runs every sample unless --name) or folders of them.",
+        ),
+    ],
+    out_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "-o", "--out", help="Folder for <name>.mp4 and <name>.json (one job: default its output_dir)."
+        ),
+    ] = None,
+    tiny: Annotated[
+        bool, typer.Option("--tiny", help="The tiny random-weight model (CPU demo, tests).")
+    ] = False,
+    model_dir: Annotated[Path | None, typer.Option("--model-dir", help="Checkpoints, VAE, encoders.")] = None,
+    device: MaybeDevice = None,
+    gpus: Annotated[int, typer.Option("--gpus", help="Processes (one GPU each) under torchrun.")] = 1,
+    controls_dir: Annotated[
+        Path | None, typer.Option("--controls-dir", help="Control videos from `cosmos-t2 controls`.")
+    ] = None,
+    masks_dir: Annotated[
+        Path | None, typer.Option("--masks-dir", help="Masks from `cosmos-t2 masks`.")
+    ] = None,
+    prompt_embeddings: Annotated[
+        Path | None, typer.Option("--prompt-embeddings", help="From `cosmos-t2 encode-prompt`.")
+    ] = None,
+    latents_only: Annotated[
+        bool, typer.Option("--latents-only", help="Write <name>.latents.safetensors, no mp4 (see render).")
+    ] = False,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="Override a spec key: [bold]--set num_steps=2[/].")
+    ] = None,
+    name: Annotated[str | None, typer.Option("--name", help="The sample to run from a JSONL.")] = None,
+    quiet: Annotated[
+        bool,
+        typer.Option("--quiet", help="Plain one-line stage messages instead of the progress bar (logs)."),
+    ] = False,
+    guardrails: Annotated[
+        bool,
+        typer.Option(
+            "--guardrails", help="NVIDIA's cosmos-guardrail on the prompts and the video (if installed)."
+        ),
+    ] = False,
+    compile: Annotated[
+        bool | None,
+        typer.Option(
+            "--compile/--no-compile", help="torch.compile the blocks (default: on for CUDA, off for CPU)."
+        ),
+    ] = None,
+    compile_mode: Annotated[str | None, typer.Option(help="torch.compile mode (default: torch's).")] = None,
+    attn_backend: Annotated[
+        str,
+        typer.Option(help="auto (FlashAttention-4, else cuDNN) | fa4 | cudnn | flash | efficient | math."),
+    ] = "auto",
+    compile_cache: Annotated[
+        Path | None,
+        typer.Option(
+            help="Compiled-kernel cache shared by jobs (default $COSMOS_T2_CACHE_DIR/torch-compile)."
+        ),
+    ] = None,
+    no_compile_cache: Annotated[
+        bool, typer.Option("--no-compile-cache", help="Leave torch's compile cache where torch puts it.")
+    ] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="With several jobs: rerun jobs whose outputs exist.")
+    ] = False,
+) -> None:
+    """Run jobs: spec -> controls, masks, embeddings -> diffusion -> <name>.mp4 + <name>.json each.
+
+    Several jobs run in one process, models built and compiled once; a failing job does not stop the others."""
+    from cosmos_t2.distributed.launch import maybe_relaunch_under_torchrun
+
+    if _device(device) is None:
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if maybe_relaunch_under_torchrun(gpus, device, sys.argv[1:]):
+        return
+    from cosmos_t2.pipeline.acceleration import resolve_acceleration
+    from cosmos_t2.pipeline.batch import failure_line, load_batch_jobs, run_batch
+    from cosmos_t2.pipeline.run import RunOptions, run_on_ranks
+    from cosmos_t2.spec.job import load_job
+    from cosmos_t2.spec.parse import parse_set_options
+
+    overrides = parse_set_options(set_ or [])
+    options = RunOptions(
+        out_dir=out_dir,
+        device=device,
+        tiny=tiny,
+        model_dir=model_dir,
+        controls_dir=controls_dir,
+        masks_dir=masks_dir,
+        prompt_embeddings=prompt_embeddings,
+        latents_only=latents_only,
+        progress="lines" if quiet else "auto",  # auto: the bar on a terminal, lines in a log file
+        guardrails=guardrails,
+        acceleration=resolve_acceleration(
+            device,
+            compile=compile,
+            compile_mode=compile_mode,
+            attn_backend=attn_backend,
+            compile_cache=compile_cache,
+            use_compile_cache=not no_compile_cache,
+        ),
+    )
+    single = (
+        len(jobs) == 1 and not jobs[0].is_dir() and (name is not None or jobs[0].suffix.lower() != ".jsonl")
+    )
+    if single:  # one job: its error is the command's error, outputs are rewritten
+        spec = load_job(jobs[0], name=name, overrides=overrides)
+        if options.out_dir is None:
+            if spec.output_dir is None:
+                raise CosmosError("no output folder: pass -o DIR or set output_dir in the spec", file=jobs[0])
+            options = dataclasses.replace(options, out_dir=spec.output_dir)
+        result = run_on_ranks(spec, options)
+        for path in (result.video, result.latents, result.sidecar):
+            if path is not None:
+                typer.echo(str(path))
+        return
+
+    def report(outcome: Outcome) -> None:
+        if outcome.status == "failed":
+            err_console.print(
+                f"[bold red]failed:[/] {escape(f'{outcome.name}: {outcome.error}')}",
+                highlight=False,
+                soft_wrap=True,
+            )
+        elif outcome.status == "skipped":
+            typer.echo(f"skipped {outcome.name} (outputs exist; --force reruns it)")
+        else:
+            for path in (outcome.result.video, outcome.result.latents, outcome.result.sidecar):
+                if path is not None:
+                    typer.echo(str(path))
+
+    if options.out_dir is None:  # the batch record and every job's outputs go to one folder
+        raise CosmosError("several jobs write to one folder: pass -o DIR", file=", ".join(map(str, jobs)))
+    result = run_batch(load_batch_jobs(jobs, overrides, name=name), options, force=force, on_outcome=report)
+    if result.failed:
+        raise CosmosError(failure_line(result))
+
+
+@app.command()
+def render(
+    latents: Annotated[
+        Path, typer.Argument(help="A <name>.latents.safetensors from `infer --latents-only`.")
+    ],
+    out: Annotated[Path, typer.Option("-o", "--out", help="The mp4 to write (its .json goes beside it).")],
+    tiny: Annotated[bool, typer.Option("--tiny", help="Latents of the tiny model (tiny VAE).")] = False,
+    model_dir: Annotated[Path | None, typer.Option("--model-dir", help="Folder with tokenizer.pth.")] = None,
+    device: MaybeDevice = None,
+    guardrails: Annotated[
+        bool, typer.Option("--guardrails", help="NVIDIA's cosmos-guardrail on the video (if installed).")
+    ] = False,
+) -> None:
+    """Decode latents with the VAE into an mp4 (and its sidecar JSON)."""
+    from cosmos_t2.pipeline.guardrails import load_guardrails
+    from cosmos_t2.pipeline.output import render_latents
+
+    check_destination(out.parent, [out.name, out.with_suffix(".json").name])
+    if out.is_dir():
+        raise CosmosError("the output path is a folder; give an .mp4 file name", file=out)
+    if _device(device) is None:
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    check = load_guardrails(device).check_video if guardrails else None
+    render_latents(latents, out, tiny=tiny, model_dir=model_dir, device=device, check_video=check)
+    typer.echo(str(out))

@@ -1,0 +1,226 @@
+"""The workflow's stage commands: validate, decode, controls, masks, encode-prompt, convert-checkpoint,
+report. Each imports its library inside its body (the CLI's start stays light)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from cosmos_t2.cli.app import (
+    JobArg,
+    MaybeDevice,
+    ModelSizeInput,
+    SampleName,
+    _device,
+    _device_option,
+    app,
+)
+from cosmos_t2.destination import check_destination, check_output_file
+from cosmos_t2.errors import CosmosError
+
+
+@app.command()
+def validate(
+    specs: Annotated[
+        list[Path],
+        typer.Argument(metavar="SPEC...", help="Spec files: .json/.jsonc (one sample), .jsonl (one a line)."),
+    ],
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Override a key: [bold]--set depth.control_weight=0.5[/] (repeatable)."),
+    ] = None,
+    name: Annotated[str | None, typer.Option("--name", help="Keep only the sample with this name.")] = None,
+    json_out: Annotated[
+        Path | None, typer.Option("--json-out", help="Write the one resolved sample here as a job spec.")
+    ] = None,
+) -> None:
+    """Check spec files and print the resolved spec(s) as JSON (one object, or a list for several)."""
+    import json
+
+    from cosmos_t2.spec.job import load_batch, write_job_spec
+    from cosmos_t2.spec.parse import parse_set_options
+
+    if json_out is not None:
+        check_output_file(json_out)
+    resolved = load_batch(specs, parse_set_options(set_ or []), name=name)
+    if json_out is not None:
+        if len(resolved) != 1:
+            names = ", ".join(s.name for s in resolved)
+            raise CosmosError(
+                f"--json-out writes one job spec, but there are {len(resolved)} samples ({names}); pick one with --name",
+                file=", ".join(map(str, specs)),
+            )
+        write_job_spec(resolved[0], json_out)
+    dicts = [s.to_dict() for s in resolved]
+    typer.echo(json.dumps(dicts[0] if len(dicts) == 1 else dicts, indent=2))
+
+
+@app.command()
+def decode(
+    job: JobArg,
+    out_dir: Annotated[Path, typer.Option("-o", "--out", help="Folder for input.mkv and input.json.")],
+    tiny: Annotated[bool, typer.Option("--tiny", help="Use the tiny model's resolution.")] = False,
+    name: SampleName = None,
+) -> None:
+    """Decode the job's input video, resized to the model resolution, into a lossless input.mkv + input.json."""
+    import json
+    from dataclasses import asdict
+
+    from cosmos_t2.spec.job import load_job
+    from cosmos_t2.video import decode_to_model
+
+    spec = load_job(job, name=name)
+    check_destination(out_dir, ["input.mkv", "input.json"])
+    info = decode_to_model(
+        spec.video_path, out_dir, resolution="tiny" if tiny else spec.resolution, max_frames=spec.max_frames
+    )
+    typer.echo(json.dumps(asdict(info), indent=2))
+
+
+@app.command("convert-checkpoint")
+def convert_checkpoint_cmd(
+    src: Annotated[Path, typer.Argument(help="Official checkpoint (.pt or .safetensors).")],
+    dst: Annotated[Path, typer.Argument(help="Output .safetensors file.")],
+    dtype: Annotated[str, typer.Option(help="bf16, fp32 or keep.")] = "bf16",
+    tiny: Annotated[bool, typer.Option("--tiny", help="Check against the tiny test network.")] = False,
+) -> None:
+    """Check an official checkpoint against the network's keys and shapes, and write it as .safetensors."""
+    import torch
+
+    from cosmos_t2.model.checkpoint import convert_checkpoint
+    from cosmos_t2.model.config import TransferConfig
+
+    dtypes = {"bf16": torch.bfloat16, "fp32": torch.float32, "keep": None}
+    if dtype not in dtypes:
+        raise CosmosError(f"unknown dtype {dtype!r}; choose bf16, fp32 or keep")
+    config = TransferConfig.tiny() if tiny else TransferConfig.full_2b()
+    check_output_file(dst, src.stat().st_size if src.is_file() else 0)
+    out = convert_checkpoint(src, dst, config, dtype=dtypes[dtype])
+    typer.echo(str(out))
+
+
+@app.command("encode-prompt")
+def encode_prompt(
+    job: Annotated[Path, typer.Argument(help="Job spec, or a spec file (with --name for a JSONL).")],
+    out: Annotated[Path, typer.Option("-o", "--out", help="Output .safetensors (prompt, negative_prompt).")],
+    tiny: Annotated[bool, typer.Option("--tiny", help="Use the tiny random text encoder (demo).")] = False,
+    text_encoder_dir: Annotated[
+        Path | None, typer.Option("--text-encoder-dir", help="Local Cosmos-Reason1-7B directory.")
+    ] = None,
+    name: Annotated[str | None, typer.Option("--name", help="Sample to pick from a JSONL.")] = None,
+    cache_dir: Annotated[
+        Path | None,
+        typer.Option("--cache-dir", help="Embedding cache (default $COSMOS_T2_CACHE_DIR/text-embeddings)."),
+    ] = None,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Neither read nor write the cache.")] = False,
+    device: MaybeDevice = None,
+) -> None:
+    """Encode the job's prompt and negative prompt into one .safetensors file (cached per prompt)."""
+    from cosmos_t2.model.text import EmbeddingCache, default_cache_dir, encoder_for, write_prompt_embeddings
+    from cosmos_t2.spec.job import load_job
+
+    spec = load_job(job, name=name)
+    check_output_file(out)
+    encoder = encoder_for(tiny=tiny, text_encoder_dir=text_encoder_dir, device=_device(device))
+    cache = None if no_cache else EmbeddingCache(cache_dir or default_cache_dir())
+    meta = write_prompt_embeddings(out, encoder, spec.prompt, spec.negative_prompt, cache)
+    typer.echo(f"{out} ({meta['encoder_label']}, {meta['max_length']} tokens x {meta['dim']} channels)")
+
+
+_DEPTH_DIR_HELP = "Depth Anything V2 folder (else $COSMOS_T2_DEPTH_MODEL_DIR)."
+_SEG_DIR_HELP = "SAM2 video folder (else $COSMOS_T2_SAM2_MODEL_DIR)."
+_GROUNDING_DIR_HELP = "GroundingDINO folder (else $COSMOS_T2_GROUNDING_MODEL_DIR)."
+
+
+@app.command()
+def controls(
+    job: JobArg,
+    out_dir: Annotated[Path, typer.Option("-o", "--out", help="Folder for <modality>.mkv/.mp4/.json.")],
+    input_path: ModelSizeInput = None,
+    device: MaybeDevice = None,
+    tiny: Annotated[bool, typer.Option("--tiny", help="Decode at the tiny model's resolution.")] = False,
+    name: SampleName = None,
+    depth_model_dir: Annotated[Path | None, typer.Option(help=_DEPTH_DIR_HELP)] = None,
+    seg_model_dir: Annotated[Path | None, typer.Option(help=_SEG_DIR_HELP)] = None,
+    grounding_model_dir: Annotated[Path | None, typer.Option(help=_GROUNDING_DIR_HELP)] = None,
+) -> None:
+    """Compute every control of the job that has no control_path (lossless .mkv + .mp4 preview + .json)."""
+    import json
+
+    from cosmos_t2.controls.models import ModelPaths
+    from cosmos_t2.controls.run import controls_for_job
+    from cosmos_t2.spec.job import load_job
+
+    models = ModelPaths.from_env(depth_model_dir, seg_model_dir, grounding_model_dir)
+    check_destination(out_dir)
+    written = controls_for_job(
+        load_job(job, name=name), out_dir, input_path=input_path, models=models, device=_device(device),
+        resolution="tiny" if tiny else None,
+    )  # fmt: skip
+    typer.echo(json.dumps({m: str(p) for m, p in written.items()}, indent=2))
+
+
+@app.command()
+def masks(
+    job: JobArg,
+    out_dir: Annotated[Path, typer.Option("-o", "--out", help="Folder for <modality>_mask.mkv/.mp4/.json.")],
+    input_path: ModelSizeInput = None,
+    device: MaybeDevice = None,
+    tiny: Annotated[bool, typer.Option("--tiny", help="Decode at the tiny model's resolution.")] = False,
+    name: SampleName = None,
+    seg_model_dir: Annotated[Path | None, typer.Option(help=_SEG_DIR_HELP)] = None,
+    grounding_model_dir: Annotated[Path | None, typer.Option(help=_GROUNDING_DIR_HELP)] = None,
+) -> None:
+    """Write the binary mask (white = control applies) of every control with mask_path or mask_prompt."""
+    import json
+
+    from cosmos_t2.controls.masks import masks_for_job
+    from cosmos_t2.controls.models import ModelPaths
+    from cosmos_t2.spec.job import load_job
+
+    models = ModelPaths.from_env(seg_model_dir=seg_model_dir, grounding_model_dir=grounding_model_dir)
+    check_destination(out_dir)
+    written = masks_for_job(
+        load_job(job, name=name), out_dir, input_path=input_path, models=models, device=_device(device),
+        resolution="tiny" if tiny else None,
+    )  # fmt: skip
+    typer.echo(json.dumps({m: str(p) for m, p in written.items()}, indent=2))
+
+
+@app.command()
+def report(
+    results: Annotated[Path, typer.Argument(help="The workflow's results folder (a run folder per label).")],
+    out: Annotated[Path, typer.Option("-o", "--out", help="The HTML file to write.")] = Path("report.html"),
+    metrics: Annotated[bool, typer.Option(help="Score outputs against their controls.")] = True,
+    metric_frames: Annotated[int, typer.Option(help="Frames per video the metrics look at.")] = 16,
+    embed_limit_mb: Annotated[float, typer.Option(help="Inline previews up to this size.")] = 8.0,
+    depth_model_dir: Annotated[Path | None, typer.Option(help="Also score depth controls (si-RMSE).")] = None,
+    device: Annotated[
+        str, typer.Option(help="Where the depth model runs: cpu or cuda.", callback=_device_option)
+    ] = "cpu",
+    sweep: Annotated[
+        Path | None,
+        typer.Option(
+            help="Report only this sweep's jobs (its manifest.json); other jobs on disk are listed apart."
+        ),
+    ] = None,
+) -> None:
+    """Write one self-contained HTML report: jobs, costs per rule and hardware, previews, control fidelity."""
+    from cosmos_t2.report.build import ReportOptions, build_report
+
+    _device(device)
+    check_output_file(out)
+    options = ReportOptions(
+        metrics=metrics,
+        metric_frames=metric_frames,
+        embed_limit_mb=embed_limit_mb,
+        depth_model_dir=depth_model_dir,
+        device=device,
+        sweep=sweep,
+    )
+    typer.echo(build_report(results, out, options))
+
+
+# --- models: the real weights -------------------------------------------------------------------
