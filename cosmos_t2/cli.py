@@ -35,6 +35,16 @@ _state = {"debug": False}
 JobArg = Annotated[Path, typer.Argument(help="A job spec, or a spec file (with --name for a JSONL).")]
 SampleName = Annotated[str | None, typer.Option("--name", help="The sample to use from a JSONL.")]
 MaybeDevice = Annotated[str | None, typer.Option("--device", help="cpu or cuda (default: cuda if present).")]
+Offload = Annotated[
+    str,
+    typer.Option(
+        help="auto (the fastest that fits) | none | model (whole models per stage) | blocks (streamed)."
+    ),
+]
+MemoryCap = Annotated[
+    float | None,
+    typer.Option("--memory-cap", help="GiB: plan for (and on CUDA hold the process to) this much."),
+]
 ModelSizeInput = Annotated[
     Path | None, typer.Option("--input", help="Model-size input (default DIR/input.mkv, else decoded).")
 ]
@@ -70,6 +80,16 @@ def validate(
     json_out: Annotated[
         Path | None, typer.Option("--json-out", help="Write the one resolved sample here as a job spec.")
     ] = None,
+    estimate: Annotated[
+        bool, typer.Option("--estimate", help="Print each job's memory per stage and offload mode instead.")
+    ] = False,
+    gpus: Annotated[int, typer.Option("--gpus", help="--estimate: GPUs the job runs on.")] = 1,
+    offload: Offload = "auto",
+    memory_cap: MemoryCap = None,
+    tiny: Annotated[bool, typer.Option("--tiny", help="--estimate: the tiny model (fp32 on CPU).")] = False,
+    text_encoder: Annotated[
+        bool, typer.Option(help="--estimate: count the text-encoder stage (off: --prompt-embeddings).")
+    ] = True,
 ) -> None:
     """Check spec files and print the resolved spec(s) as JSON (one object, or a list for several)."""
     import json
@@ -78,6 +98,16 @@ def validate(
     from cosmos_t2.spec.parse import parse_set_options
 
     resolved = load_batch(specs, parse_set_options(set_ or []), name=name)
+    if estimate:
+        from cosmos_t2.pipeline.residency import estimate_job
+        from cosmos_t2.pipeline.run import effective_spec
+
+        for spec in resolved:
+            typer.echo(spec.name)
+            for line in estimate_job(effective_spec(spec, tiny).spec, gpus=gpus, offload=offload,
+                                     memory_cap_gib=memory_cap, tiny=tiny, text_encoder=text_encoder):  # fmt: skip
+                typer.echo(line)
+        return
     if json_out is not None:
         if len(resolved) != 1:
             names = ", ".join(s.name for s in resolved)
@@ -307,6 +337,8 @@ def infer(
     force: Annotated[
         bool, typer.Option("--force", help="With several jobs: rerun jobs whose outputs exist.")
     ] = False,
+    offload: Offload = "auto",
+    memory_cap: MemoryCap = None,
 ) -> None:
     """Run jobs: spec -> controls, masks, embeddings -> diffusion -> <name>.mp4 + <name>.json each.
 
@@ -344,6 +376,11 @@ def infer(
             compile_cache=compile_cache,
             use_compile_cache=not no_compile_cache,
         ),
+        offload=offload,
+        memory_cap_gib=memory_cap,
+        report=None
+        if quiet
+        else lambda line: err_console.print(escape(line), highlight=False, soft_wrap=True),
     )
     single = (
         len(jobs) == 1 and not jobs[0].is_dir() and (name is not None or jobs[0].suffix.lower() != ".jsonl")

@@ -49,6 +49,7 @@ from cosmos_t2.pipeline.inputs import JobInputs, load_inputs, to_model_video, to
 from cosmos_t2.pipeline.models import TINY_LABEL, locate_models
 from cosmos_t2.pipeline.output import LatentPlan, panels_for_chunk, write_outputs
 from cosmos_t2.pipeline.pool import ModelPool
+from cosmos_t2.pipeline.residency import Residency, decode_tile, on_device, plan_memory
 from cosmos_t2.pipeline.sidecar import StageTimer, finish_record, job_record, write_json
 from cosmos_t2.sampling.base import ChunkConditioning, Sampler, VelocityFn
 from cosmos_t2.sampling.distilled import DISTILLED_NUM_STEPS, DistilledSampler
@@ -78,6 +79,9 @@ class RunOptions:
     parallel: ParallelContext | None = None  # this rank's, under torchrun; None: one process
     acceleration: Acceleration | None = None  # None: resolve_acceleration(device) (compiled on CUDA)
     pool: ModelPool | None = None  # models kept between the jobs of one process; None: this job's own
+    offload: str = "auto"  # auto | none | model | blocks (pipeline.memory)
+    memory_cap_gib: float | None = None  # plan for (and on CUDA, hold the process to) this much memory
+    report: Callable[[str], None] | None = None  # gets the memory estimate line before any model is built
 
 
 @dataclass
@@ -130,6 +134,7 @@ class JobModels:
     image_tokens: torch.Tensor | None
     parallel: ParallelContext | None
     device: torch.device
+    residency: Residency | None = None  # where the models sit per stage; None: all resident
 
 
 def _velocity(models: JobModels, controls: list[ControlInput], condition_mask: torch.Tensor) -> VelocityFn:
@@ -187,7 +192,7 @@ def _diffuse_chunk(
 ) -> torch.Tensor:
     """One chunk from noise to its clean latent (1, 16, T, h, w) fp32."""
     vae, device = models.vae, models.device
-    with timer.stage("vae_encode"):
+    with timer.stage("vae_encode"), on_device(models.residency, vae):
         controls = _chunk_controls(spec, inputs, chunk, models)
         shape = tuple(controls[0].latent.shape)
         cond_latent = cond_mask = None
@@ -216,7 +221,7 @@ def _diffuse_chunk(
     )  # fmt: skip
     network_mask = cond_mask if cond_mask is not None else torch.zeros_like(noise[:, :1])
     velocity = _velocity(models, controls, network_mask)
-    with timer.stage("diffusion"):
+    with timer.stage("diffusion"), on_device(models.residency, models.net):
         return models.sampler(velocity, cond, progress=on_step)
 
 
@@ -273,6 +278,13 @@ def run_job(spec: Spec, options: RunOptions) -> JobResult:
             need_image_encoder=spec.image_context_path is not None or spec.context_frame_index is not None,
         )
         refuse_distilled(spec, files.distilled)
+        memory = plan_memory(
+            spec, device=device, dtype=dtype, offload=options.offload, memory_cap_gib=options.memory_cap_gib,
+            gpus=1 if ctx is None else ctx.world_size, text_encoder=options.prompt_embeddings is None,
+            tiny=options.tiny,
+        )  # fmt: skip
+        if options.report is not None and _is_main(ctx):
+            options.report(memory.line())
 
     def read_inputs(spec: Spec = spec) -> tuple[JobInputs, Any]:
         inputs = load_inputs(
@@ -288,15 +300,25 @@ def run_job(spec: Spec, options: RunOptions) -> JobResult:
     if pending is None:
         with timer.stage("inputs"):
             inputs, reference = read_inputs()
+    text_device = device if memory.estimate.text_on_gpu else torch.device("cpu")
     with timer.stage("text"):  # before the DiT: a 7B encoder and the DiT need not share the GPU
         pos, neg = prompt_embeddings(
-            spec, given_embeddings, files, device, lambda: pool.text_encoder(files, device)
+            spec, given_embeddings, files, device, lambda: pool.text_encoder(files, text_device)
         )
     with timer.stage("load_models"):
         net, distilled = pool.net(
-            files, modalities, tiny=options.tiny, device=device, dtype=dtype, acceleration=acc
+            files,
+            modalities,
+            tiny=options.tiny,
+            device=device,
+            dtype=dtype,
+            acceleration=acc,
+            plan=memory.plan,
         )
-        vae = pool.vae(files, tiny=options.tiny, device=device, dtype=dtype)
+        vae = pool.vae(files, tiny=options.tiny, device=device, dtype=dtype, plan=memory.plan)
+    residency = Residency(
+        memory.plan, {id(m): pool.offload[id(m)] for m in (net, vae) if id(m) in pool.offload}
+    )
     if pending is not None:  # read while the models loaded; its errors are raised here, before any step
         with timer.stage("inputs_wait"):
             inputs, reference = pending.result()
@@ -312,13 +334,14 @@ def run_job(spec: Spec, options: RunOptions) -> JobResult:
     if inputs.guided_mask is not None and not inputs.guided_mask.any():
         warnings.append("guided_generation_mask is black everywhere: nothing is guided")
     sampler = _sampler(spec, distilled)
-    text_pair = (
-        net.project_text(pos.to(device)),
-        net.project_text(neg.to(device)) if sampler.guided else None,
-    )
+    with residency.use(net):
+        text_pair = (
+            net.project_text(pos.to(device)),
+            net.project_text(neg.to(device)) if sampler.guided else None,
+        )
     with timer.stage("image_context"):
         image_tokens = image_context(reference, files, net, device)
-    models = JobModels(net, vae, sampler, text_pair, image_tokens, ctx, device)
+    models = JobModels(net, vae, sampler, text_pair, image_tokens, ctx, device, residency)
 
     seeds = chunk_seeds(spec.seed, len(chunks))
     latents: list[torch.Tensor] = []
@@ -349,8 +372,9 @@ def run_job(spec: Spec, options: RunOptions) -> JobResult:
             latents.append(latent)
             last = chunk.index == len(chunks) - 1
             if not (options.latents_only and last):  # the next chunk starts from these frames
-                with timer.stage("vae_decode"):
-                    previous = vae.decode(latent.to(vae.dtype)).float()
+                with timer.stage("vae_decode"), residency.use(vae):
+                    tile = decode_tile(tuple(latent.shape), memory.plan)
+                    previous = vae.decode(latent.to(vae.dtype), tile=tile).float()
                 if not options.latents_only:
                     panels.append(panels_for_chunk(spec, inputs, chunk, to_uint8_frames(previous.cpu())))
             if bar is not None:
@@ -366,6 +390,7 @@ def run_job(spec: Spec, options: RunOptions) -> JobResult:
         world_size=1 if ctx is None else ctx.world_size, started=started, warnings=warnings,
     )  # fmt: skip
     record["acceleration"] = acc.record(device)
+    record["memory"] = {**memory.record(), **residency.record()}
     if device.type == "cuda":  # the kernel that ran, not the auto default's
         record["device"]["attention"] = record["acceleration"]["attention_kernel"]
     with timer.stage("write"):
