@@ -190,6 +190,11 @@ def bench(
     plain: Annotated[
         bool, typer.Option(help="Call the network directly, bypassing the parallel wrapper.")
     ] = False,
+    offload: Annotated[str, typer.Option(help="--e2e: as infer --offload.")] = "auto",
+    memory_cap: Annotated[
+        float | None,
+        typer.Option("--memory-cap", help="--e2e: hold the GPU to this many GiB (a smaller card)."),
+    ] = None,
 ) -> None:
     """Time one denoising step of the full-size network beside its floor, or (--e2e) whole jobs (random weights)."""
     if e2e:
@@ -201,7 +206,7 @@ def bench(
                 steps=None if steps == 35 else steps, distilled=distilled, jobs=jobs, spec=spec,
                 frames=frames, guided=guided, device=device, compile=compile, compile_mode=compile_mode,
                 attn_backend=attn_backend, compare_diffusers=compare == "diffusers", warmup=warmup, iters=iters,
-                work_dir=work_dir,
+                work_dir=work_dir, offload=offload, memory_cap_gib=memory_cap,
             )
         )  # fmt: skip
         if json_out is not None:
