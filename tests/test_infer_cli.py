@@ -90,7 +90,14 @@ def test_sidecar_records_the_run(runs: dict[str, Path]) -> None:
 
 def test_same_spec_twice_gives_identical_files(runs: dict[str, Path]) -> None:
     assert (runs["a"] / "ramp.mp4").read_bytes() == (runs["b"] / "ramp.mp4").read_bytes()
-    volatile = {"timings_s", "seconds_per_step", "peak_memory_gib", "total_s", "created_unix"}
+    volatile = {
+        "timings_s",
+        "seconds_per_step",
+        "steady_seconds_per_step",
+        "peak_memory_gib",
+        "total_s",
+        "created_unix",
+    }
     one, two = (json.loads((runs[k] / "ramp.json").read_text()) for k in "ab")
     assert {k: v for k, v in one.items() if k not in volatile} == {
         k: v for k, v in two.items() if k not in volatile
