@@ -71,7 +71,6 @@ ENCODE_BYTES_PER_PIXEL = 7_500
 DECODE_BYTES_PER_PIXEL = 10_357
 TILED_DECODE_FRACTION = 0.4
 HEADROOM = 0.92
-STAGES = ("text", "vae_encode", "diffusion", "vae_decode")
 
 
 @dataclass(frozen=True)

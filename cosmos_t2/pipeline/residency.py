@@ -108,9 +108,11 @@ class Residency:
             handle.load()
         yield
 
-    def record(self) -> dict[str, Any]:
-        """What moved: whole-model loads and block copies (prefetched or not)."""
-        out: dict[str, Any] = {"model_loads": 0, "block_fetches": 0, "block_misses": 0}
+    def __post_init__(self) -> None:
+        self._start = self._counts()  # a pooled model's counters run on from earlier jobs
+
+    def _counts(self) -> dict[str, int]:
+        out = {"model_loads": 0, "block_fetches": 0, "block_misses": 0}
         for handle in self.handles.values():
             if isinstance(handle, ModelSwap):
                 out["model_loads"] += handle.loads
@@ -118,6 +120,10 @@ class Residency:
                 out["block_fetches"] += handle.fetches
                 out["block_misses"] += handle.misses
         return out
+
+    def record(self) -> dict[str, Any]:
+        """What moved during this job: whole-model loads and block copies (and those not prefetched)."""
+        return {k: v - self._start[k] for k, v in self._counts().items()}
 
 
 @contextmanager
