@@ -2,15 +2,32 @@
 #   snakemake --profile profiles/local          (CPU, tiny model, the bundled example)
 #   snakemake --profile profiles/slurm-h100     (SLURM, H100 nodes)
 # Each rule's shell line is one `cosmos-t2` command; cosmos_t2.workflow.sweep plans the jobs.
+from snakemake.logging import logger
 from snakemake.utils import min_version, validate
+
+from cosmos_t2.workflow.hardware import resolve_hardware
 
 min_version("9.0")
 
 
-configfile: "config.yaml"
+# The sweep is the --configfile given, or config.yaml when none is: Snakemake would otherwise merge the
+# two, and a one-key config would silently inherit the default specs and grid. `--config key=value`
+# still overrides single keys; profiles set no config (see cosmos_t2/workflow/hardware.py).
+if not workflow.overwrite_configfiles:
+
+    configfile: "config.yaml"
 
 
 validate(config, "workflow/schemas/config.schema.yaml")
+HARDWARE = resolve_hardware(
+    config, workflow.resource_settings.overwrite_resources, workflow.global_resources
+)
+config.update(device=HARDWARE.device, hardware_label=HARDWARE.label)
+logger.info(
+    f"cosmos-t2 sweep: config {', '.join(map(str, workflow.overwrite_configfiles)) or 'config.yaml'}; "
+    f"device {HARDWARE.device}, hardware label {HARDWARE.label}"
+    + (f" ({' and '.join(HARDWARE.derived)} from the profile's resources)" if HARDWARE.derived else "")
+)
 
 
 report: "workflow/report/workflow.rst"
@@ -51,3 +68,9 @@ rule all:
         REPORT,
         all_videos(),
         all_diffusion("latents", "diffuse_sidecar"),
+
+
+# A failed job (with --keep-going, after the others finished) still gets a report: it lists every job,
+# the finished ones with their videos, the failed ones with the rule, the error line and the log.
+onerror:
+    write_failure_report()

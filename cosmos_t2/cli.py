@@ -19,6 +19,7 @@ from cosmos_t2.errors import CosmosError
 
 if TYPE_CHECKING:
     from cosmos_t2.pipeline.batch import Outcome
+    from cosmos_t2.pipeline.official import Selection
 
 app = typer.Typer(
     name="cosmos-t2",
@@ -34,7 +35,22 @@ _state = {"debug": False}
 # Arguments several stage commands share (the workflow calls them all the same way).
 JobArg = Annotated[Path, typer.Argument(help="A job spec, or a spec file (with --name for a JSONL).")]
 SampleName = Annotated[str | None, typer.Option("--name", help="The sample to use from a JSONL.")]
-MaybeDevice = Annotated[str | None, typer.Option("--device", help="cpu or cuda (default: cuda if present).")]
+
+
+def _device_option(value: str | None) -> str | None:
+    """Check --device when it is parsed: an unknown or absent device is one line before any work."""
+    if value is None:
+        return None
+    from cosmos_t2.model.device import resolve_device
+
+    resolve_device(value)
+    return value
+
+
+MaybeDevice = Annotated[
+    str | None,
+    typer.Option("--device", help="cpu or cuda (default: cuda if present).", callback=_device_option),
+]
 Offload = Annotated[
     str,
     typer.Option(
@@ -318,7 +334,16 @@ def infer(
         list[str] | None, typer.Option("--set", help="Override a spec key: [bold]--set num_steps=2[/].")
     ] = None,
     name: Annotated[str | None, typer.Option("--name", help="The sample to run from a JSONL.")] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
+    quiet: Annotated[
+        bool,
+        typer.Option("--quiet", help="Plain one-line stage messages instead of the progress bar (logs)."),
+    ] = False,
+    guardrails: Annotated[
+        bool,
+        typer.Option(
+            "--guardrails", help="NVIDIA's cosmos-guardrail on the prompts and the video (if installed)."
+        ),
+    ] = False,
     compile: Annotated[
         bool | None,
         typer.Option(
@@ -372,7 +397,8 @@ def infer(
         masks_dir=masks_dir,
         prompt_embeddings=prompt_embeddings,
         latents_only=latents_only,
-        progress=not quiet,
+        progress="lines" if quiet else "auto",  # auto: the bar on a terminal, lines in a log file
+        guardrails=guardrails,
         acceleration=resolve_acceleration(
             device,
             compile=compile,
@@ -383,9 +409,7 @@ def infer(
         ),
         offload=offload,
         memory_cap_gib=memory_cap,
-        report=None
-        if quiet
-        else lambda line: err_console.print(escape(line), highlight=False, soft_wrap=True),
+        report=lambda line: err_console.print(escape(line), highlight=False, soft_wrap=True),  # logs too
     )
     single = (
         len(jobs) == 1 and not jobs[0].is_dir() and (name is not None or jobs[0].suffix.lower() != ".jsonl")
@@ -425,15 +449,20 @@ def render(
     tiny: Annotated[bool, typer.Option("--tiny", help="Latents of the tiny model (tiny VAE).")] = False,
     model_dir: Annotated[Path | None, typer.Option("--model-dir", help="Folder with tokenizer.pth.")] = None,
     device: MaybeDevice = None,
+    guardrails: Annotated[
+        bool, typer.Option("--guardrails", help="NVIDIA's cosmos-guardrail on the video (if installed).")
+    ] = False,
 ) -> None:
     """Decode latents with the VAE into an mp4 (and its sidecar JSON)."""
+    from cosmos_t2.pipeline.guardrails import load_guardrails
     from cosmos_t2.pipeline.output import render_latents
 
     if device is None:
         import torch
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    render_latents(latents, out, tiny=tiny, model_dir=model_dir, device=device)
+    check = load_guardrails(device).check_video if guardrails else None
+    render_latents(latents, out, tiny=tiny, model_dir=model_dir, device=device, check_video=check)
     typer.echo(str(out))
 
 
@@ -503,7 +532,15 @@ def report(
     metric_frames: Annotated[int, typer.Option(help="Frames per video the metrics look at.")] = 16,
     embed_limit_mb: Annotated[float, typer.Option(help="Inline previews up to this size.")] = 8.0,
     depth_model_dir: Annotated[Path | None, typer.Option(help="Also score depth controls (si-RMSE).")] = None,
-    device: Annotated[str, typer.Option(help="Where the depth model runs: cpu or cuda.")] = "cpu",
+    device: Annotated[
+        str, typer.Option(help="Where the depth model runs: cpu or cuda.", callback=_device_option)
+    ] = "cpu",
+    sweep: Annotated[
+        Path | None,
+        typer.Option(
+            help="Report only this sweep's jobs (its manifest.json); other jobs on disk are listed apart."
+        ),
+    ] = None,
 ) -> None:
     """Write one self-contained HTML report: jobs, costs per rule and hardware, previews, control fidelity."""
     from cosmos_t2.report.build import ReportOptions, build_report
@@ -514,8 +551,128 @@ def report(
         embed_limit_mb=embed_limit_mb,
         depth_model_dir=depth_model_dir,
         device=device,
+        sweep=sweep,
     )
     typer.echo(build_report(results, out, options))
+
+
+# --- models: the real weights -------------------------------------------------------------------
+
+models_app = typer.Typer(
+    help="Get and verify the real model folder (--model-dir): checkpoints, VAE, encoders, control models.",
+    no_args_is_help=True,
+)
+app.add_typer(models_app, name="models")
+
+Modalities = Annotated[
+    str, typer.Option("--modalities", help="Comma-separated controls whose checkpoints to cover.")
+]
+Distilled = Annotated[bool, typer.Option("--distilled", help="Also the 4-step distilled edge model.")]
+TextEncoder = Annotated[
+    bool, typer.Option("--text-encoder/--no-text-encoder", help="Cosmos-Reason1-7B (text_encoder/).")
+]
+ImageEncoder = Annotated[
+    bool,
+    typer.Option("--image-encoder/--no-image-encoder", help="SigLIP2 (image_encoder/), for style images."),
+]
+ControlModels = Annotated[
+    bool,
+    typer.Option(
+        "--control-models/--no-control-models", help="Depth Anything (depth), GroundingDINO + SAM2 (seg)."
+    ),
+]
+
+
+def _selection(
+    modalities: str, distilled: bool, text_encoder: bool, image_encoder: bool, control: bool
+) -> Selection:
+    from cosmos_t2.controls.registry import MODALITIES
+    from cosmos_t2.pipeline.official import Selection
+
+    names = tuple(m.strip() for m in modalities.split(",") if m.strip())
+    unknown = [m for m in names if m not in MODALITIES]
+    if unknown or not names:
+        raise CosmosError(
+            f"unknown modality {', '.join(unknown) or '(none given)'}; choose from {', '.join(MODALITIES)}",
+            key="--modalities",
+        )
+    return Selection(names, distilled, text_encoder, image_encoder, control)
+
+
+@models_app.command("fetch")
+def models_fetch(
+    folder: Annotated[Path, typer.Argument(help="The model folder to lay out (created if absent).")],
+    modalities: Modalities = "edge,vis,depth,seg",
+    distilled: Distilled = False,
+    text_encoder: TextEncoder = True,
+    image_encoder: ImageEncoder = False,
+    control_models: ControlModels = True,
+    cache_dir: Annotated[
+        Path | None, typer.Option("--cache-dir", help="Hugging Face hub cache (default: HF_HUB_CACHE).")
+    ] = None,
+    endpoint: Annotated[
+        str | None, typer.Option("--endpoint", "--mirror", help="A Hub mirror's URL (default: HF_ENDPOINT).")
+    ] = None,
+    offline: Annotated[
+        bool, typer.Option("--offline", help="Only the local hub cache (as HF_HUB_OFFLINE=1).")
+    ] = False,
+    copy: Annotated[
+        bool, typer.Option("--copy", help="Copy files instead of linking into the cache.")
+    ] = False,
+) -> None:
+    """Download the official files (or take them from a hub cache / mirror) and lay out FOLDER."""
+    from cosmos_t2.pipeline.hub import fetch_folder
+
+    selection = _selection(modalities, distilled, text_encoder, image_encoder, control_models)
+    done = fetch_folder(
+        folder,
+        selection,
+        cache_dir=cache_dir,
+        endpoint=endpoint,
+        offline=offline,
+        copy=copy,
+    )
+    for item, _ in done:
+        typer.echo(f"{folder / item.slot}  <- {item.source}  [{item.licence}]")
+    typer.echo(f"check it with: cosmos-t2 models check {folder} --modalities {modalities}")
+
+
+def _size(count: int) -> str:
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if count >= scale:
+            return f"{count / scale:.2f} {unit}"
+    return f"{count} B"
+
+
+@models_app.command("check")
+def models_check(
+    folder: Annotated[Path, typer.Argument(help="The model folder (--model-dir) to verify.")],
+    modalities: Modalities = "edge,vis,depth,seg",
+    distilled: Distilled = False,
+    text_encoder: TextEncoder = True,
+    image_encoder: ImageEncoder = False,
+    control_models: ControlModels = True,
+    hashes: Annotated[
+        bool, typer.Option("--hash/--no-hash", help="Compare sha256 where the fetch manifest knows it.")
+    ] = True,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the reports as JSON.")] = False,
+) -> None:
+    """Verify FOLDER: every file present, each checkpoint of its modality, sizes, sha256 where known."""
+    import json
+
+    from cosmos_t2.pipeline.hub import check_folder, reports_json
+
+    selection = _selection(modalities, distilled, text_encoder, image_encoder, control_models)
+    reports = check_folder(folder, selection, hashes=hashes)
+    if json_out:
+        typer.echo(json.dumps(reports_json(reports), indent=2))
+    else:
+        for r in reports:
+            size = "" if r.size_bytes is None else f" {_size(r.size_bytes)}"
+            typer.echo(f"{'ok  ' if r.ok else 'FAIL'} {r.slot:<20}{size}  {r.detail}")
+    failed = [r.slot for r in reports if not r.ok]
+    if failed:
+        raise CosmosError(f"model folder check failed at {', '.join(failed)}", file=folder)
 
 
 def main() -> None:

@@ -52,6 +52,8 @@ def test_infer_on_cuda_resolves_to_compiled_blocks_and_the_auto_kernel(
     monkeypatch: pytest.MonkeyPatch, repo_root: Path, tmp_path: Path
 ) -> None:
     monkeypatch.setenv("COSMOS_T2_CACHE_DIR", str(tmp_path))
+    # no GPU here: the --device check (which refuses cuda without one) lets it through
+    monkeypatch.setattr("cosmos_t2.model.device.resolve_device", torch.device)
     spec = repo_root / "examples/robot/edge.json"
     acc = _captured_options(monkeypatch, ["--device", "cuda"], spec).acceleration
     assert acc == Acceleration(
@@ -181,6 +183,14 @@ def test_batch_builds_each_model_set_once_and_keeps_going(batch_run: dict) -> No
     for name in ("robot_edge_low", "robot_depth_edge", "edge_again"):
         assert (batch_run["out"] / f"{name}.mp4").is_file()
     assert not (batch_run["out"] / "bad_depth.mp4").exists()
+    # the process's start is the first job's: later jobs of the batch did not pay it again
+    startup = {
+        n: json.loads((batch_run["out"] / f"{n}.json").read_text())["startup_s"]
+        for n in status
+        if n != "bad_depth"
+    }
+    assert startup["robot_edge_low"]["imports"] > 0
+    assert set(startup["edge_again"].values()) == {0.0} and set(startup["robot_depth_edge"].values()) == {0.0}
 
 
 @pytest.mark.parametrize(("spec", "name"), [("batch", "robot_depth_edge"), ("extra", "edge_again")])
@@ -194,7 +204,15 @@ def test_batch_outputs_equal_separate_runs(
 
     def stable(p: Path) -> dict:
         data = json.loads(p.read_text())
-        for key in ("timings_s", "total_s", "created_unix", "seconds_per_step", "peak_memory_gib"):
+        for key in (
+            "timings_s",
+            "total_s",
+            "created_unix",
+            "seconds_per_step",
+            "steady_seconds_per_step",
+            "peak_memory_gib",
+            "startup_s",
+        ):
             data.pop(key)
         return data
 

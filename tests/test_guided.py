@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from _cli import run_cli
 
 from cosmos_t2.errors import CosmosError
-from cosmos_t2.pipeline import run as pipeline
+from cosmos_t2.pipeline import pool as model_pool
 from cosmos_t2.pipeline.chunking import plan_chunks
 from cosmos_t2.pipeline.guided import chunk_guide, load_guided_mask
 from cosmos_t2.pipeline.run import RunOptions, run_job
@@ -67,7 +67,7 @@ def no_models(monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(*args: Any, **kwargs: Any) -> None:
         raise AssertionError("a model was built before the inputs were checked")
 
-    monkeypatch.setattr(pipeline, "build_net", refuse)
+    monkeypatch.setattr(model_pool, "build_net", refuse)  # where run_job builds networks
 
 
 # --- the mask and its latent grid ----------------------------------------------------------------------
@@ -194,7 +194,7 @@ SPEC_ERRORS = [
     ("missing file", {"guided_generation_mask": "nope.mp4"}, "guided_generation_mask", "file or folder not found"),
     ("folder", {"guided_generation_mask": "."}, "guided_generation_mask", "got a folder"),
     ("negative threshold", {"guided_generation_mask": "left.mkv", "guided_generation_step_threshold": -1},
-     "guided_generation_step_threshold", "expected an integer >= 0, got -1"),
+     "guided_generation_step_threshold", "expected an integer in [0, 1000], got -1"),
     ("labels without mask", {"guided_generation_foreground_labels": [1]},
      "guided_generation_foreground_labels", "needs 'guided_generation_mask'"),
     ("labels on a mask video", {"guided_generation_mask": "left.mkv", "guided_generation_foreground_labels": [1]},

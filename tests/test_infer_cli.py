@@ -93,14 +93,20 @@ def test_same_spec_twice_gives_identical_files(runs: dict[str, Path]) -> None:
     volatile = {
         "timings_s",
         "seconds_per_step",
-        "steady_seconds_per_step",
         "peak_memory_gib",
         "total_s",
         "created_unix",
+        "startup_s",
+        "steady_seconds_per_step",
+        "provenance",
     }
     one, two = (json.loads((runs[k] / "ramp.json").read_text()) for k in "ab")
     assert {k: v for k, v in one.items() if k not in volatile} == {
         k: v for k, v in two.items() if k not in volatile
+    }
+    # provenance differs only by when and with which command line (the output folder) it ran
+    assert {k: v for k, v in one["provenance"].items() if k not in ("created_utc", "command")} == {
+        k: v for k, v in two["provenance"].items() if k not in ("created_utc", "command")
     }
 
 

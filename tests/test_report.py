@@ -68,11 +68,15 @@ def make_results(root: Path, labels: tuple[str, ...] = ("cpu-test", "h100-test")
                 "steps": 2,
                 "diffusion_steps_total": 2,
                 "seconds_per_step": 0.5 / (n + 1),
+                "label": "tiny random-weight model",
+                "tiny": True,
                 "timings_s": {"load": 0.2, "diffusion": 1.0 / (n + 1), "vae_decode": 0.1},
+                "startup_s": {"process_start": 0.05, "imports": 2.5},
                 "peak_memory_gib": {"gpu_allocated": 3.5} if "h100" in label else {"cpu_rss": 1.2},
                 "device": {
                     "type": "cuda" if "h100" in label else "cpu",
-                    "name": "NVIDIA H100" if "h100" in label else "x86_64",
+                    "name": "NVIDIA H100" if "h100" in label else "AMD EPYC 7B13",
+                    **({} if "h100" in label else {"threads": 2}),
                     "processes": 1,
                     **({"attention": "fa4"} if "h100" in label else {}),
                 },
@@ -86,6 +90,9 @@ def make_results(root: Path, labels: tuple[str, ...] = ("cpu-test", "h100-test")
             (run / paths["spec"]).write_text(
                 json.dumps({"name": job["name"], "edge": {"control_weight": weight}})
             )
+            decoded = run / "decode" / job["benchmarks"]["decode"] / "input.mkv"
+            if not decoded.is_file():  # what the controls were computed from: the ceiling reference
+                write_video(decoded, source, 16, lossless=True)
             controls = run / paths["controls"]
             if not controls.is_dir():
                 modality = job["modalities"][0]
@@ -229,3 +236,112 @@ def test_report_opens_in_headless_chromium_without_console_errors(report_html: t
     assert not errors, errors  # the page itself logs nothing: no errors, no warnings
     videos = [line for line in console if "probe video" in line]
     assert len(videos) == 8 and all("ready=4 error=0" in line for line in videos), videos
+
+
+def test_report_covers_the_sweep_and_lists_earlier_runs_apart(tmp_path: Path) -> None:
+    """An earlier sweep's job left in the run folder (sidecar + benchmark files) is listed under Earlier runs
+    and counted nowhere else: not in the header, the per-rule table or the charts."""
+    results = make_results(tmp_path, labels=("cpu-test",))
+    run = results / "cpu-test"
+    old = run / "diffuse" / "0123456789abcdef"
+    old.mkdir(parents=True)
+    (old / "robot_old.json").write_text(json.dumps({"steps": 35, "seconds_per_step": 9.5}))
+    for rule in ("diffuse", "encode"):
+        tsv = run / "benchmarks" / rule / "0123456789abcdef" / "robot_old.tsv"
+        tsv.parent.mkdir(parents=True)
+        tsv.write_text(BENCH_HEADER + "999.0\t0:16:39\t1\t1\t1\t1\t1\t1\t1\t1\n")
+    out = build_report(
+        results, tmp_path / "r.html", ReportOptions(metrics=False, sweep=run / "manifest.json")
+    )
+    html = out.read_text()
+    header = html.split("</header>", 1)[0]
+    assert "cpu-test (4 jobs" in header and "1 earlier jobs" in header
+    rules = re.search(r'<section id="rules">(.*?)<details>', html, re.S)
+    assert rules and "999" not in rules[1] and "robot_old" not in rules[1]
+    diffuse_row = re.search(r"<td>diffuse</td>\s*<td>(\d+)</td>", rules[1])
+    assert diffuse_row and diffuse_row[1] == "4"
+    charts = html.split('<section id="charts">', 1)[1].split("</section>", 1)[0]
+    assert "robot_old" not in charts and "9.5" not in charts
+    earlier = re.search(r'<section id="earlier">(.*?)</section>', html, re.S)
+    assert earlier and "robot_old" in earlier[1] and "0123456789abcdef" in earlier[1]
+    assert "robot_old" not in html.replace(earlier[1], "")
+
+    # a sweep that shares no job with a run folder leaves that folder out, listed as earlier runs
+    other = json.loads((run / "manifest.json").read_text())
+    other["jobs"] = other["jobs"][:1]
+    (tmp_path / "one.json").write_text(json.dumps(other))
+    html = build_report(
+        results, tmp_path / "r1.html", ReportOptions(metrics=False, sweep=tmp_path / "one.json")
+    ).read_text()
+    assert "cpu-test (1 jobs" in html and "4 earlier jobs" in html
+
+
+def test_every_metric_has_its_reference_points_and_noise_reads_as_noise(tmp_path: Path) -> None:
+    from cosmos_t2.report.data import compute_references, find_runs
+    from cosmos_t2.video import write_video
+
+    results = make_results(tmp_path, labels=("cpu-test",))
+    run = results / "cpu-test"
+    refs = compute_references(find_runs(results), max_frames=6)
+    assert len(refs) == 2  # one per control set (edge, vis), shared by the jobs of each
+    for scores in refs.values():
+        (metric,) = scores["input"]
+        assert scores["input"][metric] > 0.99  # the input is what its controls were computed from
+        assert scores["noise"][metric] < scores["input"][metric]
+        assert scores["unrelated"][metric] < scores["input"][metric]
+    # the output of one edge job replaced by pure noise: the report says so
+    data = json.loads((run / "manifest.json").read_text())
+    victim = next(
+        j for j in data["jobs"] if j["name"] == "robot_edge" and j["settings"]["control_weight"] == 0.5
+    )
+    noise = np.random.default_rng(3).integers(0, 256, frames(0).shape, dtype=np.uint8)
+    write_video(run / victim["paths"]["video"], noise, 16)
+    html = build_report(results, tmp_path / "r.html", ReportOptions(metric_frames=6)).read_text()
+    fidelity = re.search(r'<section id="fidelity">(.*?)</section>', html, re.S)
+    assert fidelity is not None
+    rows = re.findall(r"<tr>(.*?)</tr>", fidelity[1], re.S)
+    noisy = [r for r in rows if "control_weight=0.5" in r and "edge_f1" in r]
+    faithful = [r for r in rows if "control_weight=1.0" in r and "edge_f1" in r]
+    assert len(noisy) == 1 and "no better than" in noisy[0]
+    assert len(faithful) == 1 and "of the way from the best floor to the input" in faithful[0]
+    for name in ("input (ceiling)", "unrelated video (floor)", "noise (floor)"):
+        assert f"<th>{name}</th>" in fidelity[1]
+    chart = html.split('id="chart-fidelity"', 1)[1].split("</script>", 1)[0]
+    assert all(name in chart for name in ("input (ceiling)", "noise (floor)", "unrelated video (floor)"))
+
+
+def test_the_model_label_is_on_the_header_every_card_and_every_chart(report_html: tuple[Path, str]) -> None:
+    _, html = report_html
+    label = "tiny random-weight model"
+    assert label in html.split("</header>", 1)[0] and 'id="model-banner"' in html
+    cards = re.findall(r'<div class="card" id=.*?(?=<div class="card" id=|</section>)', html, re.S)
+    assert len(cards) == 8 and all(f'<span class="model tiny">{label}</span>' in c for c in cards)
+    charts = re.findall(r'id="(chart-[a-z-]+)"(.*?)</script>', html, re.S)
+    assert len(charts) == 4 and all(f"outputs of the {label}" in body for _, body in charts)
+
+
+def test_controls_given_as_files_get_thumbnails_and_cpu_runs_name_the_cpu(tmp_path: Path) -> None:
+    from cosmos_t2.video import write_video
+
+    results = make_results(tmp_path, labels=("cpu-test",))
+    run = results / "cpu-test"
+    data = json.loads((run / "manifest.json").read_text())
+    job = data["jobs"][0]
+    depth = tmp_path / "given-depth.mp4"
+    write_video(depth, frames(4), 16)
+    job["modalities"] = [*job["modalities"], "depth"]
+    spec = json.loads((run / job["paths"]["spec"]).read_text())
+    spec["depth"] = {"control_path": str(depth), "control_weight": 1.0}
+    (run / job["paths"]["spec"]).write_text(json.dumps(spec))
+    (run / "manifest.json").write_text(json.dumps(data))
+    html = build_report(results, tmp_path / "r.html", ReportOptions(metrics=False)).read_text()
+    card = html.split(f'id="cpu-test-{job["key"]}"', 1)[1].split('<div class="card"', 1)[0]
+    assert 'alt="depth control (given)"' in card and 'alt="edge control (computed)"' in card
+    assert "CPU: AMD EPYC 7B13, 2 threads" in html and "per GPU type" not in html
+    # the diffuse rule's wall time split: start-up, imports, stages and the rest
+    stages = re.search(r'<section id="stages">(.*?)</section>', html, re.S)
+    assert stages is not None
+    for part in ("process_start", "imports", "diffusion", "other"):
+        assert f"<th>{part}</th>" in stages[1]
+    # 10 s rule wall time - (0.05 + 2.5 + 0.2 + 1.0 + 0.1) s of parts = 6.15 s other
+    assert "<td>6.15</td>" in stages[1]

@@ -146,7 +146,7 @@ def test_every_key_is_read(ws: Path) -> None:
         "guidance": 0,
         "num_steps": 4,
         "resolution": "480",
-        "num_video_frames_per_chunk": 1,
+        "num_video_frames_per_chunk": 5,
         "num_conditional_frames": 2,
         "max_frames": 1,
         "sigma_max": "80",  # upstream types it as a string
@@ -289,7 +289,7 @@ BAD_CASES: list[tuple[str, dict[str, Any], str, str]] = [
     ("weight out of range", {"depth": {"control_weight": 1.5}}, "depth.control_weight", "expected a number in [0, 1], got 1.5"),
     ("weight negative", {"edge": {"control_weight": -0.1}}, "edge.control_weight", "in [0, 1]"),
     ("guidance out of range", {"guidance": 8}, "guidance", "expected an integer in [0, 7], got 8"),
-    ("num_steps zero", {"num_steps": 0}, "num_steps", "expected an integer > 0"),
+    ("num_steps zero", {"num_steps": 0}, "num_steps", "expected an integer in [1, 1000], got 0"),
     ("sigma_max out of range", {"sigma_max": "300"}, "sigma_max", "[0, 200]"),
     ("missing video file", {"video_path": "nope.mp4"}, "video_path", "file not found"),
     ("missing video key", {"video_path": None}, "video_path", "missing"),

@@ -124,8 +124,9 @@ def test_each_profile_dry_runs(sweep_dir: Path, profile: str) -> None:
         extra = ["--resources", "gpu=2", "--set-resources", "diffuse:gpu=2", "--printshellcmds"]
     out = snakemake(sweep_dir, "--profile", str(REPO / "profiles" / profile), *extra, "--dry-run")
     assert job_counts(out)["diffuse"] == 4
-    label = re.search(r"hardware_label: (\S+)", (REPO / "profiles" / profile / "config.v9+.yaml").read_text())
-    assert label and f"results/{label[1]}/diffuse/" in out  # each profile's own run folder
+    # each profile's own run folder, named from its resources (profiles set no config)
+    label = {"local": "cpu-local"}.get(profile, profile)
+    assert f"results/{label}/diffuse/" in out
     if profile.startswith("slurm"):
         gpu = profile.removeprefix("slurm-")
         diffuse = out.split("rule diffuse:", 1)[1].split("rule ", 1)[0]
@@ -193,9 +194,9 @@ def test_killed_run_resumes_and_changes_redo_only_affected_jobs(
     assert resumed.count("infer") == 1  # the killed job; the three finished ones are kept
     assert not {"decode", "controls", "encode-prompt", "validate"} & set(resumed)
     assert (sweep_dir / "results" / "report.html").is_file()
-    run_dir = sweep_dir / "results" / "unlabelled"
+    run_dir = sweep_dir / "results" / "cpu-local"
     manifest = json.loads((run_dir / "manifest.json").read_text())
-    assert manifest["hardware"]["label"] == "unlabelled" and len(manifest["jobs"]) == 4
+    assert manifest["hardware"]["label"] == "cpu-local" and len(manifest["jobs"]) == 4
     for job in manifest["jobs"]:
         assert (run_dir / "benchmarks" / "diffuse" / f"{job['benchmarks']['diffuse']}.tsv").is_file()
         assert (run_dir / job["paths"]["latents"]).read_text() == "latents"
@@ -243,3 +244,63 @@ def test_bad_configs_stop_before_any_job(sweep_dir: Path) -> None:
     ):
         proc = subprocess.run([*base, *extra], cwd=sweep_dir, capture_output=True, text=True, timeout=300)
         assert proc.returncode != 0 and message in proc.stdout + proc.stderr, extra
+
+
+def test_a_config_file_replaces_the_default_config(sweep_dir: Path) -> None:
+    """Beside the sweep folder lies a default config.yaml (two specs, two weights): a config file given
+    with --configfile is the whole sweep, not merged into it, and without one config.yaml is read."""
+    shutil.copy(REPO / "config.yaml", sweep_dir / "config.yaml")
+    (sweep_dir / "config.yaml").write_text(
+        (sweep_dir / "config.yaml").read_text().replace("examples/robot/", "ex/")
+    )
+    (sweep_dir / "one.yaml").write_text("specs: [ex/edge.json]\n")
+    base = [str(SNAKEMAKE), "-s", str(REPO / "Snakefile"), "--profile", str(REPO / "profiles" / "local")]
+
+    def counts(*args: str) -> dict[str, int]:
+        proc = subprocess.run(
+            [*base, *args, "-n"], cwd=sweep_dir, capture_output=True, text=True, timeout=300
+        )
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        return job_counts(proc.stdout + proc.stderr)
+
+    assert counts()["diffuse"] == 4  # config.yaml: 2 specs x 2 weights
+    one = counts("--configfile", "one.yaml")
+    assert one["diffuse"] == 1 and one["controls"] == 1 and one["encode"] == 1  # nothing inherited
+    # several config files given are merged with each other, later ones winning (Snakemake's rule)
+    (sweep_dir / "seeds.yaml").write_text("grid: {seed: [1, 2, 3]}\n")
+    assert counts("--configfile", "one.yaml", "seeds.yaml")["diffuse"] == 3
+
+    # a config without the one required key is refused before any job, naming the key
+    (sweep_dir / "no-specs.yaml").write_text("grid: {seed: [1]}\n")
+    proc = subprocess.run(
+        [*base, "--configfile", "no-specs.yaml", "-n"],
+        cwd=sweep_dir,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode != 0 and "'specs' is a required property" in proc.stdout + proc.stderr
+
+
+def test_profiles_never_override_what_the_config_file_sets(sweep_dir: Path) -> None:
+    """device, tiny and hardware_label in a config file win over every profile; left out, the profile's
+    resources decide the device and the run folder."""
+    text = (sweep_dir / "sweep.yaml").read_text()
+    (sweep_dir / "mine.yaml").write_text(
+        text + "device: cpu\ntiny: false\nmodel_dir: /models/c25\nhardware_label: mine\n"
+    )
+    for profile in ("local", "local-gpu", "slurm-h100"):
+        extra = ["--executor", "slurm"] if profile.startswith("slurm") else []
+        profile_dir = str(REPO / "profiles" / profile)
+        out = snakemake(sweep_dir, "--profile", profile_dir, *extra, "--configfile", "mine.yaml", "-n", "-p")
+        infer = re.findall(r"cosmos-t2 infer .*", out)
+        assert len(infer) == 4 and all("results/mine/" in line for line in infer), profile
+        assert all("--device cpu" in line and "--model-dir /models/c25" in line for line in infer), profile
+        assert not any("--tiny" in line or "--gpus" in line for line in infer), profile
+        assert "device cpu, hardware label mine" in out
+        # the same sweep without those keys: the profile's hardware
+        out = snakemake(sweep_dir, "--profile", profile_dir, *extra, "-n", "-p")
+        device = "cpu" if profile == "local" else "cuda"
+        assert f"--device {device} " in out and all(
+            "--tiny" in x for x in re.findall(r"cosmos-t2 infer .*", out)
+        )

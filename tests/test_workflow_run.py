@@ -69,6 +69,15 @@ def test_default_sweep_runs_reports_and_reruns_only_what_changed(tmp_path: Path)
         assert job["name"] in html and job["key"] in html
     assert html.count('src="data:video/mp4;base64,') == 4 and "<th>edge_f1</th>" in html
 
+    # each diffusion job's log says which stage it reached and ends in its summary line; its sidecar
+    # knows it ran under Snakemake
+    first = manifest["jobs"][0]
+    log = (run_dir / "logs" / "diffuse" / first["key"] / f"{first['name']}.log").read_text()
+    assert "] VAE encode" in log and "] diffusion steps" in log and "] step 2/2, " in log
+    assert re.search(rf"^done {first['name']}: \S+\.latents\.safetensors in [0-9.]+ s", log, flags=re.M)
+    sidecar = json.loads((run_dir / first["paths"]["diffuse_sidecar"]).read_text())
+    assert "snakemake" in sidecar["versions"] and sidecar["provenance"]["command"][1] == "infer"
+
     # Snakemake's own report, with the captions
     snakemake(tmp_path, "--report", str(tmp_path / "snakemake-report.html"))
     assert "cosmos-t2 HTML report" in (tmp_path / "snakemake-report.html").read_text()

@@ -14,9 +14,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from cosmos_t2.controls.models import ModelPaths, resolve_device
+from cosmos_t2.controls.models import ModelPaths
 from cosmos_t2.controls.registry import MODALITIES
 from cosmos_t2.errors import CosmosError
+from cosmos_t2.model.device import resolve_device
 
 ControlOutput = tuple[np.ndarray, dict[str, Any]]  # (T, H, W, 3) uint8 video, what produced it
 

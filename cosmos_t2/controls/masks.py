@@ -29,12 +29,13 @@ import numpy as np
 import torch
 
 from cosmos_t2 import __version__
-from cosmos_t2.controls.models import ModelPaths, resolve_device
+from cosmos_t2.controls.models import ModelPaths
 from cosmos_t2.controls.run import load_model_frames, write_outputs
 from cosmos_t2.controls.seg import segment_video
 from cosmos_t2.errors import CosmosError
 from cosmos_t2.model.config import TEMPORAL_COMPRESSION
 from cosmos_t2.model.control import resample_frames_to_grid
+from cosmos_t2.model.device import resolve_device
 from cosmos_t2.video import Video, read_video
 
 log = logging.getLogger(__name__)
@@ -131,9 +132,21 @@ def masks_from_shapes(
     mask = np.zeros((num_frames, height, width), dtype=bool)
     for index, shape in enumerate(data["shapes"]):
         key = f"shapes[{index}]"
+        covered = False
         for frame, kind, points in _shape_frames(shape, num_frames, where, key):
             points = points * np.array([scale_x, scale_y])
-            _rasterize(mask[frame], kind, points)
+            if not np.isfinite(points).all():
+                raise CosmosError("coordinates too large for this frame size", file=where, key=key)
+            plane = np.zeros((height, width), dtype=bool)
+            _rasterize(plane, kind, points)
+            mask[frame] |= plane
+            covered = covered or bool(plane.any())
+        if not covered:  # pixel coordinates under "normalized": true, or the frame size mistaken
+            raise CosmosError(
+                f"the shape covers no pixel of the {width}x{height} frame on any of its frames",
+                file=where,
+                key=key,
+            )
     return mask
 
 
@@ -147,16 +160,22 @@ def _read_shapes(shapes_json: str | Path | dict[str, Any] | list[Any]) -> tuple[
             return json.loads(path.read_text()), str(path)
         except FileNotFoundError as exc:
             raise CosmosError("shapes file not found", file=path) from exc
-        except json.JSONDecodeError as exc:
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise CosmosError(f"not valid JSON ({exc})", file=path) from exc
+        except RecursionError:
+            raise CosmosError("JSON nested too deeply to be shapes", file=path) from None
+        except OSError as exc:
+            raise CosmosError(f"cannot read the shapes file: {exc.strerror}", file=path) from exc
     try:
         return json.loads(text), None
     except json.JSONDecodeError as exc:
         raise CosmosError(f"shapes are not valid JSON ({exc})") from exc
+    except RecursionError:
+        raise CosmosError("shapes JSON is nested too deeply") from None
 
 
 def _positive(value: Any, where: str | None, key: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < math.inf:
         raise CosmosError(f"expected a positive number, got {value!r}", file=where, key=key)
     return float(value)
 
@@ -167,10 +186,20 @@ def _geometry(entry: dict[str, Any], where: str | None, key: str) -> tuple[str, 
     if len(kinds) != 1:
         raise CosmosError("expected exactly one of 'box' or 'polygon'", file=where, key=key)
     kind = kinds[0]
+    values = entry[kind]
+    rows = values if isinstance(values, list) else [values]
+    if any(isinstance(v, bool) for row in rows for v in (row if isinstance(row, list) else [row])):
+        raise CosmosError(f"expected numbers, got {_short(values)}", file=where, key=f"{key}.{kind}")
     try:
-        points = np.asarray(entry[kind], dtype=np.float64)
+        points = np.asarray(values, dtype=np.float64)
     except (TypeError, ValueError) as exc:
-        raise CosmosError(f"expected numbers, got {entry[kind]!r}", file=where, key=f"{key}.{kind}") from exc
+        raise CosmosError(
+            f"expected numbers, got {_short(entry[kind])}", file=where, key=f"{key}.{kind}"
+        ) from exc
+    if points.dtype.kind != "f" or not np.isfinite(points).all():
+        raise CosmosError(
+            f"expected finite numbers, got {_short(entry[kind])}", file=where, key=f"{key}.{kind}"
+        )
     if kind == "box" and points.shape == (4,):
         x0, y0, x1, y1 = points
         if x1 < x0 or y1 < y0:
@@ -182,6 +211,11 @@ def _geometry(entry: dict[str, Any], where: str | None, key: str) -> tuple[str, 
         return kind, points
     expected = "[x0, y0, x1, y1]" if kind == "box" else "[[x, y], ...] with at least 3 points"
     raise CosmosError(f"expected {expected}", file=where, key=f"{key}.{kind}")
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _frame_index(value: Any, num_frames: int, where: str | None, key: str) -> int:
@@ -197,7 +231,7 @@ def _shape_frames(
 ) -> list[tuple[int, str, np.ndarray]]:
     """(frame, kind, points) for every frame a shape covers."""
     if not isinstance(shape, dict):
-        raise CosmosError(f"expected an object, got {shape!r}", file=where, key=key)
+        raise CosmosError(f"expected an object, got {_short(shape)}", file=where, key=key)
     if "keyframes" not in shape:
         kind, points = _geometry(shape, where, key)
         first, last = 0, num_frames - 1
@@ -215,7 +249,7 @@ def _shape_frames(
     for i, entry in enumerate(keys):
         entry_key = f"{key}.keyframes[{i}]"
         if not isinstance(entry, dict):
-            raise CosmosError(f"expected an object, got {entry!r}", file=where, key=entry_key)
+            raise CosmosError(f"expected an object, got {_short(entry)}", file=where, key=entry_key)
         frame = _frame_index(entry.get("frame"), num_frames, where, f"{entry_key}.frame")
         keyframes.append((frame, *_geometry(entry, where, entry_key)))
     keyframes.sort(key=lambda item: item[0])

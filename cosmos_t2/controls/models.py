@@ -86,16 +86,6 @@ class ModelPaths:
         return [Path(getattr(self, f)) for f in fields]
 
 
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """None or "auto": CUDA when present, else the CPU."""
-    if device is None or str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise CosmosError("device 'cuda' asked for but no CUDA device is available")
-    return device
-
-
 def autocast(device: torch.device) -> torch.autocast:
     """bf16 autocast on CUDA (as upstream runs SAM2), a no-op on the CPU."""
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")

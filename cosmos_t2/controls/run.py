@@ -16,8 +16,9 @@ import torch
 from cosmos_t2 import __version__
 from cosmos_t2.atomic import write_json_atomic
 from cosmos_t2.controls.compute import compute_control_with_info
-from cosmos_t2.controls.models import ModelPaths, resolve_device
+from cosmos_t2.controls.models import ModelPaths
 from cosmos_t2.controls.registry import MODALITIES
+from cosmos_t2.model.device import resolve_device
 from cosmos_t2.video import Video, read_at_model_resolution, read_video, write_video
 
 

@@ -303,20 +303,43 @@ def read_prompt_embeddings(path: str | Path) -> tuple[Tensor, Tensor, dict[str, 
     path = Path(path)
     if not path.is_file():
         raise CosmosError("prompt embeddings file not found", file=path)
-    with safe_open(str(path), framework="pt") as f:
-        keys = set(f.keys())
-        if not {"prompt", "negative_prompt"} <= keys:
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            keys = set(f.keys())
+            if not {"prompt", "negative_prompt"} <= keys:
+                raise CosmosError(
+                    f"expected tensors 'prompt' and 'negative_prompt', found {sorted(keys)[:8]}", file=path
+                )
+            pos, neg, meta = f.get_tensor("prompt"), f.get_tensor("negative_prompt"), dict(f.metadata() or {})
+    except CosmosError:
+        raise
+    except Exception as exc:  # safetensors' own error types, OSError
+        raise CosmosError(f"not a prompt embeddings .safetensors file ({exc})", file=path) from None
+    for key, tensor in (("prompt", pos), ("negative_prompt", neg)):
+        if tensor.dim() != 3 or tensor.shape[0] != 1 or 0 in tensor.shape:
             raise CosmosError(
-                f"expected tensors 'prompt' and 'negative_prompt', found {sorted(keys)}", file=path
+                f"expected a (1, tokens, channels) tensor, got shape {tuple(tensor.shape)}",
+                file=path,
+                key=key,
             )
-        return f.get_tensor("prompt"), f.get_tensor("negative_prompt"), dict(f.metadata() or {})
+        if not tensor.is_floating_point() or not torch.isfinite(tensor).all():
+            raise CosmosError("expected finite floating-point values", file=path, key=key)
+    if pos.shape != neg.shape:
+        raise CosmosError(
+            f"'prompt' {tuple(pos.shape)} and 'negative_prompt' {tuple(neg.shape)} differ in shape", file=path
+        )
+    return pos, neg, meta
+
+
+def cache_root() -> Path:
+    """The project's cache folder: $COSMOS_T2_CACHE_DIR, else ~/.cache/cosmos-t2."""
+    root = os.environ.get("COSMOS_T2_CACHE_DIR")
+    return Path(root) if root else Path.home() / ".cache" / "cosmos-t2"
 
 
 def default_cache_dir() -> Path:
     """$COSMOS_T2_CACHE_DIR/text-embeddings, else ~/.cache/cosmos-t2/text-embeddings."""
-    root = os.environ.get("COSMOS_T2_CACHE_DIR")
-    base = Path(root) if root else Path.home() / ".cache" / "cosmos-t2"
-    return base / "text-embeddings"
+    return cache_root() / "text-embeddings"
 
 
 def encoder_for(

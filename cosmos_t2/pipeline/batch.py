@@ -123,6 +123,8 @@ def run_batch(
     with _ranks_joined(options.device):
         for spec in batch.specs:
             outcome = _run_one(spec, options, force=force, distributed=distributed)
+            if outcome.status != "skipped":
+                options = dataclasses.replace(options, first_in_process=False)
             outcomes.append(outcome)
             if on_outcome is not None:
                 on_outcome(outcome)

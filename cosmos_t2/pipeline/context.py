@@ -1,9 +1,8 @@
-"""The conditioning stages of a job: prompt embeddings, the style-reference tokens, and the progress bar."""
+"""The conditioning stages of a job: prompt embeddings and the style-reference tokens."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,23 +16,6 @@ from cosmos_t2.model.image_context import load_image_encoder, tiny_image_encoder
 from cosmos_t2.model.text import read_prompt_embeddings
 from cosmos_t2.pipeline.models import ModelFiles
 from cosmos_t2.spec.job import Spec
-
-# --- progress -------------------------------------------------------------------------------------
-
-
-@contextmanager
-def progress_bar(enabled: bool, chunks: int) -> Iterator[Any]:
-    if not enabled:
-        yield None
-        return
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=Console(stderr=True), transient=False) as bar:
-        bar.add_task("chunks", total=chunks)
-        bar.add_task("steps", total=None)
-        yield bar
 
 
 def check_prompt_embeddings(path: Path, spec: Spec, tiny: bool) -> tuple[torch.Tensor, torch.Tensor]:

@@ -24,6 +24,7 @@ random weights, or tiny-shaped weights from DIR when one is given.
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,10 +103,22 @@ def _distilled_alone(modalities: list[str]) -> bool:
     return entry is not None and bool(entry.distilled_checkpoints)
 
 
+def _link_names(path: Path, hops: int = 8) -> list[str]:
+    """The file's name and those along its chain of links: a link into the Hugging Face cache points at
+    a snapshot file with the official name, which points at a blob named only by its hash."""
+    names = [path.name]
+    for _ in range(hops):
+        if not path.is_symlink():
+            break
+        path = path.parent / os.readlink(path)
+        names.append(path.name)
+    return names
+
+
 def checkpoint_identity(path: Path) -> tuple[str | None, bool]:
     """(modality or None when unknown, distilled) from the file's names and metadata (no tensors read)."""
     meta = _safetensors_metadata(path)
-    names = " ".join([path.name, path.resolve().name, meta.get("source", "")]).lower()
+    names = " ".join([*_link_names(path), meta.get("source", "")]).lower()
     modality = meta.get("modality")
     distilled = meta.get("variant") == "distilled" or "distilled" in names
     official = official_uuids()

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import av
+import numpy as np
 import torch
 
 from cosmos_t2.atomic import atomic_path
@@ -140,9 +142,11 @@ def render_latents(
     tiny: bool,
     model_dir: Path | None = None,
     device: str = "cpu",
+    check_video: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> dict[str, Any]:
     """Decode a `--latents-only` result into OUT.mp4 and write OUT.json (the job's sidecar, if found
-    beside the latents, with a `render` section added)."""
+    beside the latents, with a `render` section added). `check_video` (the guardrail) sees the (T, H, W, 3)
+    uint8 frames first and returns those to write, or raises to write nothing."""
     started = time.perf_counter()
     chunks_latent, meta = load_latents(Path(latents_path))
     plan = LatentPlan.from_dict(meta)
@@ -161,6 +165,8 @@ def render_latents(
     vae = build_tokenizer(ModelFiles({}, vae_file, None, None, False), tiny=tiny, device=dev, dtype=dtype)
     frames = [to_uint8_frames(vae.decode(c.to(dev, dtype)).float().cpu()) for c in chunks_latent]
     video = stitch(frames, plan.chunk_plan(), plan.num_frames, dim=0)
+    if check_video is not None:
+        video = torch.from_numpy(check_video(video.numpy()))
     out_path = Path(out_path)
     write_video_output(out_path, video, plan)
     sidecar_in = Path(str(latents_path).removesuffix(LATENTS_SUFFIX) + ".json")
@@ -171,6 +177,7 @@ def render_latents(
         "seconds": round(time.perf_counter() - started, 4),
         "device": str(dev),
         "versions": versions(),
+        "guardrail_video": None if check_video is None else "passed",
     }
     record.setdefault("outputs", {})["video"] = out_path.name
     write_json(out_path.with_suffix(".json"), record)

@@ -43,12 +43,14 @@ from cosmos_t2.model.image_context import check_reference, reference_image
 from cosmos_t2.model.vae import WanVAE
 from cosmos_t2.pipeline.acceleration import Acceleration, Background, accelerated, resolve_acceleration
 from cosmos_t2.pipeline.chunking import Chunk, conditioning_video, plan_chunks
-from cosmos_t2.pipeline.context import check_prompt_embeddings, image_context, progress_bar, prompt_embeddings
+from cosmos_t2.pipeline.context import check_prompt_embeddings, image_context, prompt_embeddings
+from cosmos_t2.pipeline.guardrails import Guardrails, guard_panels, load_guardrails
 from cosmos_t2.pipeline.guided import chunk_guide, refuse_distilled
 from cosmos_t2.pipeline.inputs import JobInputs, load_inputs, to_model_video, to_uint8_frames
 from cosmos_t2.pipeline.models import TINY_LABEL, locate_models
 from cosmos_t2.pipeline.output import LatentPlan, panels_for_chunk, write_outputs
 from cosmos_t2.pipeline.pool import ModelPool
+from cosmos_t2.pipeline.progress import JobProgress
 from cosmos_t2.pipeline.residency import Residency, decode_tile, on_device, plan_memory
 from cosmos_t2.pipeline.sidecar import StageTimer, finish_record, job_record, write_json
 from cosmos_t2.sampling.base import ChunkConditioning, Sampler, VelocityFn
@@ -75,13 +77,15 @@ class RunOptions:
     masks_dir: Path | None = None
     prompt_embeddings: Path | None = None
     latents_only: bool = False
-    progress: bool = True
+    progress: bool | str = True  # True/"auto": a bar on a terminal, else "lines"; "bar", "lines"; False: off
+    guardrails: bool = False  # NVIDIA's cosmos-guardrail on the prompts and the output video
     parallel: ParallelContext | None = None  # this rank's, under torchrun; None: one process
     acceleration: Acceleration | None = None  # None: resolve_acceleration(device) (compiled on CUDA)
     pool: ModelPool | None = None  # models kept between the jobs of one process; None: this job's own
     offload: str = "auto"  # auto | none | model | blocks (pipeline.memory)
     memory_cap_gib: float | None = None  # plan for (and on CUDA, hold the process to) this much memory
     report: Callable[[str], None] | None = None  # gets the memory estimate line before any model is built
+    first_in_process: bool = True  # False for a batch's later jobs: the process's start was paid before
 
 
 @dataclass
@@ -111,11 +115,8 @@ def effective_spec(spec: Spec, tiny: bool) -> Settings:
             updates["num_video_frames_per_chunk"] = TINY_FRAMES_PER_CHUNK
         changed = {k: getattr(spec, k) for k, v in updates.items() if getattr(spec, k) != v}
         spec = dataclasses.replace(spec, **updates)
-    if (spec.num_video_frames_per_chunk - 1) % TEMPORAL_COMPRESSION:
-        raise CosmosError(
-            f"must be 1 + 4k frames (the VAE packs 4 frames per latent frame), got {spec.num_video_frames_per_chunk}",
-            key="num_video_frames_per_chunk",
-        )
+    # The chunk rules (1 + 4k frames, more than the conditional frames) are the spec's
+    # (`spec.job._chunk_frames`); tiny mode's 17 keeps them.
     return Settings(spec=spec, changed=changed, tiny=tiny)
 
 
@@ -251,6 +252,12 @@ def _deterministic(device: torch.device) -> Iterator[None]:
 
 def run_job(spec: Spec, options: RunOptions) -> JobResult:
     """Run one job; rank 0 writes DIR/<name>.mp4 (or .latents.safetensors) and DIR/<name>.json."""
+    mode = options.progress if _is_main(options.parallel) else False
+    with JobProgress(spec.name, mode) as progress:
+        return _run_job(spec, options, progress)
+
+
+def _run_job(spec: Spec, options: RunOptions, progress: JobProgress) -> JobResult:
     started = time.time()
     settings = effective_spec(spec, options.tiny)
     spec = settings.spec
@@ -259,11 +266,19 @@ def run_job(spec: Spec, options: RunOptions) -> JobResult:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise CosmosError("--device cuda but no CUDA device is visible", key="device")
     dtype = options.dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
-    timer = StageTimer(device)
+    timer = StageTimer(device, progress)
     modalities = list(spec.controls)
     acc = options.acceleration or resolve_acceleration(device)
     pool = options.pool if options.pool is not None else ModelPool()
 
+    # The memory plan first (its line opens the job): the spec and the input's header are all it reads.
+    memory = plan_memory(
+        spec, device=device, dtype=dtype, offload=options.offload, memory_cap_gib=options.memory_cap_gib,
+        gpus=1 if ctx is None else ctx.world_size, text_encoder=options.prompt_embeddings is None,
+        tiny=options.tiny,
+    )  # fmt: skip
+    if options.report is not None and _is_main(ctx):
+        options.report(memory.line())
     # Checks first: nothing below builds a model before these pass.
     with timer.stage("validate"):
         check_reference(spec.image_context_path, spec.context_frame_index)
@@ -278,13 +293,11 @@ def run_job(spec: Spec, options: RunOptions) -> JobResult:
             need_image_encoder=spec.image_context_path is not None or spec.context_frame_index is not None,
         )
         refuse_distilled(spec, files.distilled)
-        memory = plan_memory(
-            spec, device=device, dtype=dtype, offload=options.offload, memory_cap_gib=options.memory_cap_gib,
-            gpus=1 if ctx is None else ctx.world_size, text_encoder=options.prompt_embeddings is None,
-            tiny=options.tiny,
-        )  # fmt: skip
-        if options.report is not None and _is_main(ctx):
-            options.report(memory.line())
+    guard: Guardrails | None = None
+    if options.guardrails and _is_main(ctx):  # rank 0 alone checks, as upstream
+        with timer.stage("guardrail_prompt"):  # a blocked prompt stops before any model is built
+            guard = load_guardrails(device)
+            guard.check_prompts(spec)
 
     def read_inputs(spec: Spec = spec) -> tuple[JobInputs, Any]:
         inputs = load_inputs(
@@ -348,25 +361,19 @@ def run_job(spec: Spec, options: RunOptions) -> JobResult:
     panels: list[torch.Tensor] = []
     previous = None
     intervals: list[float] = []  # step-to-step times after each chunk's first step (which pays compilation)
-    with (
-        accelerated(acc),
-        _deterministic(device),
-        progress_bar(options.progress and _is_main(ctx), len(chunks)) as bar,
-    ):
+    progress.set_chunks(len(chunks))
+    with accelerated(acc), _deterministic(device):
         for chunk, seed in zip(chunks, seeds, strict=True):
-            if bar is not None:
-                bar.reset(1, total=spec.num_steps)
-
+            progress.chunk_started(chunk.index, spec.num_steps)
             ticks: list[float] = []
 
             def on_step(i: int, n: int, ticks: list[float] = ticks) -> None:
-                if bar is not None:
-                    bar.update(1, completed=i, total=n)
                 if device.type == "cuda":  # the step's kernels are done: time it, not its launch
                     torch.cuda.synchronize(device)
                 ticks.append(time.perf_counter())
                 if len(ticks) > 1:
                     intervals.append(ticks[-1] - ticks[-2])
+                progress.step(i, n)
 
             latent = _diffuse_chunk(spec, inputs, models, chunk, seed, previous, timer, on_step)
             latents.append(latent)
@@ -377,8 +384,6 @@ def run_job(spec: Spec, options: RunOptions) -> JobResult:
                     previous = vae.decode(latent.to(vae.dtype), tile=tile).float()
                 if not options.latents_only:
                     panels.append(panels_for_chunk(spec, inputs, chunk, to_uint8_frames(previous.cpu())))
-            if bar is not None:
-                bar.update(0, advance=1)
 
     if not _is_main(ctx):
         return JobResult(None, None, None, inputs.num_frames, inputs.fps, timer.rounded())
@@ -393,11 +398,18 @@ def run_job(spec: Spec, options: RunOptions) -> JobResult:
     record["memory"] = {**memory.record(), **residency.record()}
     if device.type == "cuda":  # the kernel that ran, not the auto default's
         record["device"]["attention"] = record["acceleration"]["attention_kernel"]
+    if guard is not None and panels:
+        with timer.stage("guardrail_video"):  # a blocked video is not written
+            panels = guard_panels(guard, panels, chunks, inputs.num_frames, inputs.size[1])
+    record["guardrails"] = None if guard is None else guard.record()
     with timer.stage("write"):
         paths = write_outputs(options, spec, inputs, chunks, plan, latents, panels)
     finish_record(record, timer, spec.num_steps * len(chunks), paths, started)
+    if not options.first_in_process:  # the interpreter's start and imports belong to the batch's first job
+        record["startup_s"] = {k: 0.0 for k in record["startup_s"]}
     record["steady_seconds_per_step"] = round(statistics.median(intervals), 4) if intervals else None
     sidecar = write_json(options.out_dir / f"{spec.name}.json", record)
+    progress.summary(record, paths.get("video") or paths.get("latents"))
     return JobResult(
         sidecar, paths.get("video"), paths.get("latents"), inputs.num_frames, inputs.fps, timer.rounded()
     )

@@ -17,7 +17,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
@@ -28,7 +28,10 @@ from cosmos_t2.model.attention import attention_kernel
 from cosmos_t2.pipeline.chunking import Chunk
 from cosmos_t2.pipeline.guided import guided_record
 from cosmos_t2.pipeline.inputs import JobInputs
+from cosmos_t2.pipeline.latents_check import check_latents
 from cosmos_t2.pipeline.models import ModelFiles
+from cosmos_t2.pipeline.provenance import library_versions, provenance
+from cosmos_t2.pipeline.startup import startup_seconds
 from cosmos_t2.spec.job import Spec
 
 LATENTS_SUFFIX = ".latents.safetensors"
@@ -49,16 +52,11 @@ def read_json(path: Path) -> dict[str, Any]:
 
 
 def versions() -> dict[str, str]:
-    """Versions that decide the numbers: ours, Python, torch (and its CUDA), transformers."""
-    out = {"cosmos_t2": __version__, "python": platform.python_version(), "torch": torch.__version__}
+    """Versions that decide the numbers: ours, Python, torch (and its CUDA), numpy, PyAV, OpenCV,
+    transformers, diffusers (when installed), snakemake (under a Snakemake job)."""
+    out = {"cosmos_t2": __version__, **library_versions(), "torch": torch.__version__}
     if torch.version.cuda:
         out["cuda"] = torch.version.cuda
-    try:
-        import transformers
-
-        out["transformers"] = transformers.__version__
-    except ImportError:  # pragma: no cover - a dependency
-        pass
     return out
 
 
@@ -72,9 +70,20 @@ def device_info(device: torch.device, dtype: torch.dtype, world_size: int) -> di
         info["name"] = torch.cuda.get_device_name(device)
         info["attention"] = attention_kernel("auto", device)  # fa4 or cudnn: what a run's speed depends on
     else:
-        info["name"] = platform.processor() or platform.machine()
+        info["name"] = cpu_name()
         info["threads"] = torch.get_num_threads()
     return info
+
+
+def cpu_name() -> str:
+    """The CPU's model name ("AMD EPYC 7B13"): Linux /proc/cpuinfo; else what `platform` knows ("arm")."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name") and ":" in line:
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def job_record(
@@ -114,6 +123,7 @@ def job_record(
         "sources": inputs.sources,
         "models": files.to_dict(),
         "versions": versions(),
+        "provenance": provenance(files),  # commit, command line, host, UTC time, checkpoint sha256
         "device": device_info(device, dtype, world_size),
         "created_unix": math.floor(started),
         "warnings": warnings,
@@ -130,14 +140,23 @@ def finish_record(
     record["seconds_per_step"] = round(diffusion / steps, 4) if steps else None
     record["peak_memory_gib"] = {k: round(v, 3) for k, v in timer.peak_memory_gib().items()}
     record["total_s"] = round(time.time() - started, 3)
+    record["startup_s"] = startup_seconds(started)  # before the stages: interpreter start, imports
     record["outputs"] = {k: p.name for k, p in paths.items() if p is not None}
+
+
+class StageListener(Protocol):
+    """Told when a timed stage starts and ends (the progress display, `pipeline.progress`)."""
+
+    def stage_started(self, name: str) -> None: ...
+    def stage_finished(self, name: str, seconds: float) -> None: ...
 
 
 class StageTimer:
     """Wall time per stage (summed when a stage repeats, e.g. per chunk) and peak memory."""
 
-    def __init__(self, device: torch.device) -> None:
+    def __init__(self, device: torch.device, listener: StageListener | None = None) -> None:
         self.device = device
+        self.listener = listener
         self.seconds: dict[str, float] = {}
         self.gpu_peak: dict[str, float] = {}  # stage -> peak allocated bytes during it
 
@@ -147,6 +166,8 @@ class StageTimer:
         if cuda:
             torch.cuda.synchronize(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
+        if self.listener is not None:
+            self.listener.stage_started(name)
         start = time.perf_counter()
         try:
             yield
@@ -155,7 +176,10 @@ class StageTimer:
                 torch.cuda.synchronize(self.device)
                 peak = torch.cuda.max_memory_allocated(self.device)
                 self.gpu_peak[name] = max(self.gpu_peak.get(name, 0), peak)
-            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
+            elapsed = time.perf_counter() - start
+            self.seconds[name] = self.seconds.get(name, 0.0) + elapsed
+            if self.listener is not None:
+                self.listener.stage_finished(name, elapsed)
 
     def peak_memory_gib(self) -> dict[str, float]:
         """GPU: the allocator's peak over the job and during diffusion (the text encoder runs alone, before
@@ -197,6 +221,5 @@ def load_latents(path: Path) -> tuple[list[torch.Tensor], dict[str, Any]]:
         raise CosmosError("not a cosmos-t2 latents file (no chunk plan in its metadata)", file=path) from exc
     except Exception as exc:  # safetensors' own error types
         raise CosmosError(f"cannot read latents file: {exc}", file=path) from exc
-    if not chunks or len(chunks) != len(meta.get("chunks", [])):
-        raise CosmosError("latents file holds no chunk tensors matching its chunk plan", file=path)
+    check_latents(chunks, meta, path)
     return chunks, meta

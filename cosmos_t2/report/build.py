@@ -18,41 +18,51 @@ from pathlib import Path
 from typing import Any
 
 import cv2
-import numpy as np
 import pandas as pd
 
 from cosmos_t2 import __version__
 from cosmos_t2.atomic import write_text_atomic
 from cosmos_t2.controls.registry import MODALITIES
 from cosmos_t2.errors import CosmosError
+from cosmos_t2.report.charts import (
+    REFERENCE_NAMES,
+    charts,
+    device_label,
+    fidelity_rows,
+    fidelity_table,
+    number,
+    present,
+)
 from cosmos_t2.report.data import (
     Run,
     bench_table,
     benchmark_table,
     compute_metrics,
+    compute_references,
     find_runs,
     job_table,
     read_json,
     rule_summary,
     stage_timings,
 )
+from cosmos_t2.report.scope import sweep_scope
 from cosmos_t2.video import read_video
 
 log = logging.getLogger(__name__)
 TEMPLATE = Path(__file__).parent / "assets" / "report.html.j2"
 THUMB_HEIGHT = 144
-RULE_ORDER = [
-    "spec",
-    "decode",
-    "controls",
-    "masks",
-    "prompt",
-    "diffuse",
-    "encode",
-    "bench",
-    "manifest",
-    "report",
+# The jobs table on the page; every other column is in the folded full table.
+SHORT_COLUMNS = [
+    "sample",
+    "hardware",
+    "settings",
+    "diffuse_s",
+    "s_per_step",
+    "diffuse_cpu_rss_gib",
+    "diffuse_gpu_gib",
 ]
+HIDDEN_COLUMNS = {"controls", "tiny", "device_type", "threads", "processes"}
+UNKNOWN_MODEL = "model named in no sidecar"
 
 
 @dataclass(frozen=True)
@@ -62,24 +72,30 @@ class ReportOptions:
     embed_limit_mb: float = 8.0  # larger previews are linked, not inlined
     depth_model_dir: Path | None = None  # also score depth controls (si-RMSE) with this model
     device: str = "cpu"  # where the depth model runs
+    sweep: Path | None = None  # report only this manifest's jobs (the workflow passes the current one)
 
 
 def build_report(results: str | Path, out: str | Path, options: ReportOptions | None = None) -> Path:
-    """Write the HTML report of every run under `results` to `out` (atomically); returns `out`."""
+    """Write the HTML report of the sweep's jobs under `results` to `out` (atomically); returns `out`."""
     import jinja2
     import plotly.offline
 
     options = options or ReportOptions()
     results, out = Path(results), Path(out)
-    runs = find_runs(results)
+    scope = sweep_scope(find_runs(results), options.sweep)
+    runs = scope.runs
     bench = benchmark_table(runs)
     metrics: dict[tuple[str, str], dict[str, float]] = {}
+    refs: dict[tuple[str, str], dict[str, dict[str, float]]] = {}
     if options.metrics:
         metrics = compute_metrics(runs, options.metric_frames, options.depth_model_dir, options.device)
+        refs = compute_references(runs, options.metric_frames, options.depth_model_dir, options.device)
     jobs = job_table(runs, bench, metrics)
     summary = rule_summary(bench)
-    stages = stage_timings(runs)
+    stages = stage_timings(runs, bench)
     benches = bench_table(runs)
+    model = _model_label(jobs)
+    metric_names = [m.metric for m in MODALITIES.values() if m.metric is not None and m.metric in jobs]
 
     env = jinja2.Environment(
         autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True
@@ -88,23 +104,44 @@ def build_report(results: str | Path, out: str | Path, options: ReportOptions | 
         title=f"cosmos-t2 report: {results.resolve().name}",
         created=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         version=__version__,
-        runs=[
-            {"label": r.label, "jobs": len(r.manifest.get("jobs", [])), **r.manifest.get("hardware", {})}
-            for r in runs
-        ],
+        model=model,
+        tiny=bool(len(jobs)) and "tiny" in jobs and bool(jobs["tiny"].fillna(False).astype(bool).any()),
+        runs=[_run_header(r, jobs) for r in runs],
         plotly_js=_safe(plotly.offline.get_plotlyjs()),
-        jobs_table=_table(_job_columns(jobs)),
+        jobs_table=_table(_job_columns(jobs, metric_names, short=True)),
+        jobs_full_table=_table(_job_columns(jobs, metric_names, short=False)),
+        fidelity_table=_table(fidelity_table(jobs, refs)),
         rule_table=_table(summary),
         bench_files_table=_table(bench),
         stage_table=_table(_stage_pivot(stages)),
         bench_table=_table(benches),
-        charts=_charts(summary, jobs, stages, benches),
+        charts=_render_charts(charts(summary, jobs, stages, benches, fidelity_rows(jobs, refs), model)),
         cards=[
-            _card(run, job, jobs, out.parent, options) for run in runs for job in run.manifest.get("jobs", [])
+            _card(run, job, jobs, refs, out.parent, options) for run in runs for job in run.manifest["jobs"]
         ],
+        earlier=scope.earlier,
     )
     write_text_atomic(out, page)
     return out
+
+
+def _model_label(jobs: pd.DataFrame) -> str:
+    """The model(s) the outputs come from, as the sidecars name them ("tiny random-weight model")."""
+    labels = sorted({str(v) for v in jobs.get("model", pd.Series(dtype=object)).dropna()})
+    return " and ".join(labels) or UNKNOWN_MODEL
+
+
+def _run_header(run: Run, jobs: pd.DataFrame) -> dict[str, Any]:
+    mine = jobs[jobs["hardware"] == run.label] if len(jobs) else jobs
+    rows = mine.dropna(subset=["device"]).to_dict("records") if "device" in mine else []
+    where = (
+        device_label(
+            *(rows[0].get(k) for k in ("device", "device_type", "processes", "attention", "threads"))
+        )
+        if rows
+        else ""
+    )
+    return {"label": run.label, "jobs": len(run.manifest["jobs"]), "where": where.strip(" ()")}
 
 
 def _safe(text: str) -> Any:
@@ -116,14 +153,12 @@ def _safe(text: str) -> Any:
 def _table(frame: pd.DataFrame) -> Any:
     if frame.empty:
         return _safe("<p class='muted'>Nothing yet.</p>")
-    html = frame.to_html(
-        index=False, border=0, classes="data", na_rep="–", float_format=lambda x: f"{x:.4g}", escape=True
-    )
+    html = frame.to_html(index=False, border=0, classes="data", na_rep="–", float_format=number, escape=True)
     return _safe(html)
 
 
 def _stage_pivot(stages: pd.DataFrame) -> pd.DataFrame:
-    """One row per job, one column per stage, in the order infer ran them."""
+    """One row per job, one column per part of its diffuse rule's wall time, in the order they happened."""
     if stages.empty:
         return stages
     order = list(dict.fromkeys(stages["stage"]))
@@ -135,58 +170,20 @@ def _stage_pivot(stages: pd.DataFrame) -> pd.DataFrame:
     return wide
 
 
-def _job_columns(jobs: pd.DataFrame) -> pd.DataFrame:
-    """The job table without the columns that are empty for every job (e.g. GPU memory on CPU)."""
+def _job_columns(jobs: pd.DataFrame, metric_names: list[str], short: bool) -> pd.DataFrame:
+    """The jobs table: the few columns that fit a page (short), or every column that has a value."""
     if jobs.empty:
         return jobs
-    keep = [c for c in jobs.columns if c != "settings" and jobs[c].notna().any()]
+    if short:
+        keep = [c for c in [*SHORT_COLUMNS, *metric_names] if c in jobs and jobs[c].notna().any()]
+    else:
+        keep = [c for c in jobs.columns if c not in HIDDEN_COLUMNS and jobs[c].notna().any()]
     return jobs[keep]
 
 
-def _charts(
-    summary: pd.DataFrame, jobs: pd.DataFrame, stages: pd.DataFrame, benches: pd.DataFrame
-) -> list[dict[str, Any]]:
-    import plotly.express as px
-
-    charts: list[tuple[str, str, Any]] = []
-    if not summary.empty:
-        order = [r for r in RULE_ORDER if r in set(summary["rule"])] + sorted(
-            set(summary["rule"]) - set(RULE_ORDER)
-        )
-        fig = px.bar(
-            summary, x="rule", y="mean_wall_s", color="hardware", barmode="group",
-            category_orders={"rule": order}, labels={"mean_wall_s": "mean wall time per job (s)"},
-        )  # fmt: skip
-        charts.append(("chart-rule-time", "Time per rule per hardware profile", fig))
-    steps = _step_rows(jobs, benches)
-    if not steps.empty:
-        fig = px.box(
-            steps,
-            x="hardware",
-            y="s_per_step",
-            color="source",
-            points="all",
-            labels={"s_per_step": "seconds per diffusion step"},
-        )
-        charts.append(("chart-s-per-step", "Seconds per diffusion step per GPU type", fig))
-    if not stages.empty:
-        fig = px.bar(stages, x="job", y="seconds", color="stage", facet_col="hardware", hover_data=["sample"])
-        charts.append(("chart-stages", "Where a diffusion job's time goes (infer's own stage timings)", fig))
-    fidelity = _fidelity_rows(jobs)
-    if not fidelity.empty:
-        fig = px.line(
-            fidelity,
-            x="control_weight",
-            y="score",
-            color="sample",
-            line_dash="hardware",
-            facet_col="metric",
-            markers=True,
-        )
-        charts.append(("chart-fidelity", "Control fidelity against control weight", fig))
+def _render_charts(figures: list[tuple[str, str, Any]]) -> list[dict[str, Any]]:
     out = []
-    for div_id, title, fig in charts:
-        fig.update_layout(margin={"l": 50, "r": 20, "t": 30, "b": 40}, height=360, template="plotly_white")
+    for div_id, title, fig in figures:
         html = fig.to_html(
             full_html=False, include_plotlyjs=False, div_id=div_id, config={"displaylogo": False}
         )
@@ -194,58 +191,15 @@ def _charts(
     return out
 
 
-def _step_rows(jobs: pd.DataFrame, benches: pd.DataFrame) -> pd.DataFrame:
-    rows = []
-    if "s_per_step" in jobs:
-        for row in jobs.dropna(subset=["s_per_step"]).to_dict("records"):
-            gpu = _gpu_label(row.get("device"), row.get("processes"), row.get("attention"))
-            rows.append(
-                {
-                    "hardware": f"{row['hardware']}{gpu}",
-                    "s_per_step": row["s_per_step"],
-                    "source": "sweep jobs",
-                }
-            )
-    if "cosmos_t2.step_s" in benches:
-        for row in benches.dropna(subset=["cosmos_t2.step_s"]).to_dict("records"):
-            rows.append(
-                {
-                    "hardware": row["hardware"]
-                    + _gpu_label(row.get("device"), row.get("world_size"), row.get("attention_kernel")),
-                    "s_per_step": row["cosmos_t2.step_s"],
-                    "source": "cosmos-t2 bench",
-                }
-            )
-    return pd.DataFrame(rows)
-
-
-def _gpu_label(device: Any, processes: Any, attention: Any = None) -> str:
-    """ " (NVIDIA H100 80GB HBM3 x4, fa4)" for the s/step chart's axis (the attention kernel moves a step by
-    7%, so runs with different kernels must not look alike); "" where the sidecar has no device."""
-    if not isinstance(device, str) or not device:
-        return ""
-    count = f" x{int(processes)}" if _present(processes) and int(processes) > 1 else ""
-    kernel = f", {attention}" if isinstance(attention, str) and attention else ""
-    return f" ({device}{count}{kernel})"
-
-
-def _fidelity_rows(jobs: pd.DataFrame) -> pd.DataFrame:
-    metrics = [m.metric for m in MODALITIES.values() if m.metric is not None and m.metric in jobs]
-    if not metrics or "control_weight" not in jobs:
-        return pd.DataFrame()
-    long = jobs.melt(
-        id_vars=["hardware", "sample", "control_weight"],
-        value_vars=metrics,
-        var_name="metric",
-        value_name="score",
-    )
-    return long.dropna(subset=["score"]).sort_values(["metric", "sample", "control_weight"])
-
-
 def _card(
-    run: Run, job: dict[str, Any], jobs: pd.DataFrame, page_dir: Path, options: ReportOptions
+    run: Run,
+    job: dict[str, Any],
+    jobs: pd.DataFrame,
+    refs: dict[tuple[str, str], dict[str, dict[str, float]]],
+    page_dir: Path,
+    options: ReportOptions,
 ) -> dict[str, Any]:
-    """One job's section: spec, settings, thumbnails, preview, costs."""
+    """One job's section: model, spec, settings, thumbnails of the output and every control, preview, costs."""
     paths = job["paths"]
     video = run.folder / paths["video"]
     spec = read_json(run.folder / paths["spec"])
@@ -253,29 +207,67 @@ def _card(
     thumbs = []
     if video.is_file():
         thumbs.append({"label": "output", "src": _thumbnail(video)})
-    if paths.get("controls"):
-        for modality in job.get("modalities", []):
-            control = run.folder / paths["controls"] / f"{modality}.mkv"
-            if control.is_file():
-                thumbs.append({"label": f"{modality} control", "src": _thumbnail(control)})
+    for modality in job.get("modalities", []):
+        control = _control_video(run, paths, spec, modality)
+        if control is not None:
+            given = "given" if control.parent != run.folder / paths.get("controls", "-") else "computed"
+            thumbs.append({"label": f"{modality} control ({given})", "src": _thumbnail(control)})
     row = jobs[(jobs["hardware"] == run.label) & (jobs["job"] == job["key"])] if not jobs.empty else jobs
-    facts = {k: v for k, v in (row.iloc[0].to_dict() if len(row) else {}).items() if _present(v)}
+    record = row.iloc[0].to_dict() if len(row) else {}
+    facts = {k: number(v) for k, v in record.items() if present(v) and k not in HIDDEN_COLUMNS | {"settings"}}
+    ref = refs.get((run.label, paths.get("controls") or ""), {})
+    fidelity = [
+        {
+            "metric": m,
+            "score": number(record[m]),
+            "refs": {REFERENCE_NAMES[r]: number(ref[r][m]) for r in ref if m in ref[r]},
+        }
+        for m in (x.metric for x in MODALITIES.values() if x.metric)
+        if present(record.get(m))
+    ]
     return {
         "id": f"{run.label}-{job['key']}",
         "name": job["name"],
         "hardware": run.label,
         "key": job["key"],
+        "model": sidecar.get("label") or UNKNOWN_MODEL,
+        "tiny": bool(sidecar.get("tiny")),
         "settings": job.get("settings", {}),
         "facts": facts,
+        "fidelity": fidelity,
         "spec": json.dumps(spec if spec is not None else {"missing": paths["spec"]}, indent=2),
-        "timings": sidecar.get("timings_s") or {},
+        "timings": {
+            k: number(float(v))
+            for k, v in {**(sidecar.get("startup_s") or {}), **(sidecar.get("timings_s") or {})}.items()
+        },
         "thumbs": [t for t in thumbs if t["src"]],
         "preview": _preview(video, page_dir, options.embed_limit_mb) if video.is_file() else None,
+        "failure": _failure(run, facts, page_dir),
     }
 
 
-def _present(value: Any) -> bool:
-    return value is not None and not (isinstance(value, float) and np.isnan(value))
+def _control_video(
+    run: Run, paths: dict[str, str], spec: dict[str, Any] | None, modality: str
+) -> Path | None:
+    """A job's control video: computed by the controls rule, or the file the spec gives (control_path)."""
+    if paths.get("controls"):
+        computed = run.folder / paths["controls"] / f"{modality}.mkv"
+        if computed.is_file():
+            return computed
+    given = ((spec or {}).get(modality) or {}).get("control_path")
+    if isinstance(given, str) and given:
+        path = Path(given)
+        return path if path.is_file() else None
+    return None
+
+
+def _failure(run: Run, facts: dict[str, Any], page_dir: Path) -> dict[str, str] | None:
+    """A failed job's rule, error line and log (linked relative to the page), from `job_status`."""
+    if facts.get("status") != "failed":
+        return None
+    log_path = run.folder / facts["log"]
+    href = os.path.relpath(log_path, page_dir)
+    return {"rule": facts["failed_rule"], "error": facts.get("error", ""), "log": str(log_path), "href": href}
 
 
 def _thumbnail(path: Path) -> str | None:

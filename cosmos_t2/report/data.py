@@ -18,7 +18,8 @@ from typing import Any
 import pandas as pd
 
 from cosmos_t2.errors import CosmosError
-from cosmos_t2.report.metrics import control_fidelity
+from cosmos_t2.report.metrics import control_fidelity, reference_points
+from cosmos_t2.workflow.manifest import PATHS, check_manifest
 
 log = logging.getLogger(__name__)
 
@@ -52,9 +53,11 @@ def find_runs(results: Path) -> list[Run]:
     runs = []
     for path in sorted(results.glob("*/manifest.json")):
         try:
-            manifest = json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
-            raise CosmosError(f"not a JSON manifest: {exc.msg}", file=path) from exc
+            manifest = check_manifest(json.loads(path.read_text(encoding="utf-8")), path)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise CosmosError(f"not a JSON manifest: {exc}", file=path) from exc
+        except RecursionError:
+            raise CosmosError("not a sweep manifest: JSON nested too deeply", file=path) from None
         label = str((manifest.get("hardware") or {}).get("label") or path.parent.name)
         runs.append(Run(label, path.parent, manifest))
     if not runs:
@@ -73,23 +76,61 @@ def read_json(path: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
+# A job's rules in the order they run, with the product (a `paths` key) whose absence means the rule
+# did not finish (Snakemake removes the outputs of a failed job, never its log).
+RULE_PRODUCTS = (
+    ("spec", "spec"), ("decode", "decoded"), ("controls", "controls"), ("masks", "masks"),
+    ("prompt", "prompt"), ("diffuse", "latents"), ("encode", "video"),
+)  # fmt: skip
+
+
+def _last_line(path: Path) -> str:
+    """The last non-blank line of a log (our one-line error), at most 300 characters."""
+    try:
+        with path.open("rb") as fh:
+            fh.seek(max(0, path.stat().st_size - 8192))
+            lines = [ln.strip() for ln in fh.read().decode("utf-8", "replace").splitlines() if ln.strip()]
+    except OSError:
+        return ""
+    return lines[-1][:300] if lines else ""
+
+
+def job_status(run: Run, job: dict[str, Any]) -> dict[str, str]:
+    """done (its video exists), failed (a rule ran, logged, and left no product: the rule, its log and
+    the log's last line), or not run."""
+    paths = job["paths"]
+    if (run.folder / paths["video"]).is_file():
+        return {"status": "done"}
+    logs = job.get("logs", {})
+    for rule, product in RULE_PRODUCTS:
+        log_rel = logs.get(rule)
+        if log_rel is None or product not in paths or (run.folder / paths[product]).exists():
+            continue
+        log_path = run.folder / log_rel
+        if log_path.is_file():
+            return {"status": "failed", "failed_rule": rule, "log": log_rel, "error": _last_line(log_path)}
+    return {"status": "not run"}
+
+
 def benchmark_table(runs: list[Run]) -> pd.DataFrame:
-    """One row per benchmark file: hardware, rule, key, wall/CPU seconds, memory (MiB), I/O."""
+    """One row per benchmark file of the runs' jobs (each shared stage once): hardware, rule, key, wall/CPU
+    seconds, memory (MiB), I/O. Files of jobs not in a run's manifest (earlier sweeps) are left out."""
     frames = []
     for run in runs:
         root = run.folder / "benchmarks"
-        for tsv in sorted(root.glob("*/**/*.tsv")):
+        for rule, key in _benchmark_files(run):
+            tsv = root / rule / f"{key}.tsv"
             try:
                 table = pd.read_csv(tsv, sep="\t")
+            except FileNotFoundError:
+                continue  # that rule has not run yet
             except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError):
                 log.warning("skipping unreadable benchmark %s", tsv)
                 continue
-            rel = tsv.relative_to(root)
-            table = table.rename(columns=BENCH_COLUMNS)[
-                [c for c in BENCH_COLUMNS.values() if c in table.rename(columns=BENCH_COLUMNS)]
-            ]
-            table.insert(0, "key", str(rel.with_suffix("").relative_to(rel.parts[0])))
-            table.insert(0, "rule", rel.parts[0])
+            table = table.rename(columns=BENCH_COLUMNS)
+            table = table[[c for c in BENCH_COLUMNS.values() if c in table]]
+            table.insert(0, "key", key)
+            table.insert(0, "rule", rule)
             table.insert(0, "hardware", run.label)
             frames.append(table)
     columns = ["hardware", "rule", "key", *BENCH_COLUMNS.values()]
@@ -99,6 +140,23 @@ def benchmark_table(runs: list[Run]) -> pd.DataFrame:
     for column in table.columns[3:]:
         table[column] = pd.to_numeric(table[column], errors="coerce")  # "-" where psutil had no value
     return table
+
+
+def _benchmark_files(run: Run) -> list[tuple[str, str]]:
+    """(rule, key) of every benchmark file the run's manifest names, in order, each once; the spec rule's
+    files of the shared stages (decode-<key>, ...) and the bench presets too."""
+    files: dict[tuple[str, str], None] = {}
+    for job in run.manifest.get("jobs", []):
+        stages = job.get("benchmarks", {})
+        for rule, key in stages.items():
+            files[(rule, key)] = None
+        for stage in ("decode", "controls", "masks", "prompt"):
+            if stage in stages:
+                files[("spec", f"{stage}-{stages[stage]}")] = None
+    for rel in run.manifest.get("bench", []):
+        files[("bench", Path(rel).stem)] = None
+    files[("manifest", "manifest")] = None
+    return list(files)
 
 
 def rule_summary(bench: pd.DataFrame) -> pd.DataFrame:
@@ -138,13 +196,19 @@ def job_table(
                 "job": job["key"],
                 "spec": job["spec_file"],
                 "settings": _settings_text(job),
+                "controls": job["paths"].get("controls"),
+                **job_status(run, job),
                 **{k: v for k, v in job.get("settings", {}).items() if not isinstance(v, (dict, list))},
             }
             for rule, key in job.get("benchmarks", {}).items():
                 row[f"{rule}_s"] = walls.get((run.label, rule, key), math.nan)
             row["diffusion_steps"] = sidecar.get("diffusion_steps_total") or sidecar.get("steps")
             row["s_per_step"] = sidecar.get("seconds_per_step")
+            row["model"] = sidecar.get("label")
+            row["tiny"] = sidecar.get("tiny")
+            row["device_type"] = (sidecar.get("device") or {}).get("type")
             row["device"] = (sidecar.get("device") or {}).get("name")
+            row["threads"] = (sidecar.get("device") or {}).get("threads")
             row["processes"] = (sidecar.get("device") or {}).get("processes")
             row["attention"] = (sidecar.get("device") or {}).get("attention")
             peak = sidecar.get("peak_memory_gib") or {}
@@ -156,22 +220,26 @@ def job_table(
     return pd.DataFrame(rows)
 
 
-def stage_timings(runs: list[Run]) -> pd.DataFrame:
-    """Per job and stage, the seconds `infer` measured inside the diffusion rule (sidecar timings_s)."""
+def stage_timings(runs: list[Run], bench: pd.DataFrame) -> pd.DataFrame:
+    """Where each diffusion rule's wall time went, in order: the process's start and imports (sidecar
+    `startup_s`), `infer`'s own stages (sidecar `timings_s`), and `other`: the rest of the rule's wall time
+    in Snakemake's benchmark file (the shell, the process's exit, Snakemake's bookkeeping)."""
+    walls = {(r.hardware, r.key): r.wall_s for r in bench[bench["rule"] == "diffuse"].itertuples()}
     rows = []
     for run in runs:
         for job in run.manifest.get("jobs", []):
             sidecar = read_json(run.folder / job["paths"]["diffuse_sidecar"]) or {}
-            for stage, seconds in (sidecar.get("timings_s") or {}).items():
+            parts = {**(sidecar.get("startup_s") or {}), **(sidecar.get("timings_s") or {})}
+            if not parts:
+                continue
+            wall = walls.get((run.label, job.get("benchmarks", {}).get("diffuse")))
+            if wall is not None and not math.isnan(wall):
+                parts["other"] = max(wall - sum(parts.values()), 0.0)
+            for stage, seconds in parts.items():
                 rows.append(
-                    {
-                        "hardware": run.label,
-                        "sample": job["name"],
-                        "job": job["key"],
-                        "stage": stage,
-                        "seconds": seconds,
-                    }
-                )
+                    {"hardware": run.label, "sample": job["name"], "job": job["key"], "stage": stage,
+                     "seconds": seconds}
+                )  # fmt: skip
     return pd.DataFrame(rows, columns=["hardware", "sample", "job", "stage", "seconds"])
 
 
@@ -214,3 +282,30 @@ def compute_metrics(
             except (CosmosError, ValueError) as exc:  # one unreadable video should not sink the report
                 log.warning("no metrics for %s: %s", video, exc)
     return scores
+
+
+def decoded_input(run: Run, job: dict[str, Any]) -> Path | None:
+    """The decoded input the job's controls were computed from (the decode rule's output), if any."""
+    key = job.get("benchmarks", {}).get("decode")
+    return run.folder / PATHS["decoded"].format(key=key) if key else None
+
+
+def compute_references(
+    runs: list[Run], max_frames: int = 16, depth_model_dir: Path | None = None, device: str = "cpu"
+) -> dict[tuple[str, str], dict[str, dict[str, float]]]:
+    """Reference points (`metrics.reference_points`) per run and control set: (label, controls) -> scores.
+
+    They depend only on the control set and its input, so jobs that share controls share them."""
+    refs: dict[tuple[str, str], dict[str, dict[str, float]]] = {}
+    for run in runs:
+        for job in run.manifest.get("jobs", []):
+            controls, source = job["paths"].get("controls"), decoded_input(run, job)
+            if controls is None or source is None or (run.label, controls) in refs:
+                continue
+            try:
+                refs[(run.label, controls)] = reference_points(
+                    source, run.folder / controls, max_frames, depth_model_dir=depth_model_dir, device=device
+                )
+            except (CosmosError, ValueError) as exc:
+                log.warning("no reference points for %s: %s", run.folder / controls, exc)
+    return refs

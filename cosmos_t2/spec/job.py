@@ -25,11 +25,25 @@ from typing import Any
 from cosmos_t2.atomic import write_json_atomic
 from cosmos_t2.controls.registry import MODALITIES
 from cosmos_t2.errors import CosmosError
+from cosmos_t2.model.config import TEMPORAL_COMPRESSION, TransferConfig
 from cosmos_t2.spec.control import ControlSpec, control_block, jsonable
-from cosmos_t2.spec.fields import Fields, Source, is_integer
+from cosmos_t2.spec.fields import Fields, Source, is_integer, show
 from cosmos_t2.spec.parse import RawSample, apply_overrides, flatten_overrides, read_spec_file
 
 RESOLUTIONS = ("720", "480", "tiny")
+# A name becomes file names: the longest is `<name>.latents.safetensors` (+20 bytes), written through a
+# temp file `.<name>.latents.<8 random>.safetensors` (+30); NAME_MAX is 255 bytes on every common file
+# system. 200 leaves room for that and for a suffix added later.
+MAX_NAME_BYTES = 200
+# The schedule holds num_steps + 1 sigmas and the sampler a few latents per step of history: 10^9 steps
+# asks for gigabytes before the first step. UniPC has converged long before 1000 steps (the released model
+# runs 35, the distilled one 4); 1000 steps of the 2B model is already days per chunk.
+MAX_STEPS = 1000
+# A chunk is 1 + 4k frames (the VAE packs 4 frames per latent frame) and at least 5 (two latent frames:
+# one chunk must hold more than the <= 2 frames it is conditioned on), at most what the network's RoPE
+# table covers (its max latent frames).
+MIN_CHUNK_FRAMES = 1 + TEMPORAL_COMPRESSION
+MAX_CHUNK_FRAMES = 1 + TEMPORAL_COMPRESSION * (TransferConfig().max_size[0] - 1)
 DEFAULT_NEGATIVE_PROMPT = (
     "The video captures a game playing, with bad crappy graphics and cartoonish frames. It represents a "
     "recording of old outdated games. The lighting looks very fake. The textures are very raw and basic. The "
@@ -138,12 +152,30 @@ def _resolution(f: Fields) -> str:
 
 
 def _name(f: Fields, default: str) -> str:
+    """A name becomes file names and, in the workflow, a path in Snakemake's logs: no separators or
+    control characters (a newline would split a log line), and short enough in bytes for NAME_MAX."""
     name = f.text("name", default)
-    if not name.strip() or name in (".", "..") or any(c in name for c in "/\\\0"):
+    if not name.strip() or name in (".", "..") or any(c in name for c in "/\\") or not name.isprintable():
         raise f.error(
-            "name", f"expected a non-empty name without '/' or '\\' (it names output files), got {name!r}"
+            "name",
+            f"expected a non-empty name without '/', '\\' or control characters (it names output files), "
+            f"got {show(name)}",
+        )
+    size = len(name.encode("utf-8", "surrogatepass"))
+    if size > MAX_NAME_BYTES:
+        raise f.error(
+            "name", f"is {size} bytes; at most {MAX_NAME_BYTES} (it names output files), got {show(name)}"
         )
     return name
+
+
+def _chunk_frames(f: Fields) -> tuple[int, int]:
+    """(num_video_frames_per_chunk, num_conditional_frames): the chunk rules `plan_chunks` relies on."""
+    key = "num_video_frames_per_chunk"
+    frames = f.integer(key, 93, lo=MIN_CHUNK_FRAMES, hi=MAX_CHUNK_FRAMES)
+    if (frames - 1) % TEMPORAL_COMPRESSION:
+        raise f.error(key, f"must be 1 + 4k frames (the VAE packs 4 frames per latent frame), got {frames}")
+    return frames, f.integer("num_conditional_frames", 1, lo=0, hi=2)
 
 
 def _guided_mask(f: Fields) -> Path | None:
@@ -194,6 +226,7 @@ def validate_sample(data: dict[str, Any], src: Source, default_name: str) -> Spe
         raise src.error(
             None, f'no control block: give at least one of {", ".join(MODALITIES)} (e.g. "edge": {{}})'
         )
+    chunk_frames, cond_frames = _chunk_frames(f)
     spec = Spec(
         name=_name(f, default_name),
         prompt=prompt,
@@ -204,10 +237,10 @@ def validate_sample(data: dict[str, Any], src: Source, default_name: str) -> Spe
         output_dir=f.path("output_dir", must_exist=False),
         seed=f.integer("seed", 2025),
         guidance=f.integer("guidance", 3, lo=0, hi=7),
-        num_steps=f.integer("num_steps", 35, lo=1),
+        num_steps=f.integer("num_steps", 35, lo=1, hi=MAX_STEPS),
         resolution=_resolution(f),
-        num_video_frames_per_chunk=f.integer("num_video_frames_per_chunk", 93, lo=1),
-        num_conditional_frames=f.integer("num_conditional_frames", 1, lo=0, hi=2),
+        num_video_frames_per_chunk=chunk_frames,
+        num_conditional_frames=cond_frames,
         max_frames=f.integer("max_frames", None, lo=1),
         sigma_max=f.number("sigma_max", None, 0.0, 200.0, from_text=True),
         keep_input_resolution=f.boolean("keep_input_resolution", True),
@@ -216,7 +249,9 @@ def validate_sample(data: dict[str, Any], src: Source, default_name: str) -> Spe
         image_context_path=f.path("image_context_path"),
         context_frame_index=f.integer("context_frame_index", None, lo=1),
         guided_generation_mask=_guided_mask(f),
-        guided_generation_step_threshold=f.integer("guided_generation_step_threshold", 25, lo=0),
+        guided_generation_step_threshold=f.integer(
+            "guided_generation_step_threshold", 25, lo=0, hi=MAX_STEPS
+        ),
         guided_generation_foreground_labels=f.integers("guided_generation_foreground_labels"),
     )
     _check_foreground_labels(f, spec)

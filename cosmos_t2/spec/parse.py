@@ -15,6 +15,7 @@ from cosmos_t2.errors import CosmosError
 
 SINGLE_SUFFIXES = (".json", ".jsonc")
 BATCH_SUFFIXES = (".jsonl",)
+MAX_DEPTH = 100  # a spec is at most 3 levels deep; deeper data only costs recursion later
 
 
 @dataclass(frozen=True)
@@ -81,11 +82,29 @@ def _no_duplicate_keys(where: str):
 def parse_json_text(text: str, where: str, line_offset: int = 0) -> Any:
     """Parse JSONC text; errors name `where` and the line/column (shifted by `line_offset`)."""
     try:
-        return json.loads(strip_jsonc(text), object_pairs_hook=_no_duplicate_keys(where))
+        data = json.loads(strip_jsonc(text), object_pairs_hook=_no_duplicate_keys(where))
     except json.JSONDecodeError as exc:
         raise CosmosError(
             f"invalid JSON at line {exc.lineno + line_offset}, column {exc.colno}: {exc.msg}", file=where
         ) from None
+    except RecursionError:
+        data = None  # deeper than the parser can go: certainly deeper than MAX_DEPTH
+    else:
+        if nesting_depth(data) <= MAX_DEPTH:
+            return data
+    raise CosmosError(f"JSON nested more than {MAX_DEPTH} levels deep", file=where)
+
+
+def nesting_depth(data: Any) -> int:
+    """How deep lists and objects nest in parsed JSON (a scalar is 0), without recursion."""
+    deepest, stack = 0, [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else None
+        if children is not None:
+            deepest = max(deepest, depth)
+            stack.extend((child, depth + 1) for child in children)
+    return deepest
 
 
 def read_spec_file(path: Path) -> list[RawSample]:
@@ -163,8 +182,12 @@ def parse_set_options(items: list[str]) -> dict[str, Any]:
             )
         try:
             value = json.loads(raw)
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):
             value = raw
+        if nesting_depth(value) > MAX_DEPTH:
+            raise CosmosError(
+                f"the value of {key!r} is nested more than {MAX_DEPTH} levels deep", key="--set"
+            )
         overrides[key] = value
     return overrides
 

@@ -17,6 +17,7 @@ import hashlib
 import itertools
 import json
 import os
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -344,6 +345,25 @@ def _lookup(data: Mapping[str, Any], dotted: str) -> Any:
     return node
 
 
+# Snakemake refuses a wildcard value that ends in one substring repeated 20 times or more (its guard
+# against rules that pump a wildcard forever: `snakemake.io.PeriodicityDetector`), and a sample name is
+# the {name} wildcard of the diffusion and encode rules.
+_PERIODIC = re.compile(r"(.+?)\1{19,}$", re.DOTALL)
+
+
+def check_wildcard_name(name: str, where: str) -> None:
+    """Refuse, when the sweep is planned, a name Snakemake's periodic-wildcard check would stop the whole
+    DAG on (e.g. "run_" + 20 zeros), with the sample that has it."""
+    found = _PERIODIC.search(name)
+    if found:
+        raise CosmosError(
+            f"{name!r} ends in {found[1]!r} repeated {len(found[0]) // len(found[1])} times, which Snakemake "
+            "takes for a runaway wildcard and stops the whole sweep on; shorten the repetition (under 20)",
+            file=where,
+            key="name",
+        )
+
+
 def plan_sweep(config: Mapping[str, Any], root: Path, hasher: Callable[[Path], str] | None = None) -> Sweep:
     """Every job of the config's sweep and one representative spec per stage key.
 
@@ -360,6 +380,7 @@ def plan_sweep(config: Mapping[str, Any], root: Path, hasher: Callable[[Path], s
         for base, raw in load_samples(spec_path):  # the file is read and validated once
             if wanted and base.name not in wanted:
                 continue
+            check_wildcard_name(base.name, raw.where)
             base_data = base.to_dict()
             for point in points:
                 overrides = point_overrides(base_data, point)

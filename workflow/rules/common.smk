@@ -7,6 +7,7 @@ from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 
+from cosmos_t2.errors import CosmosError
 from cosmos_t2.workflow.manifest import PATHS, job_paths, manifest
 from cosmos_t2.workflow.sweep import FileHasher, plan_sweep
 
@@ -16,7 +17,10 @@ if not config["tiny"] and not config["model_dir"]:
 RESULTS = config["results"]
 RUN = f"{RESULTS}/{config['hardware_label']}"
 REPORT = config["report"] or f"{RESULTS}/report.html"
-SWEEP = plan_sweep(config, Path.cwd(), FileHasher(Path(RESULTS) / ".file-digests.json"))
+try:
+    SWEEP = plan_sweep(config, Path.cwd(), FileHasher(Path(RESULTS) / ".file-digests.json"))
+except CosmosError as exc:  # a bad spec or config: the one line, not a traceback into the planner
+    raise WorkflowError(str(exc)) from None
 GPU_DEVICE = config["device"] == "cuda"
 BENCH = config["bench_presets"]
 
@@ -61,7 +65,7 @@ def diffuse_inputs(wildcards):
 def infer_args(wildcards, input, resources):
     """Everything `cosmos-t2 infer` is told besides the job spec and the output folder."""
     args = ["--latents-only", "--quiet", "--device", config["device"], "--prompt-embeddings", input.prompt]
-    if resources.gpu >= 1:
+    if GPU_DEVICE and resources.gpu >= 1:
         args += ["--gpus", str(resources.gpu)]
     if "controls" in input.keys():
         args += ["--controls-dir", input.controls]
@@ -128,3 +132,20 @@ def bench_args(wildcards, resources):
     if config["bench_compare"]:
         args += ["--compare", config["bench_compare"]]
     return args
+
+
+def write_failure_report():
+    """The report over whatever finished, written when the workflow fails; a failure here is logged,
+    never raised, so Snakemake still reports the job that failed first."""
+    from cosmos_t2.errors import CosmosError
+    from cosmos_t2.report.build import ReportOptions, build_report
+    from cosmos_t2.workflow.manifest import write_manifest
+
+    options = ReportOptions(depth_model_dir=config["depth_model_dir"] or None, device=config["device"])
+    try:
+        write_manifest(run_path("manifest"), sweep_manifest())  # the manifest rule may not have run
+        out = build_report(RESULTS, REPORT, options)
+    except (CosmosError, OSError, ValueError) as exc:
+        print(f"cosmos-t2: no report for the failed run: {exc}", file=sys.stderr)
+        return
+    print(f"cosmos-t2: wrote {out}: it lists the failed jobs with their logs", file=sys.stderr)

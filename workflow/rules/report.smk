@@ -1,4 +1,5 @@
-# The sweep's manifest (which files belong to which job) and the HTML report over every run folder.
+# The sweep's manifest (which files belong to which job) and the HTML report of that sweep (its jobs in
+# every run folder; other jobs left in results/ are listed apart as earlier runs).
 
 
 rule manifest:
@@ -35,4 +36,4 @@ rule report:
     conda:
         "../envs/cosmos-t2.yaml"
     shell:
-        "cosmos-t2 report {params.results:q} -o {output.html:q} {params.metrics:q} > {log:q} 2>&1"
+        "cosmos-t2 report {params.results:q} -o {output.html:q} --sweep {input.manifest:q} {params.metrics:q} > {log:q} 2>&1"

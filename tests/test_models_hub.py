@@ -1,0 +1,144 @@
+"""`cosmos-t2 models fetch|check` against a local hub cache laid out like the Hub (tests/_fake_hub.py):
+no network, the official repository ids, revisions and file names."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from _cli import run_cli
+from _fake_hub import build_fake_hub
+
+from cosmos_t2.pipeline.hub import MANIFEST
+from cosmos_t2.pipeline.models import checkpoint_identity, locate_models
+
+ALL = ["--distilled", "--image-encoder"]
+
+
+@pytest.fixture(autouse=True)
+def _offline_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("COSMOS_T2_CACHE_DIR", str(tmp_path / "cosmos-cache"))
+
+
+@pytest.fixture
+def hub(tmp_path: Path) -> Path:
+    cache = tmp_path / "hub"
+    build_fake_hub(cache)
+    return cache
+
+
+def fetch(folder: Path, hub: Path, *extra: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    return run_cli(["models", "fetch", str(folder), "--cache-dir", str(hub), *extra], capsys)
+
+
+def test_fetch_lays_out_the_folder_infer_expects_and_check_passes(
+    tmp_path: Path, hub: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "models"
+    code, out, err = fetch(folder, hub, *ALL, capsys=capsys)
+    assert code == 0, err
+    names = {"edge.pt", "edge_distilled.pt", "vis.pt", "depth.pt", "seg.pt", "tokenizer.pth"}
+    folders = {"text_encoder", "image_encoder", "depth_anything", "grounding_dino", "sam2"}
+    assert {p.name for p in folder.iterdir()} == names | folders | {MANIFEST}
+    assert "nvidia/Cosmos-Transfer2.5-2B/general/blur/ba2f44f2" in out and "NVIDIA Open Model License" in out
+    # Links into the cache keep the official UUID names, so each checkpoint's modality is known.
+    assert (folder / "vis.pt").is_symlink()
+    assert [checkpoint_identity(folder / f"{m}.pt")[0] for m in ("edge", "vis", "depth", "seg")] == [
+        "edge", "vis", "depth", "seg"
+    ]  # fmt: skip
+    assert checkpoint_identity(folder / "edge_distilled.pt") == ("edge", True)
+    files = locate_models(folder, ["depth"], tiny=False, need_text_encoder=True, need_image_encoder=True)
+    assert files.checkpoints["depth"] == folder / "depth.pt" and files.text_encoder == folder / "text_encoder"
+
+    manifest = json.loads((folder / MANIFEST).read_text())["slots"]
+    assert manifest["tokenizer.pth"]["repo"] == "nvidia/Cosmos-Predict2.5-2B"
+    assert len(manifest["edge.pt"]["sha256"]) == 64  # known from the LFS blob's name
+
+    code, out, err = run_cli(["models", "check", str(folder), *ALL], capsys)
+    assert code == 0, err
+    lines = out.strip().splitlines()
+    assert len(lines) == 12 and all(line.startswith("ok") for line in lines)
+    assert "sha256 matches" in lines[0] and "accepts this folder" in lines[-1]
+
+
+def test_check_names_missing_wrong_and_altered_files(
+    tmp_path: Path, hub: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "models"
+    code, _, err = fetch(folder, hub, "--modalities", "edge,depth", "--copy", capsys=capsys)
+    assert code == 0, err
+    assert not (folder / "edge.pt").is_symlink() and not (folder / "text_encoder").is_symlink()
+    assert not (folder / "text_encoder" / "pytorch_model.bin").exists()  # only what transformers loads
+
+    (folder / "edge.pt").write_bytes((folder / "edge.pt").read_bytes() + b"!")  # one byte more
+    (folder / "tokenizer.pth").unlink()
+    code, out, err = run_cli(["models", "check", str(folder), "--modalities", "edge,depth"], capsys)
+    assert code == 2
+    assert "FAIL edge.pt" in out and "differs from the fetched" in out
+    assert "FAIL tokenizer.pth" in out and "missing" in out
+    assert err.count("\n") == 1 and "edge.pt, tokenizer.pth" in err and str(folder) in err
+
+    # A seg checkpoint put in the depth slot is refused by its UUID name, as infer refuses it.
+    (folder / "depth.pt").unlink()
+    seg = next(hub.glob("models--nvidia--Cosmos-Transfer2.5-2B/snapshots/*/general/seg/*.pt"))
+    (folder / "depth.pt").symlink_to(seg)
+    code, out, _ = run_cli(["models", "check", str(folder), "--modalities", "depth", "--no-hash"], capsys)
+    assert code == 2 and "this is the seg checkpoint, not depth" in out
+    assert "sits in the depth slot" in out  # the (infer) line: locate_models says the same
+
+
+def test_fetch_offline_without_the_file_is_one_line_naming_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = fetch(tmp_path / "models", tmp_path / "empty-cache", "--modalities", "vis", capsys=capsys)
+    assert code == 2 and err.count("\n") == 1
+    assert "general/blur/ba2f44f2-c726-4fe7-949f-597069d9b91c_ema_bf16.pt" in err and "offline" in err
+
+
+def test_fetch_again_replaces_links_and_refuses_to_overwrite_a_real_folder(
+    tmp_path: Path, hub: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "models"
+    for _ in range(2):  # a second fetch replaces the links in place
+        code, _, err = fetch(folder, hub, "--modalities", "edge", "--no-text-encoder", capsys=capsys)
+        assert code == 0, err
+    assert os.readlink(folder / "edge.pt").endswith("61f5694b-0ad5-4ecd-8ad7-c8545627d125_ema_bf16.pt")
+    (folder / "text_encoder").mkdir()
+    code, _, err = fetch(folder, hub, "--modalities", "edge", capsys=capsys)
+    assert code == 2 and "text_encoder" in err and "already a folder" in err
+
+
+def test_unknown_modality_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run_cli(["models", "check", str(tmp_path), "--modalities", "edge,normals"], capsys)
+    assert code == 2 and "normals" in err and "--modalities" in err
+
+
+def test_fetch_hands_the_mirror_and_offline_choice_to_huggingface_hub(
+    tmp_path: Path, hub: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import huggingface_hub
+
+    seen: list[dict[str, object]] = []
+    real_file, real_snapshot = huggingface_hub.hf_hub_download, huggingface_hub.snapshot_download
+
+    def file(*args: object, **kwargs: object) -> str:
+        seen.append(dict(kwargs))
+        return real_file(*args, **{**kwargs, "endpoint": None})  # type: ignore[arg-type]
+
+    def snapshot(*args: object, **kwargs: object) -> str:
+        seen.append(dict(kwargs))
+        return real_snapshot(*args, **{**kwargs, "endpoint": None})  # type: ignore[arg-type]
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", file)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot)
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    args = ["--modalities", "edge", "--mirror", "https://hub.example.internal", "--offline"]
+    code, _, err = fetch(tmp_path / "models", hub, *args, capsys=capsys)
+    assert code == 0, err
+    assert len(seen) == 3  # edge.pt, tokenizer.pth, text_encoder/
+    assert all(k["endpoint"] == "https://hub.example.internal" and k["local_files_only"] for k in seen)
+    assert all(k["cache_dir"] == str(hub) for k in seen)
+    assert seen[0]["revision"] == "b67b64abda3801a9aceddbff2bdb86126c06db74"  # pinned as upstream
