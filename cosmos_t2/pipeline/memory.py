@@ -32,6 +32,9 @@ The model of memory (what `estimate` adds up; all figures are the allocator's pe
   keeps the network's parts outside its blocks (embedders, text projection, final layer) and two blocks in
   flight (`model.offload.BlockStreamer`), the VAE as in `model`.
 
+Not counted: the optional `--guardrails` checker (a third-party package whose models load in their own
+stages, between the others) and the CUDA context (outside the allocator; `mem_get_info` already excludes it).
+
 A mode fits when its largest stage is at most HEADROOM of the memory available (what `mem_get_info` reports
 free, plus what this process already holds, capped by `--memory-cap`): the caching allocator's
 fragmentation needs the rest. `auto` takes the first plan that fits in the order of `PLANS` (fastest first);
