@@ -6,7 +6,9 @@ without loading torch.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -15,7 +17,8 @@ from rich.console import Console
 from rich.markup import escape
 
 from cosmos_t2 import __version__
-from cosmos_t2.errors import CosmosError
+from cosmos_t2.destination import check_destination, check_output_file
+from cosmos_t2.errors import CosmosError, os_error_line
 
 if TYPE_CHECKING:
     from cosmos_t2.pipeline.batch import Outcome
@@ -66,6 +69,21 @@ ModelSizeInput = Annotated[
 ]
 
 
+def _device(name: str | None) -> str | None:
+    """--device checked before any work: cpu, cuda or cuda:N (None: the command's default)."""
+    if name is None:
+        return None
+    import torch
+
+    try:
+        kind = torch.device(name).type
+    except (RuntimeError, ValueError):
+        kind = None
+    if kind not in ("cpu", "cuda"):
+        raise CosmosError(f"unknown device {name!r}; expected cpu, cuda or cuda:N", key="--device")
+    return name
+
+
 @app.callback()
 def _main(
     debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks.")] = False,
@@ -113,6 +131,8 @@ def validate(
     from cosmos_t2.spec.job import load_batch, write_job_spec
     from cosmos_t2.spec.parse import parse_set_options
 
+    if json_out is not None:
+        check_output_file(json_out)
     resolved = load_batch(specs, parse_set_options(set_ or []), name=name)
     if estimate:
         from cosmos_t2.pipeline.residency import estimate_job
@@ -151,6 +171,7 @@ def decode(
     from cosmos_t2.video import decode_to_model
 
     spec = load_job(job, name=name)
+    check_destination(out_dir, ["input.mkv", "input.json"])
     info = decode_to_model(
         spec.video_path, out_dir, resolution="tiny" if tiny else spec.resolution, max_frames=spec.max_frames
     )
@@ -231,6 +252,11 @@ def bench(
         return
     from cosmos_t2.bench.step import BenchOptions, print_result, run_bench_cli
 
+    _device(device)
+    for path in (json_out, profile):
+        if path is not None:
+            check_output_file(path)
+
     opts = BenchOptions(
         preset=preset,
         steps=steps,
@@ -271,6 +297,7 @@ def convert_checkpoint_cmd(
     if dtype not in dtypes:
         raise CosmosError(f"unknown dtype {dtype!r}; choose bf16, fp32 or keep")
     config = TransferConfig.tiny() if tiny else TransferConfig.full_2b()
+    check_output_file(dst, src.stat().st_size if src.is_file() else 0)
     out = convert_checkpoint(src, dst, config, dtype=dtypes[dtype])
     typer.echo(str(out))
 
@@ -296,7 +323,8 @@ def encode_prompt(
     from cosmos_t2.spec.job import load_job
 
     spec = load_job(job, name=name)
-    encoder = encoder_for(tiny=tiny, text_encoder_dir=text_encoder_dir, device=device)
+    check_output_file(out)
+    encoder = encoder_for(tiny=tiny, text_encoder_dir=text_encoder_dir, device=_device(device))
     cache = None if no_cache else EmbeddingCache(cache_dir or default_cache_dir())
     meta = write_prompt_embeddings(out, encoder, spec.prompt, spec.negative_prompt, cache)
     typer.echo(f"{out} ({meta['encoder_label']}, {meta['max_length']} tokens x {meta['dim']} channels)")
@@ -311,7 +339,12 @@ def infer(
             help="Job specs, spec files (a JSONL runs every sample unless --name) or folders of them.",
         ),
     ],
-    out_dir: Annotated[Path, typer.Option("-o", "--out", help="Folder for <name>.mp4 and <name>.json.")],
+    out_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "-o", "--out", help="Folder for <name>.mp4 and <name>.json (one job: default its output_dir)."
+        ),
+    ] = None,
     tiny: Annotated[
         bool, typer.Option("--tiny", help="The tiny random-weight model (CPU demo, tests).")
     ] = False,
@@ -375,7 +408,7 @@ def infer(
     Several jobs run in one process, models built and compiled once; a failing job does not stop the others."""
     from cosmos_t2.distributed.launch import maybe_relaunch_under_torchrun
 
-    if device is None:
+    if _device(device) is None:
         import torch
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -415,7 +448,12 @@ def infer(
         len(jobs) == 1 and not jobs[0].is_dir() and (name is not None or jobs[0].suffix.lower() != ".jsonl")
     )
     if single:  # one job: its error is the command's error, outputs are rewritten
-        result = run_on_ranks(load_job(jobs[0], name=name, overrides=overrides), options)
+        spec = load_job(jobs[0], name=name, overrides=overrides)
+        if options.out_dir is None:
+            if spec.output_dir is None:
+                raise CosmosError("no output folder: pass -o DIR or set output_dir in the spec", file=jobs[0])
+            options = dataclasses.replace(options, out_dir=spec.output_dir)
+        result = run_on_ranks(spec, options)
         for path in (result.video, result.latents, result.sidecar):
             if path is not None:
                 typer.echo(str(path))
@@ -435,6 +473,8 @@ def infer(
                 if path is not None:
                     typer.echo(str(path))
 
+    if options.out_dir is None:  # the batch record and every job's outputs go to one folder
+        raise CosmosError("several jobs write to one folder: pass -o DIR", file=", ".join(map(str, jobs)))
     result = run_batch(load_batch_jobs(jobs, overrides, name=name), options, force=force, on_outcome=report)
     if result.failed:
         raise CosmosError(failure_line(result))
@@ -457,7 +497,10 @@ def render(
     from cosmos_t2.pipeline.guardrails import load_guardrails
     from cosmos_t2.pipeline.output import render_latents
 
-    if device is None:
+    check_destination(out.parent, [out.name, out.with_suffix(".json").name])
+    if out.is_dir():
+        raise CosmosError("the output path is a folder; give an .mp4 file name", file=out)
+    if _device(device) is None:
         import torch
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -491,8 +534,9 @@ def controls(
     from cosmos_t2.spec.job import load_job
 
     models = ModelPaths.from_env(depth_model_dir, seg_model_dir, grounding_model_dir)
+    check_destination(out_dir)
     written = controls_for_job(
-        load_job(job, name=name), out_dir, input_path=input_path, models=models, device=device,
+        load_job(job, name=name), out_dir, input_path=input_path, models=models, device=_device(device),
         resolution="tiny" if tiny else None,
     )  # fmt: skip
     typer.echo(json.dumps({m: str(p) for m, p in written.items()}, indent=2))
@@ -517,8 +561,9 @@ def masks(
     from cosmos_t2.spec.job import load_job
 
     models = ModelPaths.from_env(seg_model_dir=seg_model_dir, grounding_model_dir=grounding_model_dir)
+    check_destination(out_dir)
     written = masks_for_job(
-        load_job(job, name=name), out_dir, input_path=input_path, models=models, device=device,
+        load_job(job, name=name), out_dir, input_path=input_path, models=models, device=_device(device),
         resolution="tiny" if tiny else None,
     )  # fmt: skip
     typer.echo(json.dumps({m: str(p) for m, p in written.items()}, indent=2))
@@ -545,6 +590,8 @@ def report(
     """Write one self-contained HTML report: jobs, costs per rule and hardware, previews, control fidelity."""
     from cosmos_t2.report.build import ReportOptions, build_report
 
+    _device(device)
+    check_output_file(out)
     options = ReportOptions(
         metrics=metrics,
         metric_frames=metric_frames,
@@ -676,14 +723,32 @@ def models_check(
 
 
 def main() -> None:
-    """Entry point that turns CosmosError into one red line and exit code 2."""
+    """Entry point that turns CosmosError and OSError into one red line and exit code 2.
+
+    Warnings (torch's, transformers', ours) are held until the command ends: shown after a success,
+    dropped after a failure, so the error line is the one thing a failed command prints (--debug shows
+    them and the traceback).
+    """
+    held: list[warnings.WarningMessage] = []
     try:
-        app()
-    except CosmosError as exc:
+        with warnings.catch_warnings(record=True) as held:
+            app()
+    except (CosmosError, OSError) as exc:
         if _state["debug"]:
+            _replay(held)
             raise
-        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        line = str(exc) if isinstance(exc, CosmosError) else os_error_line(exc)
+        line = " ".join(line.split())  # one line, whatever a library put in its message
+        err_console.print(f"[bold red]error:[/] {escape(line)}", highlight=False, soft_wrap=True)
         sys.exit(2)
+    except SystemExit:
+        _replay(held)
+        raise
+
+
+def _replay(held: list[warnings.WarningMessage]) -> None:
+    for w in held:
+        warnings.showwarning(w.message, w.category, w.filename, w.lineno, w.file, w.line)
 
 
 if __name__ == "__main__":

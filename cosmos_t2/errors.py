@@ -26,3 +26,10 @@ class CosmosError(Exception):
             where.append(f"key '{self.key}'")
         prefix = ": ".join(where)
         return f"{prefix}: {self.reason}" if prefix else self.reason
+
+
+def os_error_line(exc: OSError) -> str:
+    """An operating-system error as one line naming its path(s): `a -> b: No space left on device`."""
+    paths = [str(p) for p in (exc.filename, exc.filename2) if p is not None]
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    return f"{' -> '.join(paths)}: {reason}" if paths else reason

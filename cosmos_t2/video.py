@@ -22,7 +22,8 @@ import cv2
 import numpy as np
 import torch
 
-from cosmos_t2.atomic import atomic_path, write_json_atomic
+from cosmos_t2.atomic import atomic_outputs, atomic_path, write_json_atomic
+from cosmos_t2.destination import check_destination, estimate_video_bytes
 from cosmos_t2.errors import CosmosError
 
 # (height, width) per resolution and aspect ratio "w,h". "480" and "720" are the official table
@@ -245,7 +246,11 @@ def decode_to_model(
         video_path, resolution, max_frames=max_frames, crop=crop
     )
     out_dir = Path(out_dir)
-    write_video(out_dir / "input.mkv", video.frames, video.fps, lossless=True)
+    check_destination(
+        out_dir,
+        ["input.mkv", "input.json"],
+        estimate_video_bytes(video.num_frames, video.height, video.width, lossless=True),
+    )
     info = InputInfo(
         source=str(video_path),
         fps=video.fps,
@@ -257,7 +262,9 @@ def decode_to_model(
         resolution=resolution,
         aspect_ratio=aspect_ratio_key(source_height, source_width),
     )
-    write_json_atomic(out_dir / "input.json", asdict(info))
+    with atomic_outputs() as outputs:  # input.json, the completion record, appears last
+        write_video(outputs.stage(out_dir / "input.mkv"), video.frames, video.fps, lossless=True)
+        write_json_atomic(outputs.stage(out_dir / "input.json", record=True), asdict(info))
     return info
 
 

@@ -54,6 +54,7 @@ elif cmd == "infer":
     (out / f"{{name}}.json").write_text(json.dumps({{"timings": {{"diffusion": 1.0}}}}))
 elif cmd == "render":
     out.write_text("video")
+    out.with_suffix(".json").write_text("{{}}")  # its sidecar, a declared output too
 elif cmd == "report":
     out.write_text("<html></html>")
 else:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from cosmos_t2.atomic import write_json_atomic
+from cosmos_t2.atomic import write_json_atomic, write_text_atomic
 from cosmos_t2.bench.diffusers import bench_diffusers
 from cosmos_t2.bench.flops import StepShape, step_flops
 from cosmos_t2.bench.timing import sync, time_callable
@@ -182,7 +182,7 @@ def _profile_step(step: Callable[[], object], path: Path) -> None:
         if torch.cuda.is_available():
             torch.cuda.synchronize()
     sort = "cuda_time_total" if torch.cuda.is_available() else "cpu_time_total"
-    path.write_text(prof.key_averages().table(sort_by=sort, row_limit=40, max_name_column_width=90))
+    write_text_atomic(path, prof.key_averages().table(sort_by=sort, row_limit=40, max_name_column_width=90))
 
 
 @torch.no_grad()
@@ -254,7 +254,7 @@ def run_bench(opts: BenchOptions, ctx=None) -> dict:
 
 def run_bench_cli(opts: BenchOptions, json_out: Path | None) -> dict | None:
     """The `bench` command: relaunch under torchrun for --cp N, run, and on rank 0 write the JSON."""
-    if opts.cp > 1 and maybe_relaunch_under_torchrun(opts.cp, opts.device, sys.argv[1:]):
+    if opts.cp > 1 and maybe_relaunch_under_torchrun(opts.cp, opts.device, sys.argv[1:], option="--cp"):
         return None
     with parallel_job(opts.device, cfg_parallel=opts.cfg_parallel) as ctx:
         result = run_bench(opts, ctx)

@@ -30,7 +30,7 @@ import torch
 
 from cosmos_t2 import __version__
 from cosmos_t2.controls.models import ModelPaths
-from cosmos_t2.controls.run import load_model_frames, write_outputs
+from cosmos_t2.controls.run import check_outputs, load_model_frames, write_outputs
 from cosmos_t2.controls.seg import segment_video
 from cosmos_t2.errors import CosmosError
 from cosmos_t2.model.config import TEMPORAL_COMPRESSION
@@ -371,4 +371,6 @@ def masks_for_job(
 ) -> dict[str, Path]:
     """The `masks` command: load the job's model-size input, then `compute_masks`."""
     frames = load_model_frames(spec, Path(out_dir), input_path, resolution)
+    with_mask = [m for m, b in spec.controls.items() if b.mask_path is not None or b.mask_prompt]
+    check_outputs(Path(out_dir), [f"{m}_mask" for m in with_mask], frames)
     return compute_masks(spec, frames, out_dir, models, device)

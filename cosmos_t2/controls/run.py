@@ -14,10 +14,11 @@ import numpy as np
 import torch
 
 from cosmos_t2 import __version__
-from cosmos_t2.atomic import write_json_atomic
+from cosmos_t2.atomic import atomic_outputs, write_json_atomic
 from cosmos_t2.controls.compute import compute_control_with_info
 from cosmos_t2.controls.models import ModelPaths
 from cosmos_t2.controls.registry import MODALITIES
+from cosmos_t2.destination import check_destination, estimate_video_bytes
 from cosmos_t2.model.device import resolve_device
 from cosmos_t2.video import Video, read_at_model_resolution, read_video, write_video
 
@@ -27,7 +28,9 @@ def load_model_frames(
 ) -> Video:
     """The job's input at the model resolution: `input_path`, else DIR/input.mkv (from `decode`), else
     the spec's video decoded and resized here (to `resolution`, default the spec's)."""
-    if input_path is None and out_dir is not None and (Path(out_dir) / "input.mkv").is_file():
+    # input.json is decode's completion record: an input.mkv without it is from an interrupted decode
+    decoded = out_dir is not None and all((Path(out_dir) / n).is_file() for n in ("input.mkv", "input.json"))
+    if input_path is None and decoded:
         input_path = Path(out_dir) / "input.mkv"
     if input_path is not None:
         return read_video(input_path, max_frames=spec.max_frames)
@@ -48,7 +51,17 @@ def controls_for_job(
 ) -> dict[str, Path]:
     """The `controls` command: load the job's model-size input, then `compute_missing_controls`."""
     frames = load_model_frames(spec, Path(out_dir), input_path, resolution)
+    stems = [m for m in MODALITIES if m in spec.controls and spec.controls[m].control_path is None]
+    check_outputs(Path(out_dir), stems, frames)
     return compute_missing_controls(spec, frames, out_dir, models, device)
+
+
+def check_outputs(out_dir: Path, stems: list[str], frames: Video) -> None:
+    """Before any model is built: DIR can take <stem>.mkv/.mp4/.json for every stem."""
+    t, h, w = frames.num_frames, frames.height, frames.width
+    per_stem = estimate_video_bytes(t, h, w, lossless=True) + estimate_video_bytes(t, h, w)
+    names = [f"{stem}{suffix}" for stem in stems for suffix in (".mkv", ".mp4", ".json")]
+    check_destination(out_dir, names, per_stem * len(stems))
 
 
 def compute_missing_controls(
@@ -98,10 +111,14 @@ def compute_missing_controls(
 
 
 def write_outputs(out_dir: Path, stem: str, video: np.ndarray, fps: float, record: dict[str, Any]) -> Path:
-    """DIR/<stem>.mkv (lossless), DIR/<stem>.mp4 (preview, when the sides are even) and DIR/<stem>.json."""
-    lossless = write_video(out_dir / f"{stem}.mkv", video, fps, lossless=True)
+    """DIR/<stem>.mkv (lossless), DIR/<stem>.mp4 (preview, when the sides are even) and DIR/<stem>.json,
+    published together with the .json (the completion record) last."""
+    lossless = out_dir / f"{stem}.mkv"
     record = {**record, "video": lossless.name, "preview": None}
-    if video.shape[1] % 2 == 0 and video.shape[2] % 2 == 0:  # H.264 yuv420p needs even sides
-        record["preview"] = write_video(out_dir / f"{stem}.mp4", video, fps).name
-    write_json_atomic(out_dir / f"{stem}.json", record)
+    with atomic_outputs() as outputs:
+        write_video(outputs.stage(lossless), video, fps, lossless=True)
+        if video.shape[1] % 2 == 0 and video.shape[2] % 2 == 0:  # H.264 yuv420p needs even sides
+            record["preview"] = f"{stem}.mp4"
+            write_video(outputs.stage(out_dir / record["preview"]), video, fps)
+        write_json_atomic(outputs.stage(out_dir / f"{stem}.json", record=True), record)
     return lossless

@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from typing import NoReturn
 
 from cosmos_t2.atomic import write_json_atomic
-from cosmos_t2.errors import CosmosError
+from cosmos_t2.errors import CosmosError, os_error_line
 
 WORKER_MODULE = "cosmos_t2.worker"  # named, not imported: the worker imports the CLI, which imports this
 _ERROR_KEY = "cosmos_t2"  # our own block inside torchrun's error-file JSON
@@ -32,21 +32,24 @@ def under_torchrun() -> bool:
     return "LOCAL_RANK" in os.environ and "WORLD_SIZE" in os.environ
 
 
-def maybe_relaunch_under_torchrun(gpus: int, device: str, argv: Sequence[str]) -> bool:
+def maybe_relaunch_under_torchrun(
+    gpus: int, device: str, argv: Sequence[str], *, option: str = "--gpus"
+) -> bool:
     """Make sure the command runs on ``gpus`` processes.
 
     Returns True when this process was only the launcher and the workers have finished successfully
     (the caller returns at once, writing nothing); False when the caller should do the work here,
     as the single process (``gpus == 1``) or as one rank of a torchrun job. ``argv`` is the command
     line after the program name (``sys.argv[1:]``); the workers get exactly it. ``device`` "cpu"
-    runs the ranks on gloo, "cuda" on NCCL with one GPU each.
+    runs the ranks on gloo, "cuda" on NCCL with one GPU each. ``option``: the command's name for the
+    count, as errors name it (`infer --gpus`, `bench --cp`).
     """
     if gpus < 1:
-        raise CosmosError(f"--gpus must be at least 1, got {gpus}", key="gpus")
+        raise CosmosError(f"{option} must be at least 1, got {gpus}", key=option)
     if under_torchrun():
         world = int(os.environ["WORLD_SIZE"])
         if world != gpus:
-            raise CosmosError(f"--gpus {gpus} but torchrun started {world} processes", key="gpus")
+            raise CosmosError(f"{option} {gpus} but torchrun started {world} processes", key=option)
         return False
     if gpus == 1:
         return False
@@ -55,7 +58,7 @@ def maybe_relaunch_under_torchrun(gpus: int, device: str, argv: Sequence[str]) -
 
         available = torch.cuda.device_count()
         if available < gpus:
-            raise CosmosError(f"--gpus {gpus} but this machine has {available} GPU(s)", key="gpus")
+            raise CosmosError(f"{option} {gpus} but this machine has {available} GPU(s)", key=option)
     run_torchrun(gpus, ["-m", WORKER_MODULE, *argv], device=device)
     return True
 
@@ -148,6 +151,9 @@ def failures_recorded() -> Iterator[None]:
         yield
     except CosmosError as exc:
         record_failure(str(exc), exc, user_error=True)
+        raise
+    except OSError as exc:  # a full disk, a permission: the user's to fix, one line as in one process
+        record_failure(os_error_line(exc), exc, user_error=True)
         raise
     except Exception as exc:
         record_failure(f"{type(exc).__name__}: {exc}", exc)

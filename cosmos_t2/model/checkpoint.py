@@ -15,6 +15,7 @@ control branch n from file n (`control_blocks.*` -> `control_blocks_{n}.*`, `con
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -48,16 +49,25 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     try:
         obj = _torch_load(path)
     except Exception as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CosmosError(
-            f"not a readable PyTorch checkpoint (truncated or corrupt?): {first_line}", file=path
-        ) from exc
+        raise CosmosError(torch_load_refusal(exc), file=path) from exc
     for wrapper in ("state_dict", "model", "module"):
         if isinstance(obj, dict) and isinstance(obj.get(wrapper), dict):
             obj = obj[wrapper]
     if not isinstance(obj, dict) or not any(isinstance(v, torch.Tensor) for v in obj.values()):
         raise CosmosError("the file holds no state dict of tensors", file=path)
     return {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+
+
+def torch_load_refusal(exc: BaseException) -> str:
+    """Why `torch.load(weights_only=True)` refused a file, in our words: PyTorch's own message advises
+    loading with weights_only=False, which would run whatever code the file holds."""
+    found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
+    if found:
+        return (
+            f"refused: the file holds a pickled Python object ({found.group(1)}) besides tensors, and "
+            "unpickling it could run code; save only the state dict of tensors (or a .safetensors file)"
+        )
+    return "not a readable PyTorch checkpoint (truncated or corrupt?)"
 
 
 def _torch_load(path: Path) -> object:

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from cosmos_t2.errors import CosmosError
-from cosmos_t2.model.checkpoint import mismatch_report
+from cosmos_t2.model.checkpoint import mismatch_report, torch_load_refusal
 from cosmos_t2.model.vae_blocks import CausalConv3d, Decoder3d, Encoder3d, StreamState
 
 # Per-channel statistics of the raw latent (Wan2.1 `WanVAE`; Cosmos' tokenizer uses the same).
@@ -267,7 +267,12 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         else:
             sd = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # any reader failure is a bad file from the user's point of view
-        raise CosmosError(f"cannot read VAE checkpoint: {exc}", file=path) from exc
+        reason = (
+            f"not a readable safetensors file ({exc})"
+            if path.suffix == ".safetensors"
+            else torch_load_refusal(exc)
+        )
+        raise CosmosError(f"VAE checkpoint: {reason}", file=path) from exc
     if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
         raise CosmosError("VAE checkpoint is not a flat state dict of tensors", file=path)
     return sd

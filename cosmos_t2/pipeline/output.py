@@ -5,6 +5,9 @@ input, output] side by side (controls only with show_control_condition, input on
 stitched like the output. With keep_input_resolution each panel goes back to the input's size.
 The mp4 carries the model label as its title ("tiny random-weight model" for --tiny); the label is added
 by remuxing the encoded stream (no re-encode; deterministic bytes).
+
+The video (or latents) and its sidecar are one `atomic.OutputSet`: encoded and labelled under temp names,
+then published with the sidecar last, so a finished sidecar always means a finished set.
 """
 
 from __future__ import annotations
@@ -20,7 +23,8 @@ import av
 import numpy as np
 import torch
 
-from cosmos_t2.atomic import atomic_path
+from cosmos_t2.atomic import OutputSet, atomic_outputs, atomic_path
+from cosmos_t2.destination import check_free_space, estimate_video_bytes
 from cosmos_t2.errors import CosmosError
 from cosmos_t2.pipeline.chunking import Chunk, stitch
 from cosmos_t2.pipeline.inputs import JobInputs, to_uint8_frames
@@ -112,6 +116,7 @@ def label_mp4(path: Path, title: str) -> Path:
 
 
 def write_video_output(path: Path, frames: torch.Tensor, plan: LatentPlan) -> Path:
+    """Encode and label the mp4 at `path`: a staged temp path of an OutputSet (each step is atomic on it)."""
     if plan.keep_input_resolution and tuple(plan.source_size) != tuple(plan.model_size):
         frames = _resize_panels(frames, plan.model_size[1], plan.source_size)
     write_video(path, frames, plan.fps)
@@ -126,13 +131,36 @@ def write_outputs(
     plan: LatentPlan,
     latents: list[torch.Tensor],
     panels: list[torch.Tensor],
+    outputs: OutputSet,
 ) -> dict[str, Path]:
+    """Stage the job's video (or latents) in `outputs`; returns the final paths."""
     out_dir = Path(options.out_dir)
     if options.latents_only:
-        meta = dataclasses.asdict(plan)
-        return {"latents": save_latents(out_dir / f"{spec.name}{LATENTS_SUFFIX}", latents, meta)}
+        final = out_dir / f"{spec.name}{LATENTS_SUFFIX}"
+        save_latents(outputs.stage(final), latents, dataclasses.asdict(plan))
+        return {"latents": final}
     video = stitch(panels, chunks, inputs.num_frames, dim=0)
-    return {"video": write_video_output(out_dir / f"{spec.name}.mp4", video, plan)}
+    final = out_dir / f"{spec.name}.mp4"
+    write_video_output(outputs.stage(final), video, plan)
+    return {"video": final}
+
+
+def output_names(spec: Spec, latents_only: bool) -> list[str]:
+    """The files a job writes (rank 0), the sidecar last."""
+    main = f"{spec.name}{LATENTS_SUFFIX}" if latents_only else f"{spec.name}.mp4"
+    return [main, f"{spec.name}.json"]
+
+
+def expected_output_bytes(spec: Spec, inputs: JobInputs, chunks: list[Chunk], latents_only: bool) -> int:
+    """An upper estimate of the disk a job's outputs need while being written (see `check_destination`)."""
+    height, width = inputs.size
+    if latents_only:  # fp32, 16 channels, 4x temporal and 8x spatial compression
+        latent_frames = sum(1 + (c.frames_per_chunk - 1) // 4 for c in chunks)
+        return latent_frames * 16 * (height // 8) * (width // 8) * 4 + (1 << 20)
+    if spec.keep_input_resolution:
+        height, width = inputs.source_size
+    panels = 1 + int(spec.show_input) + (len(inputs.controls) if spec.show_control_condition else 0)
+    return 2 * estimate_video_bytes(inputs.num_frames, height, width * panels)  # encoded + labelled copy
 
 
 def render_latents(
@@ -150,6 +178,9 @@ def render_latents(
     started = time.perf_counter()
     chunks_latent, meta = load_latents(Path(latents_path))
     plan = LatentPlan.from_dict(meta)
+    out_path = Path(out_path)
+    height, width = plan.source_size if plan.keep_input_resolution else plan.model_size
+    check_free_space(out_path.parent, 2 * estimate_video_bytes(plan.num_frames, height, width))
     if plan.tiny != tiny:
         want = "with --tiny" if plan.tiny else "without --tiny"
         raise CosmosError(f"these latents come from the {plan.label}; render them {want}", file=latents_path)
@@ -167,8 +198,6 @@ def render_latents(
     video = stitch(frames, plan.chunk_plan(), plan.num_frames, dim=0)
     if check_video is not None:
         video = torch.from_numpy(check_video(video.numpy()))
-    out_path = Path(out_path)
-    write_video_output(out_path, video, plan)
     sidecar_in = Path(str(latents_path).removesuffix(LATENTS_SUFFIX) + ".json")
     record = read_json(sidecar_in) if sidecar_in.is_file() else {"name": plan.name, "label": plan.label}
     record["render"] = {
@@ -180,5 +209,7 @@ def render_latents(
         "guardrail_video": None if check_video is None else "passed",
     }
     record.setdefault("outputs", {})["video"] = out_path.name
-    write_json(out_path.with_suffix(".json"), record)
+    with atomic_outputs() as outputs:
+        write_video_output(outputs.stage(out_path), video, plan)
+        write_json(outputs.stage(out_path.with_suffix(".json"), record=True), record)
     return record

@@ -13,6 +13,9 @@ Every check that can fail on user input runs before any model is built: the mode
 distilled model (`cosmos_t2.pipeline.guided`: upstream's distilled sampler ignores it, so it is refused here).
 On CUDA (`Acceleration.prefetch_inputs`) the inputs are read on a thread while the models load, so their
 checks end the job after the load but still before any step.
+The output folder, its names (before anything) and free space (once the frame count is known, before
+any step) are checked (`destination`). Each chunk's sampler runs under the NaN/Inf guard
+(`sampling.guard`), and the outputs are published together, the sidecar last (`atomic.OutputSet`).
 
 Tiny mode (`--tiny`): the tiny network family with seeded random weights, resolution "tiny" (64 px high)
 and 17-frame chunks (5 latent frames) unless the spec sets another chunk length, so a CPU run takes
@@ -32,7 +35,9 @@ from typing import Any
 
 import torch
 
+from cosmos_t2.atomic import atomic_outputs
 from cosmos_t2.controls.masks import mask_to_latent_grid
+from cosmos_t2.destination import check_destination, check_free_space
 from cosmos_t2.distributed.context import ParallelContext, parallel_job
 from cosmos_t2.distributed.launch import under_torchrun
 from cosmos_t2.distributed.net import ParallelNet, parallel_velocity
@@ -48,13 +53,20 @@ from cosmos_t2.pipeline.guardrails import Guardrails, guard_panels, load_guardra
 from cosmos_t2.pipeline.guided import chunk_guide, refuse_distilled
 from cosmos_t2.pipeline.inputs import JobInputs, load_inputs, to_model_video, to_uint8_frames
 from cosmos_t2.pipeline.models import TINY_LABEL, locate_models
-from cosmos_t2.pipeline.output import LatentPlan, panels_for_chunk, write_outputs
+from cosmos_t2.pipeline.output import (
+    LatentPlan,
+    expected_output_bytes,
+    output_names,
+    panels_for_chunk,
+    write_outputs,
+)
 from cosmos_t2.pipeline.pool import ModelPool
 from cosmos_t2.pipeline.progress import JobProgress
 from cosmos_t2.pipeline.residency import Residency, decode_tile, on_device, plan_memory
 from cosmos_t2.pipeline.sidecar import StageTimer, finish_record, job_record, write_json
 from cosmos_t2.sampling.base import ChunkConditioning, Sampler, VelocityFn
 from cosmos_t2.sampling.distilled import DISTILLED_NUM_STEPS, DistilledSampler
+from cosmos_t2.sampling.guard import guarded_sample
 from cosmos_t2.sampling.unipc import UniPCSampler, chunk_seeds, condition_mask, guided_velocity, initial_noise
 from cosmos_t2.spec.job import Spec
 
@@ -186,6 +198,7 @@ def _diffuse_chunk(
     inputs: JobInputs,
     models: JobModels,
     chunk: Chunk,
+    num_chunks: int,
     seed: int,
     previous: torch.Tensor | None,
     timer: StageTimer,
@@ -223,7 +236,10 @@ def _diffuse_chunk(
     network_mask = cond_mask if cond_mask is not None else torch.zeros_like(noise[:, :1])
     velocity = _velocity(models, controls, network_mask)
     with timer.stage("diffusion"), on_device(models.residency, models.net):
-        return models.sampler(velocity, cond, progress=on_step)
+        return guarded_sample(
+            models.sampler, velocity, cond, chunk=chunk.index, num_chunks=num_chunks, progress=on_step,
+            file=spec.name,
+        )  # fmt: skip
 
 
 def _sampler(spec: Spec, distilled: bool) -> Sampler:
@@ -281,6 +297,8 @@ def _run_job(spec: Spec, options: RunOptions, progress: JobProgress) -> JobResul
         options.report(memory.line())
     # Checks first: nothing below builds a model before these pass.
     with timer.stage("validate"):
+        if _is_main(ctx):  # only rank 0 writes
+            check_destination(options.out_dir, output_names(spec, options.latents_only))
         check_reference(spec.image_context_path, spec.context_frame_index)
         given_embeddings = None
         if options.prompt_embeddings is not None:
@@ -303,6 +321,13 @@ def _run_job(spec: Spec, options: RunOptions, progress: JobProgress) -> JobResul
         inputs = load_inputs(
             spec, controls_dir=options.controls_dir, masks_dir=options.masks_dir, device=str(device)
         )
+        if _is_main(ctx):  # room for the outputs, now that the frame count is known
+            planned = plan_chunks(
+                inputs.num_frames, spec.num_video_frames_per_chunk, spec.num_conditional_frames
+            )
+            check_free_space(
+                options.out_dir, expected_output_bytes(spec, inputs, planned, options.latents_only)
+            )
         # Read (and so check) the style reference before the text encoder and the network are built.
         reference = reference_image(
             spec.image_context_path, spec.video_path, spec.context_frame_index, inputs.size
@@ -375,7 +400,7 @@ def _run_job(spec: Spec, options: RunOptions, progress: JobProgress) -> JobResul
                     intervals.append(ticks[-1] - ticks[-2])
                 progress.step(i, n)
 
-            latent = _diffuse_chunk(spec, inputs, models, chunk, seed, previous, timer, on_step)
+            latent = _diffuse_chunk(spec, inputs, models, chunk, len(chunks), seed, previous, timer, on_step)
             latents.append(latent)
             last = chunk.index == len(chunks) - 1
             if not (options.latents_only and last):  # the next chunk starts from these frames
@@ -402,13 +427,17 @@ def _run_job(spec: Spec, options: RunOptions, progress: JobProgress) -> JobResul
         with timer.stage("guardrail_video"):  # a blocked video is not written
             panels = guard_panels(guard, panels, chunks, inputs.num_frames, inputs.size[1])
     record["guardrails"] = None if guard is None else guard.record()
-    with timer.stage("write"):
-        paths = write_outputs(options, spec, inputs, chunks, plan, latents, panels)
-    finish_record(record, timer, spec.num_steps * len(chunks), paths, started)
-    if not options.first_in_process:  # the interpreter's start and imports belong to the batch's first job
-        record["startup_s"] = {k: 0.0 for k in record["startup_s"]}
-    record["steady_seconds_per_step"] = round(statistics.median(intervals), 4) if intervals else None
-    sidecar = write_json(options.out_dir / f"{spec.name}.json", record)
+    sidecar = options.out_dir / f"{spec.name}.json"
+    with atomic_outputs() as outputs:  # published together, the sidecar last
+        with timer.stage("write"):
+            paths = write_outputs(options, spec, inputs, chunks, plan, latents, panels, outputs)
+        finish_record(record, timer, spec.num_steps * len(chunks), paths, started)
+        if (
+            not options.first_in_process
+        ):  # the interpreter's start and imports belong to the batch's first job
+            record["startup_s"] = {k: 0.0 for k in record["startup_s"]}
+        record["steady_seconds_per_step"] = round(statistics.median(intervals), 4) if intervals else None
+        write_json(outputs.stage(sidecar, record=True), record)
     progress.summary(record, paths.get("video") or paths.get("latents"))
     return JobResult(
         sidecar, paths.get("video"), paths.get("latents"), inputs.num_frames, inputs.fps, timer.rounded()

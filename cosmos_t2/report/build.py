@@ -40,6 +40,7 @@ from cosmos_t2.report.data import (
     compute_metrics,
     compute_references,
     find_runs,
+    finished_video,
     job_table,
     read_json,
     rule_summary,
@@ -205,7 +206,8 @@ def _card(
     spec = read_json(run.folder / paths["spec"])
     sidecar = read_json(run.folder / paths["diffuse_sidecar"]) or {}
     thumbs = []
-    if video.is_file():
+    finished = finished_video(video)
+    if finished:
         thumbs.append({"label": "output", "src": _thumbnail(video)})
     for modality in job.get("modalities", []):
         control = _control_video(run, paths, spec, modality)
@@ -241,7 +243,7 @@ def _card(
             for k, v in {**(sidecar.get("startup_s") or {}), **(sidecar.get("timings_s") or {})}.items()
         },
         "thumbs": [t for t in thumbs if t["src"]],
-        "preview": _preview(video, page_dir, options.embed_limit_mb) if video.is_file() else None,
+        "preview": _preview(video, page_dir, options.embed_limit_mb) if finished else None,
         "failure": _failure(run, facts, page_dir),
     }
 

@@ -67,6 +67,12 @@ def find_runs(results: Path) -> list[Run]:
     return runs
 
 
+def finished_video(video: Path) -> bool:
+    """A video whose sidecar (`render` publishes it after the video) is there too: a video without one is
+    left from an interrupted job and is not shown or scored."""
+    return video.is_file() and video.with_suffix(".json").is_file()
+
+
 def read_json(path: Path) -> dict[str, Any] | None:
     """A JSON object, or None when the file is missing or unreadable (a job that has not run yet)."""
     try:
@@ -273,7 +279,7 @@ def compute_metrics(
         for job in run.manifest.get("jobs", []):
             video = run.folder / job["paths"]["video"]
             controls = job["paths"].get("controls")
-            if not video.is_file() or controls is None:
+            if not finished_video(video) or controls is None:
                 continue
             try:
                 scores[(run.label, job["key"])] = control_fidelity(

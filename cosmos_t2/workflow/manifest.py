@@ -27,6 +27,7 @@ PATHS = {
     "latents": "diffuse/{job}/{name}.latents.safetensors",
     "diffuse_sidecar": "diffuse/{job}/{name}.json",
     "video": "videos/{job}/{name}.mp4",
+    "video_sidecar": "videos/{job}/{name}.json",  # render publishes it after the mp4: the completion record
     "bench": "bench/{preset}.json",
     "manifest": "manifest.json",
 }

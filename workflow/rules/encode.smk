@@ -12,6 +12,8 @@ rule encode:
             subcategory="{name}",
             labels={"sample": "{name}", "job": "{job}"},
         ),
+        # declared so that an mp4 without it (a render cut off between the two renames) is redone
+        sidecar=run_path("video_sidecar"),
     params:
         model=model_args("model_dir"),
         device=config["device"],
