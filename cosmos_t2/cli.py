@@ -442,7 +442,6 @@ def infer(
         ),
         offload=offload,
         memory_cap_gib=memory_cap,
-        report=lambda line: err_console.print(escape(line), highlight=False, soft_wrap=True),  # logs too
     )
     single = (
         len(jobs) == 1 and not jobs[0].is_dir() and (name is not None or jobs[0].suffix.lower() != ".jsonl")

@@ -251,9 +251,9 @@ def test_offloaded_infer_gives_byte_identical_outputs(
             capsys,
         )  # fmt: skip
         assert code == 0, err
-        assert err.splitlines()[0].startswith(
-            f"memory: 64x112, 17 frames a chunk, 1 control, 1 GPU: offload {mode}"
-        )
+        first = err.splitlines()[0]  # the memory plan opens the job, before any check or model
+        assert first.startswith("[robot_vis 0.0s] memory: 64x112, 17 frames a chunk, 1 control, 1 GPU: ")
+        assert f"offload {mode}" in first
         record = json.loads((out / "robot_vis.json").read_text())["memory"]
         assert record["plan"]["offload"] == mode and record["estimate_peak_gib"] > 0
         outputs[mode] = (_sha(out / "robot_vis.mp4"), record)
@@ -278,3 +278,12 @@ def test_a_job_that_cannot_fit_stops_before_any_model(
     )  # fmt: skip
     assert code == 2 and "does not fit" in err and "use a larger GPU" in err
     assert not (tmp_path / "cli" / "robot_edge.mp4").exists()
+
+
+def test_cuda_graph_compile_modes_refuse_offload(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run_cli(
+        ["infer", str(EXAMPLE / "edge.json"), "-o", str(tmp_path), "--tiny", "--device", "cpu", "--compile",
+         "--compile-mode", "reduce-overhead", "--offload", "blocks"],
+        capsys,
+    )  # fmt: skip
+    assert code == 2 and "CUDA-graph compile mode" in err

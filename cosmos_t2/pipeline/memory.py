@@ -57,7 +57,7 @@ from cosmos_t2.errors import CosmosError
 from cosmos_t2.model.config import TEMPORAL_COMPRESSION, TransferConfig
 from cosmos_t2.model.control import TransferNet
 from cosmos_t2.model.vae import VAEConfig, WanVAE
-from cosmos_t2.video import model_resolution
+from cosmos_t2.video import model_resolution, read_video
 
 GIB = 2**30
 OFFLOAD_MODES = ("auto", "none", "model", "blocks")
@@ -363,13 +363,18 @@ def advice(shape: JobShape, requested: str, budget: Budget) -> str:
 
 
 def input_size(video_path: Path) -> tuple[int, int]:
-    """(height, width) of the input video from its header (nothing decoded)."""
+    """(height, width) of the input video from its header; where the header has none, from its first frame
+    (so a file that is no video gets the video reader's own one-line error)."""
     try:
         with av.open(str(video_path)) as container:
-            stream = container.streams.video[0]
-            return stream.codec_context.height, stream.codec_context.width
-    except (av.FFmpegError, IndexError) as exc:
-        raise CosmosError("cannot read the video's size", file=video_path) from exc
+            context = container.streams.video[0].codec_context
+            height, width = context.height, context.width
+    except (av.FFmpegError, IndexError):
+        height = width = 0
+    if height and width:
+        return height, width
+    frames = read_video(video_path, max_frames=1).frames
+    return int(frames.shape[1]), int(frames.shape[2])
 
 
 def job_shape(

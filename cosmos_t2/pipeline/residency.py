@@ -46,9 +46,21 @@ def plan_memory(
     gpus: int,
     text_encoder: bool,
     tiny: bool,
+    cuda_graphs: bool = False,
 ) -> Choice:
-    """The job's memory plan; raises CosmosError (with what would fit) when no plan of `offload` fits."""
+    """The job's memory plan; raises CosmosError (with what would fit) when no plan of `offload` fits.
+
+    `cuda_graphs` (compile modes that capture CUDA graphs): graphs replay fixed weight addresses, which
+    offload changes every visit, so those runs keep every model resident."""
     apply_memory_cap(device, memory_cap_gib)
+    if cuda_graphs and offload in ("model", "blocks"):
+        raise CosmosError(
+            f"--offload {offload} moves the weights, which a CUDA-graph compile mode cannot follow; use the "
+            "default compile mode or --offload none",
+            key="--offload",
+        )
+    if cuda_graphs:
+        offload = "none"
     shape = job_shape(spec, gpus=gpus, dtype_bytes=torch.empty((), dtype=dtype).element_size(),
                       text_encoder=text_encoder, tiny=tiny)  # fmt: skip
     return choose(shape, offload, device_budget(device, memory_cap_gib))

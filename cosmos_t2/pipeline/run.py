@@ -96,7 +96,6 @@ class RunOptions:
     pool: ModelPool | None = None  # models kept between the jobs of one process; None: this job's own
     offload: str = "auto"  # auto | none | model | blocks (pipeline.memory)
     memory_cap_gib: float | None = None  # plan for (and on CUDA, hold the process to) this much memory
-    report: Callable[[str], None] | None = None  # gets the memory estimate line before any model is built
     first_in_process: bool = True  # False for a batch's later jobs: the process's start was paid before
 
 
@@ -291,10 +290,9 @@ def _run_job(spec: Spec, options: RunOptions, progress: JobProgress) -> JobResul
     memory = plan_memory(
         spec, device=device, dtype=dtype, offload=options.offload, memory_cap_gib=options.memory_cap_gib,
         gpus=1 if ctx is None else ctx.world_size, text_encoder=options.prompt_embeddings is None,
-        tiny=options.tiny,
+        tiny=options.tiny, cuda_graphs=acc.compile and acc.compile_mode in ("reduce-overhead", "max-autotune"),
     )  # fmt: skip
-    if options.report is not None and _is_main(ctx):
-        options.report(memory.line())
+    progress.note(memory.line())
     # Checks first: nothing below builds a model before these pass.
     with timer.stage("validate"):
         if _is_main(ctx):  # only rank 0 writes
