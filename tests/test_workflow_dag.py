@@ -140,6 +140,7 @@ def test_each_profile_dry_runs(sweep_dir: Path, profile: str) -> None:
         assert "--device cuda" in out
         # every diffuse job shares one compile cache (the schema's default folder)
         assert re.search(r"infer .* --compile-cache \.cache/cosmos-t2/torch-compile", out)
+        assert re.search(r"infer .* --offload auto", out) and "--memory-cap" not in out  # config defaults
 
 
 @pytest.fixture
@@ -239,6 +240,7 @@ def test_bad_configs_stop_before_any_job(sweep_dir: Path) -> None:
     for extra, message in (
         (["--config", "tiny=False"], "tiny is false: set model_dir"),
         (["--config", "device=tpu"], "Error validating config file"),
+        (["--config", "offload=disk"], "Error validating config file"),
         (["--config", "specs=[nothing/*.json]"], "no spec file matches"),
     ):
         proc = subprocess.run([*base, *extra], cwd=sweep_dir, capture_output=True, text=True, timeout=300)

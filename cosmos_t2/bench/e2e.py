@@ -64,6 +64,8 @@ class E2EOptions:
     warmup: int = 1  # diffusers comparison only
     iters: int = 3
     work_dir: Path | None = None  # keep the model folder and outputs here (default: a temporary folder)
+    offload: str = "auto"  # as infer --offload
+    memory_cap_gib: float | None = None  # as infer --memory-cap: the card held to this much (a smaller GPU)
 
 
 @torch.no_grad()
@@ -203,7 +205,8 @@ def run_e2e(opts: E2EOptions) -> dict[str, Any]:
         acc = resolve_acceleration(device, compile=opts.compile, compile_mode=opts.compile_mode,
                                    attn_backend=opts.attn_backend)  # fmt: skip
         options = RunOptions(out_dir=work / "out", device=opts.device, tiny=preset.tiny, model_dir=models,
-                             prompt_embeddings=embeddings, progress=True, acceleration=acc)  # fmt: skip
+                             prompt_embeddings=embeddings, progress=True, acceleration=acc,
+                             offload=opts.offload, memory_cap_gib=opts.memory_cap_gib)  # fmt: skip
         t0 = time.perf_counter()
         batch = run_batch(Batch(specs=specs), options, force=True)
         wall = time.perf_counter() - t0
@@ -228,7 +231,8 @@ def run_e2e(opts: E2EOptions) -> dict[str, Any]:
 
 def _job_summary(sidecar: dict[str, Any]) -> dict[str, Any]:
     keys = ("name", "label", "steps", "diffusion_steps_total", "num_frames", "model_size", "timings_s",
-            "seconds_per_step", "steady_seconds_per_step", "total_s", "peak_memory_gib", "acceleration", "device", "chunks")  # fmt: skip
+            "seconds_per_step", "steady_seconds_per_step", "total_s", "peak_memory_gib", "acceleration", "device", "chunks",
+            "memory")  # fmt: skip
     return {k: sidecar.get(k) for k in keys}
 
 
@@ -283,6 +287,18 @@ def print_e2e(result: dict[str, Any]) -> None:
     console.print(
         f"network: {compiled}, {acc['attention_kernel']} attention; models built: {result['builds']}"
     )
+    for job in jobs:  # the plan infer chose before building anything, and how its estimate held up
+        memory = job.get("memory") or {}
+        gpu = job["peak_memory_gib"].get("gpu_allocated")
+        measured = f"measured {gpu:.2f} GiB" if gpu is not None else "no GPU peak to compare on CPU"
+        plan = memory.get("plan", {})
+        levers = [f"MLP in {plan['mlp_chunks']} chunks"] if plan.get("mlp_chunks") else []
+        levers += ["tiled decode"] if plan.get("tiled_decode") else []
+        console.print(
+            f"{job['name']}: offload {plan.get('offload')}{' (' + ', '.join(levers) + ')' if levers else ''} "
+            f"(asked {memory.get('offload_requested')}; budget {memory.get('budget_source')}): estimated peak "
+            f"{memory.get('estimate_peak_gib', 0):.2f} GiB, {measured}"
+        )
     diffusion = sum(job["timings_s"].get("diffusion", 0.0) for job in jobs)
     console.print(
         f"{len(jobs)} job(s) in one process: {result['jobs_wall_s']:.1f} s, of which steps {diffusion:.1f} s "

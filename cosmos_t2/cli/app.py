@@ -41,6 +41,16 @@ MaybeDevice = Annotated[
     str | None,
     typer.Option("--device", help="cpu or cuda (default: cuda if present).", callback=_device_option),
 ]
+Offload = Annotated[
+    str,
+    typer.Option(
+        help="auto (the fastest that fits) | none | model (whole models per stage) | blocks (streamed)."
+    ),
+]
+MemoryCap = Annotated[
+    float | None,
+    typer.Option("--memory-cap", help="GiB: plan for (and on CUDA hold the process to) this much."),
+]
 ModelSizeInput = Annotated[
     Path | None, typer.Option("--input", help="Model-size input (default DIR/input.mkv, else decoded).")
 ]

@@ -13,6 +13,8 @@ from rich.markup import escape
 
 from cosmos_t2.cli.app import (
     MaybeDevice,
+    MemoryCap,
+    Offload,
     _device,
     app,
     err_console,
@@ -73,6 +75,11 @@ def bench(
     plain: Annotated[
         bool, typer.Option(help="Call the network directly, bypassing the parallel wrapper.")
     ] = False,
+    offload: Annotated[str, typer.Option(help="--e2e: as infer --offload.")] = "auto",
+    memory_cap: Annotated[
+        float | None,
+        typer.Option("--memory-cap", help="--e2e: hold the GPU to this many GiB (a smaller card)."),
+    ] = None,
 ) -> None:
     """Time one denoising step of the full-size network beside its floor, or (--e2e) whole jobs (random weights)."""
     if e2e:
@@ -84,7 +91,7 @@ def bench(
                 steps=None if steps == 35 else steps, distilled=distilled, jobs=jobs, spec=spec,
                 frames=frames, guided=guided, device=device, compile=compile, compile_mode=compile_mode,
                 attn_backend=attn_backend, compare_diffusers=compare == "diffusers", warmup=warmup, iters=iters,
-                work_dir=work_dir,
+                work_dir=work_dir, offload=offload, memory_cap_gib=memory_cap,
             )
         )  # fmt: skip
         if json_out is not None:
@@ -191,6 +198,8 @@ def infer(
     force: Annotated[
         bool, typer.Option("--force", help="With several jobs: rerun jobs whose outputs exist.")
     ] = False,
+    offload: Offload = "auto",
+    memory_cap: MemoryCap = None,
 ) -> None:
     """Run jobs: spec -> controls, masks, embeddings -> diffusion -> <name>.mp4 + <name>.json each.
 
@@ -229,6 +238,8 @@ def infer(
             compile_cache=compile_cache,
             use_compile_cache=not no_compile_cache,
         ),
+        offload=offload,
+        memory_cap_gib=memory_cap,
     )
     single = (
         len(jobs) == 1 and not jobs[0].is_dir() and (name is not None or jobs[0].suffix.lower() != ".jsonl")

@@ -11,7 +11,9 @@ import typer
 from cosmos_t2.cli.app import (
     JobArg,
     MaybeDevice,
+    MemoryCap,
     ModelSizeInput,
+    Offload,
     SampleName,
     _device,
     _device_option,
@@ -35,6 +37,16 @@ def validate(
     json_out: Annotated[
         Path | None, typer.Option("--json-out", help="Write the one resolved sample here as a job spec.")
     ] = None,
+    estimate: Annotated[
+        bool, typer.Option("--estimate", help="Print each job's memory per stage and offload mode instead.")
+    ] = False,
+    gpus: Annotated[int, typer.Option("--gpus", help="--estimate: GPUs the job runs on.")] = 1,
+    offload: Offload = "auto",
+    memory_cap: MemoryCap = None,
+    tiny: Annotated[bool, typer.Option("--tiny", help="--estimate: the tiny model (fp32 on CPU).")] = False,
+    text_encoder: Annotated[
+        bool, typer.Option(help="--estimate: count the text-encoder stage (off: --prompt-embeddings).")
+    ] = True,
 ) -> None:
     """Check spec files and print the resolved spec(s) as JSON (one object, or a list for several)."""
     import json
@@ -45,6 +57,16 @@ def validate(
     if json_out is not None:
         check_output_file(json_out)
     resolved = load_batch(specs, parse_set_options(set_ or []), name=name)
+    if estimate:
+        from cosmos_t2.pipeline.residency import estimate_job
+        from cosmos_t2.pipeline.run import effective_spec
+
+        for spec in resolved:
+            typer.echo(spec.name)
+            for line in estimate_job(effective_spec(spec, tiny).spec, gpus=gpus, offload=offload,
+                                     memory_cap_gib=memory_cap, tiny=tiny, text_encoder=text_encoder):  # fmt: skip
+                typer.echo(line)
+        return
     if json_out is not None:
         if len(resolved) != 1:
             names = ", ".join(s.name for s in resolved)

@@ -178,13 +178,26 @@ class Attention(nn.Module):
 
 
 class FeedForward(nn.Module):
+    """`chunks` (None: off) runs the MLP on that many slices of the tokens, written into one output: the
+    4x-wide hidden activation, the largest tensor of a block, then exists for one slice only. Each token's
+    MLP is independent of the others, so the result is the same (`pipeline.memory` turns it on where the
+    activations would not fit)."""
+
     def __init__(self, dim: int, hidden: int) -> None:
         super().__init__()
         self.layer1 = nn.Linear(dim, hidden, bias=False)
         self.layer2 = nn.Linear(hidden, dim, bias=False)
+        self.chunks: int | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.layer2(F.gelu(self.layer1(x)))
+        flat = x.reshape(-1, x.shape[-1])
+        if not self.chunks or self.chunks < 2 or flat.shape[0] < self.chunks:
+            return self.layer2(F.gelu(self.layer1(x)))
+        step = -(-flat.shape[0] // self.chunks)
+        out = torch.empty_like(flat)
+        for start in range(0, flat.shape[0], step):
+            out[start : start + step] = self.layer2(F.gelu(self.layer1(flat[start : start + step])))
+        return out.view(x.shape)
 
 
 class Block(nn.Module):

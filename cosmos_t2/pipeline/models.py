@@ -230,8 +230,16 @@ def build_net(
     return net.to(device).eval().requires_grad_(False), distilled
 
 
-def build_tokenizer(files: ModelFiles, *, tiny: bool, device: torch.device, dtype: torch.dtype) -> WanVAE:
+def build_tokenizer(
+    files: ModelFiles,
+    *,
+    tiny: bool,
+    device: torch.device,
+    dtype: torch.dtype,
+    channels_last: bool | None = None,
+) -> WanVAE:
+    """`channels_last=None`: on for CUDA (a VAE built in host memory for a GPU passes True)."""
     config = VAEConfig.tiny() if tiny else VAEConfig.wan21()
     if files.vae is None:
-        return build_vae(config, dtype=dtype, device=device, seed=TINY_VAE_SEED)
-    return load_vae(files.vae, config, dtype=dtype, device=device)
+        return build_vae(config, dtype=dtype, device=device, seed=TINY_VAE_SEED, channels_last=channels_last)
+    return load_vae(files.vae, config, dtype=dtype, device=device, channels_last=channels_last)

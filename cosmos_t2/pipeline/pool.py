@@ -19,7 +19,9 @@ from cosmos_t2.model.control import TransferNet
 from cosmos_t2.model.text import PromptEncoder, encoder_for
 from cosmos_t2.model.vae import WanVAE
 from cosmos_t2.pipeline.acceleration import Acceleration, accelerate
+from cosmos_t2.pipeline.memory import Plan
 from cosmos_t2.pipeline.models import ModelFiles, build_net, build_tokenizer
+from cosmos_t2.pipeline.residency import build_device, offload_key, place_net, place_vae, set_net_levers
 
 
 def _file_key(path: Path | None) -> tuple[str, int, int] | None:
@@ -37,6 +39,7 @@ class ModelPool:
     vaes: dict[tuple[Any, ...], WanVAE] = field(default_factory=dict)
     encoders: dict[tuple[Any, ...], PromptEncoder] = field(default_factory=dict)
     builds: dict[str, int] = field(default_factory=lambda: {"net": 0, "vae": 0, "text_encoder": 0})
+    offload: dict[int, Any] = field(default_factory=dict)  # id(model) -> its offload handle (residency)
 
     def net(
         self,
@@ -47,21 +50,45 @@ class ModelPool:
         device: torch.device,
         dtype: torch.dtype,
         acceleration: Acceleration,
+        plan: Plan | None = None,
     ) -> tuple[TransferNet, bool]:
-        """(network, distilled) for these checkpoints, built and accelerated on first use."""
+        """(network, distilled) for these checkpoints, built, laid out for `plan` (None: resident) and
+        accelerated on first use."""
+        plan = plan or Plan("none")
         checkpoints = tuple((m, _file_key(files.checkpoints.get(m))) for m in modalities)
-        key = (checkpoints, len(modalities), files.distilled, tiny, str(device), dtype,
-               acceleration.compile, acceleration.compile_mode, acceleration.attn_backend)  # fmt: skip
+        key = (checkpoints, len(modalities), files.distilled, tiny, str(device), dtype, acceleration.compile,
+               acceleration.compile_mode, acceleration.attn_backend, offload_key(plan))  # fmt: skip
         if key not in self.nets:
-            net, distilled = build_net(files, modalities, tiny=tiny, device=device, dtype=dtype)
-            self.nets[key] = (accelerate(net, acceleration), distilled)
+            net, distilled = build_net(
+                files, modalities, tiny=tiny, device=build_device(plan, device), dtype=dtype
+            )
+            set_net_levers(net, plan)  # before compiling: the compiled blocks keep them
+            net = accelerate(net, acceleration)
+            handle = place_net(net, plan, device)
+            if handle is not None:
+                self.offload[id(net)] = handle
+            self.nets[key] = (net, distilled)
             self.builds["net"] += 1
         return self.nets[key]
 
-    def vae(self, files: ModelFiles, *, tiny: bool, device: torch.device, dtype: torch.dtype) -> WanVAE:
-        key = (_file_key(files.vae), tiny, str(device), dtype)
+    def vae(
+        self,
+        files: ModelFiles,
+        *,
+        tiny: bool,
+        device: torch.device,
+        dtype: torch.dtype,
+        plan: Plan | None = None,
+    ) -> WanVAE:
+        plan = plan or Plan("none")
+        key = (_file_key(files.vae), tiny, str(device), dtype, plan.offload == "none")
         if key not in self.vaes:
-            self.vaes[key] = build_tokenizer(files, tiny=tiny, device=device, dtype=dtype)
+            vae = build_tokenizer(files, tiny=tiny, device=build_device(plan, device), dtype=dtype,
+                                  channels_last=device.type == "cuda")  # fmt: skip
+            handle = place_vae(vae, plan, device)
+            if handle is not None:
+                self.offload[id(vae)] = handle
+            self.vaes[key] = vae
             self.builds["vae"] += 1
         return self.vaes[key]
 

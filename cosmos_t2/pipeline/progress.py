@@ -115,6 +115,13 @@ class JobProgress:
     def chunk_started(self, index: int, steps: int) -> None:
         self.chunk_index, self._steps_in_chunk = index, steps
 
+    def note(self, text: str) -> None:
+        """A line of its own about the job (the memory plan), in either mode."""
+        if self.mode == "lines":
+            self._line(text)
+        elif self._bar is not None:
+            self._bar.console.print(f"{self.name}: {text}", highlight=False, markup=False, soft_wrap=True)
+
     def stage_started(self, name: str) -> None:
         """Called by StageTimer when a stage begins."""
         label = STAGE_LABELS.get(name, name.replace("_", " "))

@@ -62,6 +62,7 @@ from cosmos_t2.pipeline.output import (
 )
 from cosmos_t2.pipeline.pool import ModelPool
 from cosmos_t2.pipeline.progress import JobProgress
+from cosmos_t2.pipeline.residency import Residency, decode_tile, on_device, plan_memory
 from cosmos_t2.pipeline.sidecar import StageTimer, finish_record, job_record, write_json
 from cosmos_t2.sampling.base import ChunkConditioning, Sampler, VelocityFn
 from cosmos_t2.sampling.distilled import DISTILLED_NUM_STEPS, DistilledSampler
@@ -93,6 +94,8 @@ class RunOptions:
     parallel: ParallelContext | None = None  # this rank's, under torchrun; None: one process
     acceleration: Acceleration | None = None  # None: resolve_acceleration(device) (compiled on CUDA)
     pool: ModelPool | None = None  # models kept between the jobs of one process; None: this job's own
+    offload: str = "auto"  # auto | none | model | blocks (pipeline.memory)
+    memory_cap_gib: float | None = None  # plan for (and on CUDA, hold the process to) this much memory
     first_in_process: bool = True  # False for a batch's later jobs: the process's start was paid before
 
 
@@ -143,6 +146,7 @@ class JobModels:
     image_tokens: torch.Tensor | None
     parallel: ParallelContext | None
     device: torch.device
+    residency: Residency | None = None  # where the models sit per stage; None: all resident
 
 
 def _velocity(models: JobModels, controls: list[ControlInput], condition_mask: torch.Tensor) -> VelocityFn:
@@ -201,7 +205,7 @@ def _diffuse_chunk(
 ) -> torch.Tensor:
     """One chunk from noise to its clean latent (1, 16, T, h, w) fp32."""
     vae, device = models.vae, models.device
-    with timer.stage("vae_encode"):
+    with timer.stage("vae_encode"), on_device(models.residency, vae):
         controls = _chunk_controls(spec, inputs, chunk, models)
         shape = tuple(controls[0].latent.shape)
         cond_latent = cond_mask = None
@@ -230,7 +234,7 @@ def _diffuse_chunk(
     )  # fmt: skip
     network_mask = cond_mask if cond_mask is not None else torch.zeros_like(noise[:, :1])
     velocity = _velocity(models, controls, network_mask)
-    with timer.stage("diffusion"):
+    with timer.stage("diffusion"), on_device(models.residency, models.net):
         return guarded_sample(
             models.sampler, velocity, cond, chunk=chunk.index, num_chunks=num_chunks, progress=on_step,
             file=spec.name,
@@ -282,6 +286,13 @@ def _run_job(spec: Spec, options: RunOptions, progress: JobProgress) -> JobResul
     acc = options.acceleration or resolve_acceleration(device)
     pool = options.pool if options.pool is not None else ModelPool()
 
+    # The memory plan first (its line opens the job): the spec and the input's header are all it reads.
+    memory = plan_memory(
+        spec, device=device, dtype=dtype, offload=options.offload, memory_cap_gib=options.memory_cap_gib,
+        gpus=1 if ctx is None else ctx.world_size, text_encoder=options.prompt_embeddings is None,
+        tiny=options.tiny, cuda_graphs=acc.compile and acc.compile_mode in ("reduce-overhead", "max-autotune"),
+    )  # fmt: skip
+    progress.note(memory.line())
     # Checks first: nothing below builds a model before these pass.
     with timer.stage("validate"):
         if _is_main(ctx):  # only rank 0 writes
@@ -325,15 +336,25 @@ def _run_job(spec: Spec, options: RunOptions, progress: JobProgress) -> JobResul
     if pending is None:
         with timer.stage("inputs"):
             inputs, reference = read_inputs()
+    text_device = device if memory.estimate.text_on_gpu else torch.device("cpu")
     with timer.stage("text"):  # before the DiT: a 7B encoder and the DiT need not share the GPU
         pos, neg = prompt_embeddings(
-            spec, given_embeddings, files, device, lambda: pool.text_encoder(files, device)
+            spec, given_embeddings, files, device, lambda: pool.text_encoder(files, text_device)
         )
     with timer.stage("load_models"):
         net, distilled = pool.net(
-            files, modalities, tiny=options.tiny, device=device, dtype=dtype, acceleration=acc
+            files,
+            modalities,
+            tiny=options.tiny,
+            device=device,
+            dtype=dtype,
+            acceleration=acc,
+            plan=memory.plan,
         )
-        vae = pool.vae(files, tiny=options.tiny, device=device, dtype=dtype)
+        vae = pool.vae(files, tiny=options.tiny, device=device, dtype=dtype, plan=memory.plan)
+    residency = Residency(
+        memory.plan, {id(m): pool.offload[id(m)] for m in (net, vae) if id(m) in pool.offload}
+    )
     if pending is not None:  # read while the models loaded; its errors are raised here, before any step
         with timer.stage("inputs_wait"):
             inputs, reference = pending.result()
@@ -349,13 +370,14 @@ def _run_job(spec: Spec, options: RunOptions, progress: JobProgress) -> JobResul
     if inputs.guided_mask is not None and not inputs.guided_mask.any():
         warnings.append("guided_generation_mask is black everywhere: nothing is guided")
     sampler = _sampler(spec, distilled)
-    text_pair = (
-        net.project_text(pos.to(device)),
-        net.project_text(neg.to(device)) if sampler.guided else None,
-    )
+    with residency.use(net):
+        text_pair = (
+            net.project_text(pos.to(device)),
+            net.project_text(neg.to(device)) if sampler.guided else None,
+        )
     with timer.stage("image_context"):
         image_tokens = image_context(reference, files, net, device)
-    models = JobModels(net, vae, sampler, text_pair, image_tokens, ctx, device)
+    models = JobModels(net, vae, sampler, text_pair, image_tokens, ctx, device, residency)
 
     seeds = chunk_seeds(spec.seed, len(chunks))
     latents: list[torch.Tensor] = []
@@ -380,8 +402,9 @@ def _run_job(spec: Spec, options: RunOptions, progress: JobProgress) -> JobResul
             latents.append(latent)
             last = chunk.index == len(chunks) - 1
             if not (options.latents_only and last):  # the next chunk starts from these frames
-                with timer.stage("vae_decode"):
-                    previous = vae.decode(latent.to(vae.dtype)).float()
+                with timer.stage("vae_decode"), residency.use(vae):
+                    tile = decode_tile(tuple(latent.shape), memory.plan)
+                    previous = vae.decode(latent.to(vae.dtype), tile=tile).float()
                 if not options.latents_only:
                     panels.append(panels_for_chunk(spec, inputs, chunk, to_uint8_frames(previous.cpu())))
 
@@ -395,6 +418,7 @@ def _run_job(spec: Spec, options: RunOptions, progress: JobProgress) -> JobResul
         world_size=1 if ctx is None else ctx.world_size, started=started, warnings=warnings,
     )  # fmt: skip
     record["acceleration"] = acc.record(device)
+    record["memory"] = {**memory.record(), **residency.record()}
     if device.type == "cuda":  # the kernel that ran, not the auto default's
         record["device"]["attention"] = record["acceleration"]["attention_kernel"]
     if guard is not None and panels:

@@ -73,6 +73,8 @@ def infer_args(wildcards, input, resources):
         args += ["--masks-dir", input.masks]
     # One kernel cache for every diffuse job: only the sweep's first GPU process pays for compilation.
     args += ["--compile-cache", config["compile_cache"]] if config["compile_cache"] else ["--no-compile-cache"]
+    args += ["--offload", config["offload"]]  # exact layouts: not part of the content key
+    args += ["--memory-cap", str(config["memory_cap"])] if config["memory_cap"] else []
     return args + model_args("model_dir")
 
 
