@@ -9,7 +9,6 @@ import typer
 from rich.console import Console
 
 from cosmos_t2 import __version__
-from cosmos_t2.errors import CosmosError
 
 app = typer.Typer(
     name="cosmos-t2",
@@ -56,19 +55,11 @@ ModelSizeInput = Annotated[
 ]
 
 
-def _device(name: str | None) -> str | None:
-    """--device checked before any work: cpu, cuda or cuda:N (None: the command's default)."""
-    if name is None:
-        return None
-    import torch
+def default_device(name: str | None) -> str:
+    """A command's --device (already checked by `_device_option`), or CUDA when present, else the CPU."""
+    from cosmos_t2.model.device import resolve_device
 
-    try:
-        kind = torch.device(name).type
-    except (RuntimeError, ValueError):
-        kind = None
-    if kind not in ("cpu", "cuda"):
-        raise CosmosError(f"unknown device {name!r}; expected cpu, cuda or cuda:N", key="--device")
-    return name
+    return name if name is not None else resolve_device(None).type
 
 
 @app.callback()

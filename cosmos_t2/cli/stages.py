@@ -15,7 +15,6 @@ from cosmos_t2.cli.app import (
     ModelSizeInput,
     Offload,
     SampleName,
-    _device,
     _device_option,
     app,
 )
@@ -145,7 +144,7 @@ def encode_prompt(
 
     spec = load_job(job, name=name)
     check_output_file(out)
-    encoder = encoder_for(tiny=tiny, text_encoder_dir=text_encoder_dir, device=_device(device))
+    encoder = encoder_for(tiny=tiny, text_encoder_dir=text_encoder_dir, device=device)
     cache = None if no_cache else EmbeddingCache(cache_dir or default_cache_dir())
     meta = write_prompt_embeddings(out, encoder, spec.prompt, spec.negative_prompt, cache)
     typer.echo(f"{out} ({meta['encoder_label']}, {meta['max_length']} tokens x {meta['dim']} channels)")
@@ -178,7 +177,7 @@ def controls(
     models = ModelPaths.from_env(depth_model_dir, seg_model_dir, grounding_model_dir)
     check_destination(out_dir)
     written = controls_for_job(
-        load_job(job, name=name), out_dir, input_path=input_path, models=models, device=_device(device),
+        load_job(job, name=name), out_dir, input_path=input_path, models=models, device=device,
         resolution="tiny" if tiny else None,
     )  # fmt: skip
     typer.echo(json.dumps({m: str(p) for m, p in written.items()}, indent=2))
@@ -205,7 +204,7 @@ def masks(
     models = ModelPaths.from_env(seg_model_dir=seg_model_dir, grounding_model_dir=grounding_model_dir)
     check_destination(out_dir)
     written = masks_for_job(
-        load_job(job, name=name), out_dir, input_path=input_path, models=models, device=_device(device),
+        load_job(job, name=name), out_dir, input_path=input_path, models=models, device=device,
         resolution="tiny" if tiny else None,
     )  # fmt: skip
     typer.echo(json.dumps({m: str(p) for m, p in written.items()}, indent=2))
@@ -232,7 +231,6 @@ def report(
     """Write one self-contained HTML report: jobs, costs per rule and hardware, previews, control fidelity."""
     from cosmos_t2.report.build import ReportOptions, build_report
 
-    _device(device)
     check_output_file(out)
     options = ReportOptions(
         metrics=metrics,

@@ -13,12 +13,7 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     """None or "auto": CUDA when present, else the CPU. Otherwise "cpu", "cuda" or "cuda:N", present here."""
     if device is None or str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        resolved = torch.device(device)
-    except (RuntimeError, TypeError, ValueError):
-        resolved = None
-    if resolved is None or resolved.type not in DEVICE_TYPES:
-        raise CosmosError(f"unknown device {str(device)!r}; expected cpu, cuda or cuda:N", key="--device")
+    resolved = parse_device(device)
     if resolved.type == "cuda":
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if count == 0:
@@ -31,3 +26,14 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
                 key="--device",
             )
     return resolved
+
+
+def parse_device(device: str | torch.device) -> torch.device:
+    """ "cpu", "cuda" or "cuda:N" as a torch.device, whether or not it is present here."""
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        parsed = None
+    if parsed is None or parsed.type not in DEVICE_TYPES:
+        raise CosmosError(f"unknown device {str(device)!r}; expected cpu, cuda or cuda:N", key="--device")
+    return parsed
