@@ -60,3 +60,21 @@ def test_random_model_folder_is_what_infer_loads(repo_root: Path, tmp_path: Path
         embeddings, load_job(repo_root / "examples/robot/edge.json"), tiny=True
     )
     assert pos.shape == neg.shape == (1, 512, pos.shape[-1])
+
+
+def test_kept_model_folder_is_reused_only_for_the_same_arguments(tmp_path: Path) -> None:
+    """`--work-dir` kept between runs: the finished folder is used as it is; other arguments rewrite it."""
+    cpu, fp32 = torch.device("cpu"), torch.float32
+    folder = write_random_models(tmp_path / "m", ["edge"], tiny=True, distilled=False, device=cpu, dtype=fp32)
+    weights = folder / "edge.safetensors"
+    written = weights.stat().st_mtime_ns
+    write_random_models(folder, ["edge"], tiny=True, distilled=False, device=cpu, dtype=fp32)
+    assert weights.stat().st_mtime_ns == written
+
+    write_random_models(folder, ["edge", "depth"], tiny=True, distilled=False, device=cpu, dtype=fp32)
+    assert weights.stat().st_mtime_ns != written
+    assert (folder / "depth.safetensors").samefile(weights)
+
+    (folder / "tokenizer.safetensors").unlink()  # an unfinished folder is written again
+    write_random_models(folder, ["edge", "depth"], tiny=True, distilled=False, device=cpu, dtype=fp32)
+    assert (folder / "tokenizer.safetensors").is_file()

@@ -44,6 +44,7 @@ PROMPT = "A robot arm moves a box across a checkered floor in front of a brick w
 SOURCE_SIZE = {"720p93": (720, 1280), "480p93": (480, 854), "tiny": (64, 112)}
 FPS = 16.0
 TEXT_TOKENS = 512
+MODELS_RECORD = "random-models.json"
 
 
 @dataclass
@@ -93,14 +94,25 @@ def write_random_models(
     device: torch.device,
     dtype: torch.dtype,
 ) -> Path:
-    """A `--model-dir` of random weights for `modalities` (official key names, `net.` prefixed)."""
+    """A `--model-dir` of random weights for `modalities` (official key names, `net.` prefixed).
+
+    A folder this function finished before for the same arguments is used as it is (`--work-dir` kept between
+    runs): its record, written last, names what it holds."""
+    names = ["edge_distilled"] if distilled else modalities
+    record = {"tiny": tiny, "names": names, "dtype": str(dtype)}
+    marker = folder / MODELS_RECORD
+    files = [folder / f"{name}.safetensors" for name in names] + [folder / "tokenizer.safetensors"]
+    if marker.is_file() and json.loads(marker.read_text()) == record and all(f.is_file() for f in files):
+        return folder
     folder.mkdir(parents=True, exist_ok=True)
+    marker.unlink(missing_ok=True)
+    for stale in files:  # os.link below refuses an existing name
+        stale.unlink(missing_ok=True)
     config = TransferConfig.tiny() if tiny else TransferConfig.full_2b()
     with torch.device("meta"):
         net = TransferNet(config, num_control_branches=1)
     state = {f"net.{k}": v for k, v in _random_state(net, device, dtype).items()}
     del net
-    names = ["edge_distilled"] if distilled else modalities
     first = folder / f"{names[0]}.safetensors"
     save_file(state, str(first))
     del state
@@ -109,6 +121,7 @@ def write_random_models(
     with torch.device("meta"):
         vae = WanVAE(VAEConfig.tiny() if tiny else VAEConfig.wan21())
     save_file(_random_state(vae, device, dtype), str(folder / "tokenizer.safetensors"))
+    write_json_atomic(marker, record)
     return folder
 
 
@@ -222,11 +235,21 @@ def run_e2e(opts: E2EOptions) -> dict[str, Any]:
         "prepare_s": round(prepared, 3),
         "jobs_wall_s": round(wall, 3),
         "builds": batch.builds,
+        "modalities": modalities,
         "jobs": [_job_summary(s) for s in sidecars],
     }
-    if opts.compare_diffusers:
-        result["diffusers"] = _diffusers(opts, preset, modalities, device)
     return result
+
+
+def compare_diffusers(result: dict[str, Any], opts: E2EOptions) -> dict[str, Any]:
+    """`result` with diffusers' step, eager and compiled, at the jobs' shape (run after ours is on record, so
+    a failure on their side keeps our figures)."""
+    preset = PRESETS[opts.preset]
+    device = torch.device(opts.device)
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    modalities = list(result["modalities"])
+    return {**result, "diffusers": _diffusers(opts, preset, modalities, device)}
 
 
 def _job_summary(sidecar: dict[str, Any]) -> dict[str, Any]:
@@ -305,10 +328,16 @@ def print_e2e(result: dict[str, Any]) -> None:
         f"(+{result['jobs_wall_s'] - diffusion:.1f} s around them); preparing the random model folder "
         f"{result['prepare_s']:.1f} s (not part of a job)"
     )
-    if "diffusers" in result:  # against our steady step: the first step of a process includes compilation
-        ours = jobs[-1]["steady_seconds_per_step"] or jobs[-1]["seconds_per_step"]
-        for kind, theirs in result["diffusers"].items():
-            console.print(
-                f"diffusers {kind}: {theirs['step_s']:.3f} s / step ({theirs['step_s'] / ours:.2f}x ours)"
-            )
     console.print(f"total: {jobs[0]['total_s']:.1f} s (first job, start to finished files)")
+
+
+def print_diffusers(result: dict[str, Any]) -> None:
+    """diffusers' step beside our steady one (the first step of a process includes compilation)."""
+    from rich.console import Console
+
+    job = result["jobs"][-1]
+    ours = job["steady_seconds_per_step"] or job["seconds_per_step"]
+    for kind, theirs in result["diffusers"].items():
+        Console().print(
+            f"diffusers {kind}: {theirs['step_s']:.3f} s / step ({theirs['step_s'] / ours:.2f}x ours)"
+        )

@@ -83,20 +83,24 @@ def bench(
 ) -> None:
     """Time one denoising step of the full-size network beside its floor, or (--e2e) whole jobs (random weights)."""
     if e2e:
-        from cosmos_t2.bench.e2e import E2EOptions, print_e2e, run_e2e, write_result
+        from cosmos_t2.bench import e2e as e2e_bench
 
-        result = run_e2e(
-            E2EOptions(
-                preset=preset, controls=tuple(c for c in controls.split(",") if c),
-                steps=None if steps == 35 else steps, distilled=distilled, jobs=jobs, spec=spec,
-                frames=frames, guided=guided, device=device, compile=compile, compile_mode=compile_mode,
-                attn_backend=attn_backend, compare_diffusers=compare == "diffusers", warmup=warmup, iters=iters,
-                work_dir=work_dir, offload=offload, memory_cap_gib=memory_cap,
-            )
+        opts = e2e_bench.E2EOptions(
+            preset=preset, controls=tuple(c for c in controls.split(",") if c),
+            steps=None if steps == 35 else steps, distilled=distilled, jobs=jobs, spec=spec,
+            frames=frames, guided=guided, device=device, compile=compile, compile_mode=compile_mode,
+            attn_backend=attn_backend, compare_diffusers=compare == "diffusers", warmup=warmup, iters=iters,
+            work_dir=work_dir, offload=offload, memory_cap_gib=memory_cap,
         )  # fmt: skip
-        if json_out is not None:
-            write_result(result, json_out)
-        print_e2e(result)
+        result = e2e_bench.run_e2e(opts)
+        if json_out is not None:  # on record before diffusers runs: their failure keeps our figures
+            e2e_bench.write_result(result, json_out)
+        e2e_bench.print_e2e(result)
+        if opts.compare_diffusers:
+            result = e2e_bench.compare_diffusers(result, opts)
+            if json_out is not None:
+                e2e_bench.write_result(result, json_out)
+            e2e_bench.print_diffusers(result)
         return
     from cosmos_t2.bench.step import BenchOptions, print_result, run_bench_cli
     from cosmos_t2.model.device import parse_device
