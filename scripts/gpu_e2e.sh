@@ -38,7 +38,6 @@ case ${1:-} in
   python3 -c 'import torch; print("torch", torch.__version__, "cudnn", torch.backends.cudnn.version())' | tee -a "$SUMMARY"
   # The offload paths on CUDA first (tiny, quick): a broken one shows here, not in part 3.
   bench tiny_blocks 120 bench --e2e --preset tiny --device cuda --offload blocks --steps 2 --work-dir $W/t
-  bench tiny_model 120 bench --e2e --preset tiny --device cuda --offload model --steps 2 --work-dir $W/t
   # Distilled edge model: a cold compile cache, then a warm one through plain `infer`, then 4 jobs in one process.
   bench distilled_cold 240 bench --e2e --distilled --work-dir $W/d --json-out $R/distilled_cold.json
   bench distilled_infer 120 infer $W/d/e2e.jsonl --model-dir $W/d/models --prompt-embeddings $W/d/prompt.safetensors \
