@@ -287,3 +287,41 @@ def test_cuda_graph_compile_modes_refuse_offload(tmp_path: Path, capsys: pytest.
         capsys,
     )  # fmt: skip
     assert code == 2 and "CUDA-graph compile mode" in err
+
+
+def test_the_budget_and_the_cap_name_the_gpu_by_index(monkeypatch: pytest.MonkeyPatch) -> None:
+    """torch's set_device and per-process memory calls refuse a bare "cuda" device (seen on the H200): every
+    call gets the index, here the current device's."""
+    from types import SimpleNamespace
+
+    from cosmos_t2.pipeline.acceleration import Background
+    from cosmos_t2.pipeline.memory import device_budget
+    from cosmos_t2.pipeline.residency import apply_memory_cap
+
+    calls: list[str] = []
+
+    def wants_index(name: str, result: object):
+        def call(*args: object) -> object:
+            assert isinstance(args[-1], int), f"{name} got {args[-1]!r}"
+            calls.append(name)
+            return result
+
+        return call
+
+    cuda = torch.cuda
+    monkeypatch.setattr(cuda, "current_device", lambda: 3)
+    monkeypatch.setattr(cuda, "mem_get_info", wants_index("mem_get_info", (20 * 2**30, 80 * 2**30)))
+    monkeypatch.setattr(cuda, "memory_reserved", wants_index("memory_reserved", 0))
+    monkeypatch.setattr(cuda, "get_device_name", wants_index("get_device_name", "GPU"))
+    monkeypatch.setattr(cuda, "get_per_process_memory_fraction", wants_index("fraction", 0.25))
+    monkeypatch.setattr(cuda, "set_per_process_memory_fraction", wants_index("set_fraction", None))
+    monkeypatch.setattr(
+        cuda, "get_device_properties", wants_index("properties", SimpleNamespace(total_memory=80 * 2**30))
+    )
+    monkeypatch.setattr(cuda, "set_device", wants_index("set_device", None))
+    assert Background(lambda: "read", torch.device("cuda")).result() == "read"  # the inputs' thread
+    assert calls == ["set_device"]
+    budget = device_budget(torch.device("cuda"))
+    assert budget.bytes == 20 * 2**30  # the fraction's 20 GiB of 80, the free memory's too
+    apply_memory_cap(torch.device("cuda"), 12.0)
+    assert calls[-2:] == ["properties", "set_fraction"]

@@ -37,3 +37,9 @@ def parse_device(device: str | torch.device) -> torch.device:
     if parsed is None or parsed.type not in DEVICE_TYPES:
         raise CosmosError(f"unknown device {str(device)!r}; expected cpu, cuda or cuda:N", key="--device")
     return parsed
+
+
+def cuda_index(device: torch.device) -> int:
+    """The GPU a `cuda` device means. torch's `set_device` and per-process memory-fraction calls want the index
+    (a bare "cuda" is refused there); a bare one means the current device."""
+    return device.index if device.index is not None else torch.cuda.current_device()

@@ -26,6 +26,7 @@ from cosmos_t2.errors import CosmosError
 from cosmos_t2.model.attention import BACKENDS, attention_kernel
 from cosmos_t2.model.compile import compile_blocks, default_compile_cache_dir, enable_compile_cache
 from cosmos_t2.model.control import TransferNet
+from cosmos_t2.model.device import cuda_index
 
 
 @dataclass(frozen=True)
@@ -117,10 +118,13 @@ class Background(Generic[T]):
 
     def __init__(self, fn: Callable[[], T], device: torch.device) -> None:
         self.seconds = 0.0  # the thread's own run time
+        index = (
+            cuda_index(device) if device.type == "cuda" else None
+        )  # this thread's meaning of a bare "cuda"
 
         def run() -> T:
-            if device.type == "cuda":  # the current device is per thread: the job's, not device 0
-                torch.cuda.set_device(device)
+            if index is not None:  # the current device is per thread: the job's, not device 0
+                torch.cuda.set_device(index)
             start = time.perf_counter()
             try:
                 return fn()

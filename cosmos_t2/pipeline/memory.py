@@ -56,6 +56,7 @@ import torch
 from cosmos_t2.errors import CosmosError
 from cosmos_t2.model.config import TEMPORAL_COMPRESSION, TransferConfig
 from cosmos_t2.model.control import TransferNet
+from cosmos_t2.model.device import cuda_index
 from cosmos_t2.model.vae import VAEConfig, WanVAE
 from cosmos_t2.video import model_resolution, read_video
 
@@ -260,10 +261,11 @@ def device_budget(device: torch.device, cap_gib: float | None = None) -> Budget:
     cap = None if cap_gib is None else int(cap_gib * GIB)
     if device.type != "cuda":
         return Budget(cap, f"--memory-cap {cap_gib:g} GiB" if cap is not None else "no GPU")
-    free, total = torch.cuda.mem_get_info(device)
-    available = free + torch.cuda.memory_reserved(device)
-    source = f"{size(available)} free on {torch.cuda.get_device_name(device)}"
-    fraction = torch.cuda.get_per_process_memory_fraction(device)
+    index = cuda_index(device)
+    free, total = torch.cuda.mem_get_info(index)
+    available = free + torch.cuda.memory_reserved(index)
+    source = f"{size(available)} free on {torch.cuda.get_device_name(index)}"
+    fraction = torch.cuda.get_per_process_memory_fraction(index)
     if fraction < 1.0:
         cap = min(cap, int(fraction * total)) if cap is not None else int(fraction * total)
     if cap is not None and cap < available:

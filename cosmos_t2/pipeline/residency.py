@@ -19,8 +19,16 @@ import torch
 from torch import nn
 
 from cosmos_t2.errors import CosmosError
+from cosmos_t2.model.device import cuda_index
 from cosmos_t2.model.offload import BlockStreamer, ModelSwap, set_mlp_chunks
-from cosmos_t2.pipeline.memory import Choice, Plan, choose, device_budget, estimate_lines, job_shape
+from cosmos_t2.pipeline.memory import (
+    Choice,
+    Plan,
+    choose,
+    device_budget,
+    estimate_lines,
+    job_shape,
+)
 from cosmos_t2.spec.job import Spec
 
 
@@ -32,8 +40,9 @@ def apply_memory_cap(device: torch.device, cap_gib: float | None) -> None:
     if cap_gib <= 0:
         raise CosmosError(f"--memory-cap must be a positive number of GiB, got {cap_gib}", key="--memory-cap")
     if device.type == "cuda":
-        total = torch.cuda.get_device_properties(device).total_memory
-        torch.cuda.set_per_process_memory_fraction(min(cap_gib * 2**30 / total, 1.0), device)
+        index = cuda_index(device)
+        total = torch.cuda.get_device_properties(index).total_memory
+        torch.cuda.set_per_process_memory_fraction(min(cap_gib * 2**30 / total, 1.0), index)
 
 
 def plan_memory(
