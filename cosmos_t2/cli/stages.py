@@ -46,6 +46,13 @@ def validate(
     text_encoder: Annotated[
         bool, typer.Option(help="--estimate: count the text-encoder stage (off: --prompt-embeddings).")
     ] = True,
+    compile: Annotated[
+        bool | None,
+        typer.Option(
+            "--compile/--no-compile",
+            help="--estimate: the network as infer runs it (default: compiled on a GPU).",
+        ),
+    ] = None,
 ) -> None:
     """Check spec files and print the resolved spec(s) as JSON (one object, or a list for several)."""
     import json
@@ -63,7 +70,8 @@ def validate(
         for spec in resolved:
             typer.echo(spec.name)
             for line in estimate_job(effective_spec(spec, tiny).spec, gpus=gpus, offload=offload,
-                                     memory_cap_gib=memory_cap, tiny=tiny, text_encoder=text_encoder):  # fmt: skip
+                                     memory_cap_gib=memory_cap, tiny=tiny, text_encoder=text_encoder,
+                                     compiled=not tiny if compile is None else compile):  # fmt: skip
                 typer.echo(line)
         return
     if json_out is not None:

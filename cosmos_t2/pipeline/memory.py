@@ -12,19 +12,23 @@ The model of memory (what `estimate` adds up; all figures are the allocator's pe
 - **Diffusion activations** are counted in units U = B x L x D x bytes: one tensor of the residual stream for
   the CFG pair (B = 2; 1 per rank under CFG parallel) over the L tokens of a chunk (T' x H/16 x W/16; divided
   by the ranks under context parallel), D = 2048. At 720p, 93 frames, U = 2 x 84,480 x 2048 x 2 B = 0.645 GiB.
-  Through `infer` the step peaks at ACT_UNITS = 18.9 U with one control and 0.77 U more per further control
-  (the hint sums of each branch); those two numbers are fitted to the measured whole-job peaks (H200, bf16,
-  compiled, 2026-12-01): 17.6 GiB at 720p/93 frames/1 control, 21.0 GiB with four, 10.0 GiB at 480p (the
-  model gives 17.6, 21.0 and 9.9). The peak sits in the MLP: the 4x-wide hidden activation and its GELU
-  (8 U) beside the residual stream, the modulated input and the four hint tensors. `cosmos-t2 bench`'s
-  compiled step alone peaks lower, at STEP_ACT_UNITS = 13.3 U (13.7 GiB measured with the network alone; the
-  model gives 13.7): infer's extra 5.6 U is measured, not yet explained, so the estimate for `infer` keeps it.
-  The chunked MLP (`FeedForward.chunk_tokens`, MLP_CHUNKS chunks) leaves 8 U / MLP_CHUNKS of the hidden pair,
-  saving 6 U at 4 chunks (predicted, to be measured).
+  The compiled network (`infer`'s default on CUDA) peaks at COMPILED_ACT_UNITS = 13.8 U with one control and
+  0.47 U more per further control, fitted to whole jobs through infer's path (H200, bf16, 2026-12-01, commit
+  `a830db1`, `cosmos-t2 bench --e2e`): 14.25 GiB in diffusion at 720p/93 frames/1 control, 17.10 GiB with four,
+  8.73 GiB at 480p (432x768; the model gives 14.28, 17.10 and 8.66). That is the compiled step alone too
+  (`cosmos-t2 bench`, STEP_ACT_UNITS = 13.3 U, 13.7 GiB). Eager (`--no-compile`) it peaks at ACT_UNITS = 18.9
+  U and 0.77 U per further control (17.6 GiB and 21.0 GiB through eager `infer`, commit `ebcc0fc`): the fp32
+  norm and RoPE temporaries compilation fuses away, and the MLP's 4x-wide hidden activation and its GELU
+  (8 U) beside the residual stream. The chunked MLP (`FeedForward.chunk_tokens`, MLP_CHUNKS chunks) leaves
+  8 U / MLP_CHUNKS of that hidden pair when eager (6 U saved at 4 chunks, predicted); compiled, the peak is
+  elsewhere (a compiled job at a 16 GiB cap still needed 13.4 U with 4 chunks), so no saving is counted.
 - **VAE**: encoding a chunk holds its video in bf16 (3 x F x H x W) and a working set of ENCODE_BYTES_PER_PIXEL
   per model pixel (the encoder runs 4 frames at a time); decoding holds the decoded video in bf16 and its fp32
-  copy and a working set of DECODE_BYTES_PER_PIXEL (one latent frame, 4 pixel frames, at a time). Both fitted
-  to `cosmos-t2 bench --vae` at 720p/93 frames: encode 7.0 GiB, decode 9.4 GiB. A tiled decode
+  copy and a working set of DECODE_BYTES_PER_PIXEL (one latent frame, 4 pixel frames, at a time). The encode
+  figure is fitted to `cosmos-t2 bench --vae` at 720p/93 frames (7.0 GiB); the decode figure to the compiled
+  jobs above, whose peak outside diffusion (14.27 GiB at 720p with the network resident, the distilled job's
+  too, whose diffusion peaks at 10.1 GiB) is the decode's (`bench --vae` measured 9.4 GiB alone; the model
+  gives 9.1). A tiled decode
   (`WanVAE.decode(tile=...)`, 2 x 2 tiles of a quarter-side overlap) keeps TILED_DECODE_FRACTION of the
   working set. Its seams are blended, so it is a close approximation, not exact, and used only when needed.
 - **Residency by offload mode**: `none` keeps the network and the VAE on the GPU for the whole job; `model`
@@ -66,13 +70,15 @@ TEXT_ENCODER_PARAMS = 8_292_166_656  # Qwen2.5-VL-7B-Instruct, the architecture 
 TINY_TEXT_ENCODER_PARAMS = 62_560  # model.text.build_tiny_encoder
 TEXT_TOKENS = 512
 TEXT_HIDDEN_BYTES = 2 * 2 * TEXT_TOKENS * 29 * 3584 * 4  # two prompts, 29 hidden states, fp32, twice
-ACT_UNITS = 18.9
+ACT_UNITS = 18.9  # eager
 ACT_UNITS_PER_EXTRA_CONTROL = 0.77
+COMPILED_ACT_UNITS = 13.8
+COMPILED_ACT_UNITS_PER_EXTRA_CONTROL = 0.47
 STEP_ACT_UNITS = 13.3
 MLP_HIDDEN_UNITS = 8.0  # the MLP's 4x-wide hidden activation and its GELU
 MLP_CHUNKS = 4
 ENCODE_BYTES_PER_PIXEL = 7_500
-DECODE_BYTES_PER_PIXEL = 10_357
+DECODE_BYTES_PER_PIXEL = 8_918
 TILED_DECODE_FRACTION = 0.4
 HEADROOM = 0.92
 
@@ -116,6 +122,7 @@ class JobShape:
     dtype_bytes: int = 2
     text_encoder: bool = True  # False: embeddings come from a file
     guided: bool = True  # CFG: the pair runs as one batch of 2
+    compiled: bool = False  # torch.compile'd blocks (infer's default on CUDA): fewer activations
 
     @property
     def latent_grid(self) -> tuple[int, int, int]:
@@ -129,7 +136,8 @@ class JobShape:
     def describe(self) -> str:
         controls = f"{self.controls} control{'s' if self.controls != 1 else ''}"
         gpus = f"{self.gpus} GPU{'s' if self.gpus != 1 else ''}"
-        return f"{self.height}x{self.width}, {self.frames} frames a chunk, {controls}, {gpus}"
+        network = "compiled" if self.compiled else "eager"
+        return f"{self.height}x{self.width}, {self.frames} frames a chunk, {controls}, {gpus}, {network}"
 
 
 @dataclass(frozen=True)
@@ -202,10 +210,14 @@ def unit_bytes(shape: JobShape, config: TransferConfig) -> int:
 
 def diffusion_activations(shape: JobShape, plan: Plan, *, step_only: bool = False) -> int:
     config = TransferConfig.tiny() if shape.tiny else TransferConfig.full_2b()
-    units = (STEP_ACT_UNITS if step_only else ACT_UNITS) + ACT_UNITS_PER_EXTRA_CONTROL * max(
-        shape.controls - 1, 0
-    )
-    if plan.mlp_chunks:
+    extra = max(shape.controls - 1, 0)
+    if step_only:
+        units = STEP_ACT_UNITS + ACT_UNITS_PER_EXTRA_CONTROL * extra
+    elif shape.compiled:
+        units = COMPILED_ACT_UNITS + COMPILED_ACT_UNITS_PER_EXTRA_CONTROL * extra
+    else:
+        units = ACT_UNITS + ACT_UNITS_PER_EXTRA_CONTROL * extra
+    if plan.mlp_chunks and not shape.compiled:
         units -= MLP_HIDDEN_UNITS * (1 - 1 / plan.mlp_chunks)
     return int(units * unit_bytes(shape, config))
 
@@ -281,6 +293,7 @@ class Choice:
     budget: Budget
     requested: str
     candidates: list[Estimate] = field(default_factory=list)
+    expandable_segments: bool = False  # the CUDA allocator was switched to grow segments (a tight budget)
 
     @property
     def plan(self) -> Plan:
@@ -304,6 +317,7 @@ class Choice:
             "estimate_gib": {k: round(v / GIB, 6) for k, v in self.estimate.stages.items()},
             "estimate_peak_gib": round(self.estimate.peak / GIB, 6),
             "text_encoder_on_gpu": self.estimate.text_on_gpu,
+            "expandable_segments": self.expandable_segments,
         }
 
 
@@ -380,13 +394,20 @@ def input_size(video_path: Path) -> tuple[int, int]:
 
 
 def job_shape(
-    spec: Any, *, gpus: int = 1, dtype_bytes: int = 2, text_encoder: bool = True, tiny: bool = False
+    spec: Any,
+    *,
+    gpus: int = 1,
+    dtype_bytes: int = 2,
+    text_encoder: bool = True,
+    tiny: bool = False,
+    compiled: bool = False,
 ) -> JobShape:
     """The shape of a (validated, effective) spec's job: model size from the input video's header."""
     height, width = model_resolution(spec.resolution, *input_size(spec.video_path))
     return JobShape(
         height=height, width=width, frames=spec.num_video_frames_per_chunk, controls=len(spec.controls),
         gpus=gpus, tiny=tiny, dtype_bytes=dtype_bytes, text_encoder=text_encoder, guided=spec.guidance != 0,
+        compiled=compiled,
     )  # fmt: skip
 
 
