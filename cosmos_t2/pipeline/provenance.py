@@ -21,6 +21,7 @@ import platform
 import socket
 import subprocess
 import sys
+from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -168,13 +169,19 @@ def library_versions() -> dict[str, str]:
 
 
 def provenance(
-    files: ModelFiles, *, argv: list[str] | None = None, cache: FileHashCache | None = None
+    files: ModelFiles,
+    *,
+    argv: list[str] | None = None,
+    cache: FileHashCache | None = None,
+    hashes: Callable[[], dict[str, Any] | None] | None = None,
 ) -> dict[str, Any]:
+    """`hashes`: where the checkpoints' sha256 come from when already under way (`checkpoint_hashes` on a
+    thread while the GPU works); by default they are computed here."""
     return {
         "cosmos_t2": __version__,
         "git": git_state(),
         "command": list(sys.argv if argv is None else argv),
         "host": socket.gethostname(),
         "created_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "checkpoint_sha256": checkpoint_hashes(files, cache),
+        "checkpoint_sha256": hashes() if hashes is not None else checkpoint_hashes(files, cache),
     }

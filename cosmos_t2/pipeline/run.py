@@ -62,6 +62,7 @@ from cosmos_t2.pipeline.output import (
 )
 from cosmos_t2.pipeline.pool import ModelPool
 from cosmos_t2.pipeline.progress import JobProgress
+from cosmos_t2.pipeline.provenance import checkpoint_hashes
 from cosmos_t2.pipeline.residency import Residency, decode_tile, on_device, plan_memory
 from cosmos_t2.pipeline.sidecar import StageTimer, finish_record, job_record, write_json
 from cosmos_t2.sampling.base import ChunkConditioning, Sampler, VelocityFn
@@ -290,7 +291,8 @@ def _run_job(spec: Spec, options: RunOptions, progress: JobProgress) -> JobResul
     memory = plan_memory(
         spec, device=device, dtype=dtype, offload=options.offload, memory_cap_gib=options.memory_cap_gib,
         gpus=1 if ctx is None else ctx.world_size, text_encoder=options.prompt_embeddings is None,
-        tiny=options.tiny, cuda_graphs=acc.compile and acc.compile_mode in ("reduce-overhead", "max-autotune"),
+        tiny=options.tiny, compiled=acc.compile,
+        cuda_graphs=acc.compile and acc.compile_mode in ("reduce-overhead", "max-autotune"),
     )  # fmt: skip
     progress.note(memory.line())
     # Checks first: nothing below builds a model before these pass.
@@ -352,6 +354,8 @@ def _run_job(spec: Spec, options: RunOptions, progress: JobProgress) -> JobResul
             plan=memory.plan,
         )
         vae = pool.vae(files, tiny=options.tiny, device=device, dtype=dtype, plan=memory.plan)
+    # The sidecar's checkpoint sha256, read while the GPU works: a machine's first job hashes gigabytes.
+    hashing = Background(lambda: checkpoint_hashes(files), torch.device("cpu")) if _is_main(ctx) else None
     residency = Residency(
         memory.plan, {id(m): pool.offload[id(m)] for m in (net, vae) if id(m) in pool.offload}
     )
@@ -405,17 +409,21 @@ def _run_job(spec: Spec, options: RunOptions, progress: JobProgress) -> JobResul
                 with timer.stage("vae_decode"), residency.use(vae):
                     tile = decode_tile(tuple(latent.shape), memory.plan)
                     previous = vae.decode(latent.to(vae.dtype), tile=tile).float()
-                if not options.latents_only:
-                    panels.append(panels_for_chunk(spec, inputs, chunk, to_uint8_frames(previous.cpu())))
+                    if not options.latents_only:  # to bytes where the frames are: a quarter of the copy
+                        frames = to_uint8_frames(previous).cpu()
+                        panels.append(panels_for_chunk(spec, inputs, chunk, frames))
 
     if not _is_main(ctx):
         return JobResult(None, None, None, inputs.num_frames, inputs.fps, timer.rounded())
     label = TINY_LABEL if options.tiny else (DISTILLED_LABEL if distilled else FULL_LABEL)
     plan = LatentPlan.of(spec, inputs, chunks, label=label, tiny=options.tiny)
+    with timer.stage("provenance"):  # the hashes' wait: nothing once the steps outlasted them
+        hashes = hashing.result() if hashing is not None else None
     record = job_record(
         spec, inputs, chunks, files, label=label, tiny=options.tiny, distilled=distilled,
         changed=settings.changed, seeds=seeds, device=device, dtype=dtype,
         world_size=1 if ctx is None else ctx.world_size, started=started, warnings=warnings,
+        hashes=lambda: hashes,
     )  # fmt: skip
     record["acceleration"] = acc.record(device)
     record["memory"] = {**memory.record(), **residency.record()}
