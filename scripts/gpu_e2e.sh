@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# The whole-job measurements of docs/benchmarks.md (issues 17 and 20), on one lent GPU, in three parts that fit
-# one device call each (10 minutes): `bash scripts/gpu_e2e.sh 1|2|3`. Parts share the machine's /tmp: the random
-# model folders (/tmp/e2e) and the compile cache ($COSMOS_T2_CACHE_DIR) carry over while it stays warm.
-# Wheels (PyAV, diffusers) travel in .whl/ and are installed by part 1. Every run's JSON and log are packed into $OUT/partN.tgz.
+# The whole-job measurements of docs/benchmarks.md (issues 17 and 20), on one lent GPU, in parts that fit one
+# device call each (10 minutes): `bash scripts/gpu_e2e.sh 1|2|3|4`; `fa4` installs FlashAttention-4 (see
+# scripts/fa4_wheels.sh). Parts share the machine's /tmp: the random model folders (/tmp/e2e) and the compile
+# cache ($COSMOS_T2_CACHE_DIR) carry over while it stays warm. Wheels (PyAV, diffusers) travel in .whl/ and are
+# installed by part 1. Every run's JSON and log are packed into $OUT/partN.tgz.
 set -u
 export COLUMNS=150 PYTHONUNBUFFERED=1 COSMOS_T2_CACHE_DIR=/tmp/ct2cache PYTHONPATH=/tmp/site:$PWD
 OUT=${OUT:-/tmp/out}
@@ -67,8 +68,34 @@ case ${1:-} in
     --json-out $R/cap16_720p4.json
   bench cap24_720p1 100 bench --e2e --steps 3 --memory-cap 24 --work-dir $W/f --json-out $R/cap24_720p1.json
   ;;
+4)
+  # What 1-3 left (2026-12-01): the tiers again now that tight budgets use expandable segments, the cells not
+  # reached, the guided-generation and 2-chunk jobs. Run after part 1 on the same machine (folders, cache).
+  python3 -c 'import av' || exit 1
+  bench cap12_720p1 140 bench --e2e --steps 3 --memory-cap 12 --work-dir $W/f --json-out $R/cap12_720p1.json
+  bench cap16_720p1 120 bench --e2e --steps 3 --memory-cap 16 --work-dir $W/f --json-out $R/cap16_720p1.json
+  bench cap12_720p4 160 bench --e2e --steps 3 --memory-cap 12 --controls edge,vis,depth,seg --work-dir $W/f4 \
+    --json-out $R/cap12_720p4.json
+  bench cap16_720p4 160 bench --e2e --steps 3 --memory-cap 16 --controls edge,vis,depth,seg --work-dir $W/f4 \
+    --json-out $R/cap16_720p4.json
+  bench cap24_720p1 100 bench --e2e --steps 3 --memory-cap 24 --work-dir $W/f --json-out $R/cap24_720p1.json
+  bench guided 120 bench --e2e --steps 3 --guided --work-dir $W/f --json-out $R/guided.json
+  bench two_chunks 160 bench --e2e --steps 3 --frames 185 --work-dir $W/f --json-out $R/two_chunks.json
+  ;;
+fa4)
+  # FlashAttention-4 arrives in pieces (scripts/fa4_wheels.sh splits its 92 MB library wheel to fit a call):
+  # each call carries one of .whl-fa4a and .whl-fa4b; the call that finds both pieces joins and installs them.
+  if [ -d .whl-fa4a ] && [ -d .whl-fa4b ]; then
+    mkdir -p /tmp/fa4 && cp .whl-fa4a/*.whl .whl-fa4b/*.whl /tmp/fa4/ 2>/dev/null
+    cat .whl-fa4a/libs.part.* .whl-fa4b/libs.part.* >/tmp/fa4/nvidia_cutlass_dsl_libs_cu13-4.8.1-cp312-cp312-manylinux_2_28_x86_64.whl
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site /tmp/fa4/*.whl
+    python3 -c 'import flash_attn.cute; print("flash-attn-4 imports")' | tee -a "$SUMMARY"
+  else
+    echo "one piece here; call again carrying the other" | tee -a "$SUMMARY"
+  fi
+  ;;
 *)
-  echo "usage: $0 1|2|3" >&2
+  echo "usage: $0 1|2|3|4|fa4" >&2
   exit 2
   ;;
 esac
