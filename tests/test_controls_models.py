@@ -291,3 +291,38 @@ def test_depth_and_seg_run_on_cuda(models: ModelPaths) -> None:
     assert depth.shape == frames.shape and depth.dtype == np.uint8 and depth.max() > 0
     seg, info = compute_control_with_info("seg", frames, {"control_prompt": "a red car."}, models, "cuda")
     assert seg.shape == frames.shape and info["detections"]
+
+
+def test_a_fetched_model_folder_is_the_last_place_looked(
+    models: ModelPaths, tmp_path: Path, repo_root: Path
+) -> None:
+    """`models fetch DIR` puts Depth Anything in DIR/depth_anything: `infer --model-dir DIR` computes depth
+    controls with it when neither --depth-model-dir nor COSMOS_T2_DEPTH_MODEL_DIR names a folder."""
+    from cosmos_t2.pipeline.inputs import load_inputs
+    from cosmos_t2.pipeline.run import effective_spec
+    from cosmos_t2.spec.job import load_job
+
+    fetched = tmp_path / "checkpoints"
+    fetched.mkdir()
+    assert models.depth_model_dir is not None
+    (fetched / "depth_anything").symlink_to(models.depth_model_dir, target_is_directory=True)
+    found = ModelPaths.from_env(environ={}, model_dir=fetched)
+    assert found.depth_model_dir == fetched / "depth_anything"
+    assert found.seg_model_dir is None and found.grounding_model_dir is None  # not fetched: still asked for
+    elsewhere = tmp_path / "elsewhere"
+    env = {"COSMOS_T2_DEPTH_MODEL_DIR": str(elsewhere)}
+    assert ModelPaths.from_env(environ=env, model_dir=fetched).depth_model_dir == elsewhere
+    assert ModelPaths.from_env(depth_model_dir=tmp_path, model_dir=fetched).depth_model_dir == tmp_path
+
+    spec_path = tmp_path / "depth.json"
+    sample = {
+        "name": "computed_depth",
+        "video_path": str(repo_root / "examples/robot/input.mp4"),
+        "prompt": "a robot",
+        "depth": {"control_weight": 1.0},
+    }
+    spec_path.write_text(json.dumps(sample))
+    spec = effective_spec(load_job(spec_path), True).spec
+    inputs = load_inputs(spec, device="cpu", models=ModelPaths.from_env(model_dir=fetched))
+    assert inputs.sources["depth"] == "computed"
+    assert inputs.controls["depth"].shape == inputs.frames.shape

@@ -30,6 +30,13 @@ MODEL_DIR_SOURCES: dict[str, tuple[str, str, str]] = {
     "seg_model_dir": ("--seg-model-dir", "COSMOS_T2_SAM2_MODEL_DIR", "SAM2 video"),
     "grounding_model_dir": ("--grounding-model-dir", "COSMOS_T2_GROUNDING_MODEL_DIR", "GroundingDINO"),
 }
+# Where `cosmos-t2 models fetch DIR` puts each model: DIR/<folder>. A model folder given to infer is the last
+# place looked in, after the option and the environment variable.
+FETCHED_FOLDERS: dict[str, str] = {
+    "depth_model_dir": "depth_anything",
+    "seg_model_dir": "sam2",
+    "grounding_model_dir": "grounding_dino",
+}
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -49,8 +56,10 @@ class ModelPaths:
         seg_model_dir: str | Path | None = None,
         grounding_model_dir: str | Path | None = None,
         environ: Mapping[str, str] | None = None,
+        model_dir: Path | None = None,
     ) -> ModelPaths:
-        """Folders given here (CLI options) win over the COSMOS_T2_*_MODEL_DIR environment variables."""
+        """Folders given here (CLI options) win over the COSMOS_T2_*_MODEL_DIR environment variables, and
+        those over `model_dir`'s subfolders in the `models fetch` layout (FETCHED_FOLDERS), where present."""
         environ = os.environ if environ is None else environ
         given = {
             "depth_model_dir": depth_model_dir,
@@ -60,6 +69,9 @@ class ModelPaths:
         values: dict[str, Path | None] = {}
         for field, value in given.items():
             value = value or environ.get(MODEL_DIR_SOURCES[field][1]) or None
+            fetched = Path(model_dir).expanduser() / FETCHED_FOLDERS[field] if model_dir is not None else None
+            if not value and fetched is not None and fetched.is_dir():
+                value = fetched
             values[field] = Path(value).expanduser() if value else None
         return cls(**values)
 

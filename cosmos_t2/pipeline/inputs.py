@@ -61,7 +61,12 @@ def _require_frames(count: int, expected: int, path: Path, key: str) -> None:
 
 
 def _control(
-    spec: Spec, modality: str, frames: torch.Tensor, controls_dir: Path | None, device: str
+    spec: Spec,
+    modality: str,
+    frames: torch.Tensor,
+    controls_dir: Path | None,
+    device: str,
+    models: ModelPaths | None = None,
 ) -> tuple[torch.Tensor, str]:
     block = spec.controls[modality]
     height, width = int(frames.shape[1]), int(frames.shape[2])
@@ -83,12 +88,17 @@ def _control(
                 file=cached,
             )
         return video.frames, f"controls-dir {cached}"
-    computed = compute_control(modality, frames, block, device=device)
+    computed = compute_control(modality, frames, block, models=models, device=device)
     return torch.from_numpy(np.ascontiguousarray(computed)), "computed"
 
 
 def _mask(
-    spec: Spec, modality: str, frames: torch.Tensor, masks_dir: Path | None, device: str
+    spec: Spec,
+    modality: str,
+    frames: torch.Tensor,
+    masks_dir: Path | None,
+    device: str,
+    models: ModelPaths | None = None,
 ) -> tuple[np.ndarray | None, str]:
     block = spec.controls[modality]
     num, height, width = (int(s) for s in frames.shape[:3])
@@ -102,15 +112,21 @@ def _mask(
         _require_frames(video.num_frames, num, block.mask_path, f"{modality}.mask_path")
         return binarize_mask_frames(video.frames, height, width), f"file {block.mask_path}"
     if block.mask_prompt:
-        mask, _ = mask_from_prompt(frames.numpy(), block.mask_prompt, ModelPaths.from_env(), device)
+        mask, _ = mask_from_prompt(frames.numpy(), block.mask_prompt, models or ModelPaths.from_env(), device)
         return mask, f"prompt {block.mask_prompt!r}"
     return None, "none"
 
 
 def load_inputs(
-    spec: Spec, *, controls_dir: Path | None = None, masks_dir: Path | None = None, device: str = "cpu"
+    spec: Spec,
+    *,
+    controls_dir: Path | None = None,
+    masks_dir: Path | None = None,
+    device: str = "cpu",
+    models: ModelPaths | None = None,
 ) -> JobInputs:
-    """Read the input, every control and every mask at the model resolution of `spec.resolution`."""
+    """Read the input, every control and every mask at the model resolution of `spec.resolution`; depth and
+    seg models from `models` (default: the options' environment variables)."""
     video, source_size = read_at_model_resolution(
         spec.video_path, spec.resolution, max_frames=spec.max_frames
     )
@@ -118,9 +134,9 @@ def load_inputs(
     inputs = JobInputs(frames=frames, fps=video.fps, source_size=source_size, controls={})
     for modality in spec.controls:
         inputs.controls[modality], inputs.sources[modality] = _control(
-            spec, modality, frames, controls_dir, device
+            spec, modality, frames, controls_dir, device, models
         )
-        mask, source = _mask(spec, modality, frames, masks_dir, device)
+        mask, source = _mask(spec, modality, frames, masks_dir, device, models)
         if mask is not None and not mask.all():  # all white = no mask, as upstream
             inputs.masks[modality] = torch.from_numpy(mask)
             inputs.sources[f"{modality}_mask"] = source

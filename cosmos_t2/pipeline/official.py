@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from cosmos_t2.controls.models import FETCHED_FOLDERS
 from cosmos_t2.controls.registry import MODALITIES
 
 COSMOS_REPO = "nvidia/Cosmos-Transfer2.5-2B"
@@ -107,7 +108,7 @@ IMAGE_ENCODER = OfficialFile(
     licence="Apache-2.0 (check the model card)",
 )
 DEPTH_MODEL = OfficialFile(
-    slot="depth_anything",
+    slot=FETCHED_FOLDERS["depth_model_dir"],
     what="Depth Anything V2 Small, computes depth controls (--depth-model-dir)",
     repo="depth-anything/Depth-Anything-V2-Small-hf",
     revision="main",
@@ -115,7 +116,7 @@ DEPTH_MODEL = OfficialFile(
     licence="Apache-2.0 for the Small model (Base/Large are CC-BY-NC-4.0; check the model card)",
 )
 GROUNDING_MODEL = OfficialFile(
-    slot="grounding_dino",
+    slot=FETCHED_FOLDERS["grounding_model_dir"],
     what="GroundingDINO base, boxes for seg controls and mask prompts (--grounding-model-dir)",
     repo="IDEA-Research/grounding-dino-base",
     revision="main",
@@ -123,7 +124,7 @@ GROUNDING_MODEL = OfficialFile(
     licence="Apache-2.0 (check the model card)",
 )
 SAM2_MODEL = OfficialFile(
-    slot="sam2",
+    slot=FETCHED_FOLDERS["seg_model_dir"],
     what="SAM2 hiera-large (transformers format), seg controls and mask prompts (--seg-model-dir)",
     repo="facebook/sam2-hiera-large",
     revision="main",

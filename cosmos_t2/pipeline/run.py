@@ -37,6 +37,7 @@ import torch
 
 from cosmos_t2.atomic import atomic_outputs
 from cosmos_t2.controls.masks import mask_to_latent_grid
+from cosmos_t2.controls.models import ModelPaths
 from cosmos_t2.destination import check_destination, check_free_space
 from cosmos_t2.distributed.context import ParallelContext, parallel_job
 from cosmos_t2.distributed.launch import under_torchrun
@@ -319,8 +320,9 @@ def _run_job(spec: Spec, options: RunOptions, progress: JobProgress) -> JobResul
 
     def read_inputs(spec: Spec = spec) -> tuple[JobInputs, Any]:
         inputs = load_inputs(
-            spec, controls_dir=options.controls_dir, masks_dir=options.masks_dir, device=str(device)
-        )
+            spec, controls_dir=options.controls_dir, masks_dir=options.masks_dir, device=str(device),
+            models=ModelPaths.from_env(model_dir=options.model_dir),
+        )  # fmt: skip
         if _is_main(ctx):  # room for the outputs, now that the frame count is known
             planned = plan_chunks(
                 inputs.num_frames, spec.num_video_frames_per_chunk, spec.num_conditional_frames
