@@ -17,6 +17,7 @@ from safetensors.torch import save_file
 from cosmos_t2.errors import CosmosError
 from cosmos_t2.model.config import TransferConfig
 from cosmos_t2.model.control import TransferNet
+from cosmos_t2.pipeline import diffuse
 from cosmos_t2.pipeline import pool as model_pool
 from cosmos_t2.pipeline import run as pipeline
 from cosmos_t2.pipeline.models import build_net, locate_models, randomize
@@ -302,7 +303,7 @@ def test_guided_velocity_uses_the_shared_cfg_attention_and_matches_two_plain_pas
     timesteps = torch.rand(1, t, generator=g)
     prompt, negative = (torch.randn(1, 5, cfg.crossattn_proj_in_channels, generator=g) for _ in range(2))
     controls = [ControlInput(latent=torch.randn(1, cfg.latent_channels, t, h, w, generator=g), weight=0.8)]
-    models = pipeline.JobModels(
+    models = diffuse.JobModels(
         net=net,
         vae=None,
         sampler=UniPCSampler(),
@@ -311,7 +312,7 @@ def test_guided_velocity_uses_the_shared_cfg_attention_and_matches_two_plain_pas
         parallel=None,
         device=torch.device("cpu"),
     )  # fmt: skip  (the velocity function reads neither the VAE nor the sampler)
-    velocity = pipeline._velocity(models, controls, torch.zeros(1, 1, t, 1, 1))
+    velocity = diffuse.chunk_velocity(models, controls, torch.zeros(1, 1, t, 1, 1))
     seen: list[Any] = []
     forward = net.forward
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 import dataclasses
 import statistics
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,23 +36,19 @@ from typing import Any
 import torch
 
 from cosmos_t2.atomic import atomic_outputs
-from cosmos_t2.controls.masks import mask_to_latent_grid
 from cosmos_t2.controls.models import ModelPaths
 from cosmos_t2.destination import check_destination, check_free_space
 from cosmos_t2.distributed.context import ParallelContext, parallel_job
 from cosmos_t2.distributed.launch import under_torchrun
-from cosmos_t2.distributed.net import ParallelNet, parallel_velocity
 from cosmos_t2.errors import CosmosError
-from cosmos_t2.model.config import TEMPORAL_COMPRESSION
-from cosmos_t2.model.control import ControlInput, TransferNet
 from cosmos_t2.model.image_context import check_reference, reference_image
-from cosmos_t2.model.vae import WanVAE
 from cosmos_t2.pipeline.acceleration import Acceleration, Background, accelerated, resolve_acceleration
-from cosmos_t2.pipeline.chunking import Chunk, conditioning_video, plan_chunks
+from cosmos_t2.pipeline.chunking import plan_chunks
 from cosmos_t2.pipeline.context import check_prompt_embeddings, image_context, prompt_embeddings
+from cosmos_t2.pipeline.diffuse import JobModels, diffuse_chunk, job_sampler
 from cosmos_t2.pipeline.guardrails import Guardrails, guard_panels, load_guardrails
-from cosmos_t2.pipeline.guided import chunk_guide, refuse_distilled
-from cosmos_t2.pipeline.inputs import JobInputs, load_inputs, to_model_video, to_uint8_frames
+from cosmos_t2.pipeline.guided import refuse_distilled
+from cosmos_t2.pipeline.inputs import JobInputs, load_inputs, to_uint8_frames
 from cosmos_t2.pipeline.models import TINY_LABEL, locate_models
 from cosmos_t2.pipeline.output import (
     LatentPlan,
@@ -64,12 +60,10 @@ from cosmos_t2.pipeline.output import (
 from cosmos_t2.pipeline.pool import ModelPool
 from cosmos_t2.pipeline.progress import JobProgress
 from cosmos_t2.pipeline.provenance import checkpoint_hashes
-from cosmos_t2.pipeline.residency import Residency, decode_tile, on_device, plan_memory
+from cosmos_t2.pipeline.residency import Residency, decode_tile, plan_memory
 from cosmos_t2.pipeline.sidecar import StageTimer, finish_record, job_record, write_json
-from cosmos_t2.sampling.base import ChunkConditioning, Sampler, VelocityFn
-from cosmos_t2.sampling.distilled import DISTILLED_NUM_STEPS, DistilledSampler
-from cosmos_t2.sampling.guard import guarded_sample
-from cosmos_t2.sampling.unipc import UniPCSampler, chunk_seeds, condition_mask, guided_velocity, initial_noise
+from cosmos_t2.sampling.distilled import DISTILLED_NUM_STEPS
+from cosmos_t2.sampling.unipc import chunk_seeds
 from cosmos_t2.spec.job import Spec
 
 TINY_FRAMES_PER_CHUNK = 17
@@ -131,123 +125,6 @@ def effective_spec(spec: Spec, tiny: bool) -> Settings:
     # The chunk rules (1 + 4k frames, more than the conditional frames) are the spec's
     # (`spec.job._chunk_frames`); tiny mode's 17 keeps them.
     return Settings(spec=spec, changed=changed, tiny=tiny)
-
-
-# --- stages ---------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class JobModels:
-    """What every chunk of one job shares: the built models, the sampler chosen for them, and the
-    conditioning that does not change from chunk to chunk."""
-
-    net: TransferNet
-    vae: WanVAE
-    sampler: Sampler
-    text_pair: tuple[torch.Tensor, torch.Tensor | None]  # projected prompt / negative-prompt embeddings
-    image_tokens: torch.Tensor | None
-    parallel: ParallelContext | None
-    device: torch.device
-    residency: Residency | None = None  # where the models sit per stage; None: all resident
-
-
-def _velocity(models: JobModels, controls: list[ControlInput], condition_mask: torch.Tensor) -> VelocityFn:
-    """The sampler's velocity function: the network with this chunk's controls, CFG batched (or split
-    over ranks under torchrun)."""
-    call = ParallelNet(models.net, models.parallel) if models.parallel is not None else models.net
-    prompt, negative = models.text_pair
-    image = models.image_tokens
-
-    def forward(x: torch.Tensor, timesteps: torch.Tensor, text_emb: torch.Tensor) -> torch.Tensor:
-        b = x.shape[0]
-        batch = [dataclasses.replace(c, latent=c.latent.expand(b, *c.latent.shape[1:])) for c in controls]
-        # guided_velocity batches the CFG pair as [x; x] with [prompt; negative]: equal halves but for text
-        cfg_halves = text_emb.shape[0] == 2 * prompt.shape[0]
-        return call(
-            x,
-            timesteps,
-            text_emb,
-            condition_mask=condition_mask.expand(b, *condition_mask.shape[1:]),
-            controls=batch,
-            image_context=None if image is None else image.expand(b, *image.shape[1:]),
-            cfg_halves=cfg_halves,
-        )
-
-    if models.parallel is not None:
-        return parallel_velocity(forward, prompt, negative, models.parallel)
-    return guided_velocity(forward, prompt, negative)
-
-
-def _chunk_controls(spec: Spec, inputs: JobInputs, chunk: Chunk, models: JobModels) -> list[ControlInput]:
-    vae, device = models.vae, models.device
-    idx = list(chunk.frame_indices)
-    out = []
-    for branch, (modality, frames) in enumerate(inputs.controls.items()):
-        latent = vae.encode(to_model_video(frames[idx]).to(device, vae.dtype)).float()
-        mask = inputs.masks.get(modality)
-        if mask is not None:
-            _, _, t, h, w = latent.shape
-            ps = models.net.config.patch_spatial
-            mask = mask_to_latent_grid(mask[idx], t, h // ps, w // ps)[None, None].to(device)
-        weight = spec.controls[modality].control_weight
-        out.append(ControlInput(latent=latent, weight=weight, mask=mask, branch=branch))
-    return out
-
-
-def _diffuse_chunk(
-    spec: Spec,
-    inputs: JobInputs,
-    models: JobModels,
-    chunk: Chunk,
-    num_chunks: int,
-    seed: int,
-    previous: torch.Tensor | None,
-    timer: StageTimer,
-    on_step: Callable[[int, int], None],
-) -> torch.Tensor:
-    """One chunk from noise to its clean latent (1, 16, T, h, w) fp32."""
-    vae, device = models.vae, models.device
-    with timer.stage("vae_encode"), on_device(models.residency, vae):
-        controls = _chunk_controls(spec, inputs, chunk, models)
-        shape = tuple(controls[0].latent.shape)
-        cond_latent = cond_mask = None
-        if chunk.cond_frames and previous is not None:
-            # Only the first cond_latent_frames latent frames condition the chunk (the rest are masked out),
-            # and the causal VAE computes them from the first 1 + 4(n - 1) pixel frames alone: encode just
-            # those instead of the whole black-padded chunk, and zero-fill the masked latent frames.
-            n = chunk.cond_latent_frames
-            video = conditioning_video(previous, chunk)[:, :, : 1 + TEMPORAL_COMPRESSION * (n - 1)]
-            head = vae.encode(video.to(device, vae.dtype)).float()
-            cond_latent = torch.nn.functional.pad(head, (0, 0, 0, 0, 0, shape[2] - head.shape[2]))
-            cond_mask = condition_mask(shape, n, device)
-        # sigma_max and guided generation both start from the chunk's input latent: encode it once.
-        from_input = models.sampler.starts_from_input
-        x0 = None
-        if from_input or inputs.guided_mask is not None:
-            x0 = vae.encode(to_model_video(inputs.frames[list(chunk.frame_indices)]).to(device, vae.dtype))
-        guide = None
-        if inputs.guided_mask is not None:
-            assert x0 is not None  # run_job refuses the distilled model with a mask
-            guide = chunk_guide(inputs.guided_mask, chunk, x0, spec.guided_generation_step_threshold)
-    noise = initial_noise(seed, shape, device)
-    cond = ChunkConditioning(
-        noise=noise, condition_latent=cond_latent, condition_mask=cond_mask,
-        init_latent=x0 if from_input else None, guide=guide,
-    )  # fmt: skip
-    network_mask = cond_mask if cond_mask is not None else torch.zeros_like(noise[:, :1])
-    velocity = _velocity(models, controls, network_mask)
-    with timer.stage("diffusion"), on_device(models.residency, models.net):
-        return guarded_sample(
-            models.sampler, velocity, cond, chunk=chunk.index, num_chunks=num_chunks, progress=on_step,
-            file=spec.name,
-        )  # fmt: skip
-
-
-def _sampler(spec: Spec, distilled: bool) -> Sampler:
-    """The job's sampler, chosen once: the distilled model's 4-step loop, or UniPC with CFG."""
-    if distilled:
-        return DistilledSampler(num_steps=spec.num_steps)
-    return UniPCSampler(num_steps=spec.num_steps, guidance=float(spec.guidance), sigma_max=spec.sigma_max)
 
 
 @contextmanager
@@ -375,7 +252,7 @@ def _run_job(spec: Spec, options: RunOptions, progress: JobProgress) -> JobResul
         warnings.append("the distilled model is not trained for chunk-by-chunk (autoregressive) generation")
     if inputs.guided_mask is not None and not inputs.guided_mask.any():
         warnings.append("guided_generation_mask is black everywhere: nothing is guided")
-    sampler = _sampler(spec, distilled)
+    sampler = job_sampler(spec, distilled)
     with residency.use(net):
         text_pair = (
             net.project_text(pos.to(device)),
@@ -404,7 +281,7 @@ def _run_job(spec: Spec, options: RunOptions, progress: JobProgress) -> JobResul
                     intervals.append(ticks[-1] - ticks[-2])
                 progress.step(i, n)
 
-            latent = _diffuse_chunk(spec, inputs, models, chunk, len(chunks), seed, previous, timer, on_step)
+            latent = diffuse_chunk(spec, inputs, models, chunk, len(chunks), seed, previous, timer, on_step)
             latents.append(latent)
             last = chunk.index == len(chunks) - 1
             if not (options.latents_only and last):  # the next chunk starts from these frames
