@@ -4,6 +4,9 @@
 # scripts/fa4_wheels.sh). Parts share the machine's /tmp: the random model folders (/tmp/e2e) and the compile
 # cache ($COSMOS_T2_CACHE_DIR) carry over while it stays warm. Wheels (PyAV, diffusers) travel in .whl/ and are
 # installed by part 1. Every run's JSON and log are packed into $OUT/partN.tgz.
+# .whl/ (ignored by git) is filled here with: python3 -m pip download --no-deps --only-binary=:all:
+#   --python-version 3.12 --implementation cp --platform manylinux_2_28_x86_64 -d .whl av==19.0.2 diffusers==0.42.1
+#   importlib_metadata   (then carry ".whl" in the device call that runs part 1)
 set -u
 export COLUMNS=150 PYTHONUNBUFFERED=1 COSMOS_T2_CACHE_DIR=/tmp/ct2cache PYTHONPATH=/tmp/site:$PWD
 OUT=${OUT:-/tmp/out}
