@@ -13,6 +13,8 @@ aspect difference becomes a slight stretch), and outputs go back to the input si
 from __future__ import annotations
 
 import json
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -54,6 +56,7 @@ INTERPOLATIONS: dict[str, int] = {
 
 CRF = 18  # visually lossless for previews and outputs; the model never reads these back
 _LOSSLESS_SUFFIXES = {".mkv"}
+RESIZE_THREADS = 8  # frames resized at once (each call also splits its rows over cv2's own threads)
 
 
 @dataclass(frozen=True)
@@ -304,6 +307,17 @@ def _resize(
     if array.shape[1:3] == (height, width):
         return array.copy()
     out = np.empty((array.shape[0], height, width, 3), dtype=np.uint8)
-    for i, image in enumerate(array):
-        out[i] = cv2.resize(image, (width, height), interpolation=interpolation)
+
+    def one(i: int) -> None:
+        out[i] = cv2.resize(array[i], (width, height), interpolation=interpolation)
+
+    # Frames on several threads (cv2 releases the GIL): 1.4x faster than cv2's own row split alone on 2
+    # cores, the same bytes (each frame is the same call).
+    workers = min(len(array), os.cpu_count() or 1, RESIZE_THREADS)
+    if workers <= 1:
+        for i in range(len(array)):
+            one(i)
+    else:
+        with ThreadPoolExecutor(workers, thread_name_prefix="cosmos-t2-resize") as pool:
+            list(pool.map(one, range(len(array))))
     return out
