@@ -1,14 +1,14 @@
 """What reproducing or comparing a result needs, recorded in every sidecar.
 
-`provenance(files)`: the project's version and git commit (with a dirty flag, when it runs from a checkout),
-the command line, the host, an ISO 8601 UTC timestamp, and the sha256 of every weight file the job loaded.
-`library_versions()`: the libraries that decide the numbers (numpy, PyAV, OpenCV, torch, transformers,
-diffusers when installed, snakemake when a Snakemake job started us).
+`provenance(checkpoint_sha256)`: the project's version and git commit (with a dirty flag, when it runs from a
+checkout), the command line, the host, an ISO 8601 UTC timestamp, and the sha256 of every weight file the job
+loaded (`checkpoint_hashes`). `library_versions()`: the libraries that decide the numbers (numpy, PyAV, OpenCV,
+torch, transformers, diffusers when installed, snakemake when a Snakemake job started us).
 
-Hashing a 5 GB checkpoint takes half a minute, so hashes are cached in one small JSON file,
-`$COSMOS_T2_CACHE_DIR/file-hashes.json` (default ~/.cache/cosmos-t2), keyed by the resolved path and
-valid while the file's size and modification time are unchanged. Several jobs of a sweep may write it at
-once: the writes are atomic and the last one wins, so at worst a hash is computed again.
+Hashing a 5 GB checkpoint took about 5 s on the H200 machine (2026-12-01) and longer on slow disks, so hashes
+are cached in one small JSON file, `$COSMOS_T2_CACHE_DIR/file-hashes.json` (default ~/.cache/cosmos-t2), keyed
+by the resolved path and valid while the file's size and modification time are unchanged. Several jobs of a
+sweep may write it at once: the writes are atomic and the last one wins, so at worst a hash is computed again.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ import platform
 import socket
 import subprocess
 import sys
-from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -168,20 +167,14 @@ def library_versions() -> dict[str, str]:
     return out
 
 
-def provenance(
-    files: ModelFiles,
-    *,
-    argv: list[str] | None = None,
-    cache: FileHashCache | None = None,
-    hashes: Callable[[], dict[str, Any] | None] | None = None,
-) -> dict[str, Any]:
-    """`hashes`: where the checkpoints' sha256 come from when already under way (`checkpoint_hashes` on a
-    thread while the GPU works); by default they are computed here."""
+def provenance(checkpoint_sha256: dict[str, Any] | None, *, argv: list[str] | None = None) -> dict[str, Any]:
+    """`checkpoint_sha256`: `checkpoint_hashes` of the job's files, which the job computes on a thread while
+    the GPU works."""
     return {
         "cosmos_t2": __version__,
         "git": git_state(),
         "command": list(sys.argv if argv is None else argv),
         "host": socket.gethostname(),
         "created_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "checkpoint_sha256": hashes() if hashes is not None else checkpoint_hashes(files, cache),
+        "checkpoint_sha256": checkpoint_sha256,
     }

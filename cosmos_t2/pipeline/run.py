@@ -296,13 +296,14 @@ def _run_job(spec: Spec, options: RunOptions, progress: JobProgress) -> JobResul
         return JobResult(None, None, None, inputs.num_frames, inputs.fps, timer.rounded())
     label = TINY_LABEL if options.tiny else (DISTILLED_LABEL if distilled else FULL_LABEL)
     plan = LatentPlan.of(spec, inputs, chunks, label=label, tiny=options.tiny)
+    assert hashing is not None  # rank 0, the only one here, started it
     with timer.stage("provenance"):  # the hashes' wait: nothing once the steps outlasted them
-        hashes = hashing.result() if hashing is not None else None
+        checkpoint_sha256 = hashing.result()
     record = job_record(
         spec, inputs, chunks, files, label=label, tiny=options.tiny, distilled=distilled,
         changed=settings.changed, seeds=seeds, device=device, dtype=dtype,
         world_size=1 if ctx is None else ctx.world_size, started=started, warnings=warnings,
-        hashes=lambda: hashes,
+        checkpoint_sha256=checkpoint_sha256,
     )  # fmt: skip
     record["acceleration"] = acc.record(device)
     record["memory"] = {**memory.record(), **residency.record()}

@@ -14,7 +14,7 @@ import math
 import platform
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
@@ -102,10 +102,9 @@ def job_record(
     world_size: int,
     started: float,
     warnings: list[str],
-    hashes: Callable[[], dict[str, Any] | None] | None = None,
+    checkpoint_sha256: dict[str, Any] | None,
 ) -> dict[str, Any]:
-    """The sidecar of a job as far as it is known before the outputs are written (see `finish_record`);
-    `hashes` as `provenance.provenance`'s."""
+    """The sidecar of a job as far as it is known before the outputs are written (see `finish_record`)."""
     return {
         "name": spec.name,
         "label": label,
@@ -125,9 +124,7 @@ def job_record(
         "sources": inputs.sources,
         "models": files.to_dict(),
         "versions": versions(),
-        "provenance": provenance(
-            files, hashes=hashes
-        ),  # commit, command line, host, UTC time, checkpoint sha256
+        "provenance": provenance(checkpoint_sha256),  # commit, command line, host, UTC time, hashes
         "device": device_info(device, dtype, world_size),
         "created_unix": math.floor(started),
         "warnings": warnings,
