@@ -69,9 +69,9 @@ class ModelPaths:
         values: dict[str, Path | None] = {}
         for field, value in given.items():
             value = value or environ.get(MODEL_DIR_SOURCES[field][1]) or None
-            fetched = Path(model_dir).expanduser() / FETCHED_FOLDERS[field] if model_dir is not None else None
-            if not value and fetched is not None and fetched.is_dir():
-                value = fetched
+            if not value and model_dir is not None:
+                fetched = Path(model_dir).expanduser() / FETCHED_FOLDERS[field]
+                value = fetched if fetched.is_dir() else None
             values[field] = Path(value).expanduser() if value else None
         return cls(**values)
 

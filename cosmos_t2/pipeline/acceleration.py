@@ -118,9 +118,8 @@ class Background(Generic[T]):
 
     def __init__(self, fn: Callable[[], T], device: torch.device) -> None:
         self.seconds = 0.0  # the thread's own run time
-        index = (
-            cuda_index(device) if device.type == "cuda" else None
-        )  # this thread's meaning of a bare "cuda"
+        # A bare "cuda" is resolved here, on the caller's thread, whose current device is the job's.
+        index = cuda_index(device) if device.type == "cuda" else None
 
         def run() -> T:
             if index is not None:  # the current device is per thread: the job's, not device 0
