@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # The whole-job measurements of docs/benchmarks.md (issues 17 and 20), on one lent GPU, in parts that fit one
-# device call each (10 minutes): `bash scripts/gpu_e2e.sh 1|2|3|4`; `fa4` installs FlashAttention-4 (see
-# scripts/fa4_wheels.sh). Parts share the machine's /tmp: the random model folders (/tmp/e2e) and the compile
-# cache ($COSMOS_T2_CACHE_DIR) carry over while it stays warm. Wheels (PyAV, diffusers) travel in .whl/ and are
-# installed by part 1. Every run's JSON and log are packed into $OUT/partN.tgz.
-# .whl/ (ignored by git) is filled here with: python3 -m pip download --no-deps --only-binary=:all:
-#   --python-version 3.12 --implementation cp --platform manylinux_2_28_x86_64 -d .whl av==19.0.2 diffusers==0.42.1
-#   importlib_metadata   (then carry ".whl" in the device call that runs part 1)
+# device call each (10 minutes): `bash scripts/gpu_e2e.sh N`. Parts share the machine's /tmp: the random model
+# folders (/tmp/e2e) and the compile cache ($COSMOS_T2_CACHE_DIR) carry over while it stays warm. Every run's
+# JSON and log are packed into $OUT/partN.tgz. BUDGET_S bounds a part (default 570 s).
+# Packages the machine lacks travel packed by scripts/gpu_wheels.sh: carry ".gpu1" in the call of part 5
+# (PyAV, diffusers, half of FlashAttention-4) and ".gpu2" in the call of part 6 (the other half).
+# Parts 1-3 (2026-12-01, commit a830db1) installed PyAV and diffusers from .whl/ instead (filled with:
+# python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp
+# --platform manylinux_2_28_x86_64 -d .whl av==19.0.2 diffusers==0.42.1 importlib_metadata zipp).
 set -u
-export COLUMNS=150 PYTHONUNBUFFERED=1 COSMOS_T2_CACHE_DIR=/tmp/ct2cache PYTHONPATH=/tmp/site:$PWD
+export COLUMNS=150 PYTHONUNBUFFERED=1 COSMOS_T2_CACHE_DIR=/tmp/ct2cache PYTHONPATH=/tmp/site:/tmp/site/nvidia_cutlass_dsl/dsl_packages:$PWD
 OUT=${OUT:-/tmp/out}
 W=/tmp/e2e
 R=/tmp/results/part${1:-x}  # $OUT takes 8 files back: everything is packed into one at the end
@@ -32,6 +33,21 @@ bench() {  # NAME LIMIT_S ARGS...: one process, its wall time, its JSON and log
   printf '%-16s rc=%-3s wall=%7.1f s  %s\n' "$name" "$rc" "$(awk "BEGIN{print $t1 - $t0}")" "$*" |
     tee -a "$SUMMARY"
   grep -v '^ *$' "$R/$name.log" | tail -n 12
+}
+
+unpack() {  # what .gpu1 / .gpu2 carry (scripts/gpu_wheels.sh) into /tmp/site
+  mkdir -p /tmp/site /tmp/cutlass
+  if [ -d .gpu1 ]; then
+    xz -dc .gpu1/site.tar.xz | tar xf - -C /tmp/site && cp .gpu1/cutlass.part.00 /tmp/cutlass/ || return 1
+  fi
+  if [ -d .gpu2 ]; then
+    cat /tmp/cutlass/cutlass.part.00 .gpu2/cutlass.part.01 | xz -dc | tar xf - -C /tmp/site || return 1
+  fi
+}
+
+gpu_info() {
+  nvidia-smi --query-gpu=name,driver_version,power.limit,memory.total --format=csv,noheader | tee -a "$SUMMARY"
+  python3 -c 'import torch; print("torch", torch.__version__, "cudnn", torch.backends.cudnn.version())' | tee -a "$SUMMARY"
 }
 
 case ${1:-} in
@@ -71,34 +87,61 @@ case ${1:-} in
     --json-out $R/cap16_720p4.json
   bench cap24_720p1 100 bench --e2e --steps 3 --memory-cap 24 --work-dir $W/f --json-out $R/cap24_720p1.json
   ;;
-4)
-  # What 1-3 left (2026-12-01): the tiers again now that tight budgets use expandable segments, the cells not
-  # reached, the guided-generation and 2-chunk jobs. Run after part 1 on the same machine (folders, cache).
-  python3 -c 'import av' || exit 1
-  bench cap12_720p1 140 bench --e2e --steps 3 --memory-cap 12 --work-dir $W/f --json-out $R/cap12_720p1.json
-  bench cap16_720p1 120 bench --e2e --steps 3 --memory-cap 16 --work-dir $W/f --json-out $R/cap16_720p1.json
-  bench cap12_720p4 160 bench --e2e --steps 3 --memory-cap 12 --controls edge,vis,depth,seg --work-dir $W/f4 \
-    --json-out $R/cap12_720p4.json
-  bench cap16_720p4 160 bench --e2e --steps 3 --memory-cap 16 --controls edge,vis,depth,seg --work-dir $W/f4 \
-    --json-out $R/cap16_720p4.json
+5)
+  # 2026-12-01, second session: the code changed after parts 1-3 (hashes on a thread, uint8 decode copy,
+  # expandable segments under a cap); cuDNN attention (FA4 arrives with part 6).
+  unpack || exit 1
+  python3 -c 'import av, diffusers' || exit 1
+  gpu_info
+  # Where a process's start goes: infer's imports, twice (cold then warm file cache), and the heaviest ones.
+  for i in 1 2; do
+    TIMEFORMAT="imports ($i): %R s"
+    { time python3 -X importtime -c 'import torch, cosmos_t2.cli.app, cosmos_t2.pipeline.run, cosmos_t2.pipeline.batch' \
+      2>"$R/importtime$i.txt"; } 2>&1 | tee -a "$SUMMARY"
+  done
+  sort -t'|' -k2 -n "$R/importtime2.txt" | tail -n 8
+  bench none_720p1 150 bench --e2e --steps 3 --offload none --work-dir $W/f --json-out $R/none_720p1.json
   bench cap24_720p1 100 bench --e2e --steps 3 --memory-cap 24 --work-dir $W/f --json-out $R/cap24_720p1.json
-  bench guided 120 bench --e2e --steps 3 --guided --work-dir $W/f --json-out $R/guided.json
-  bench two_chunks 160 bench --e2e --steps 3 --frames 185 --work-dir $W/f --json-out $R/two_chunks.json
+  bench cap16_720p1 100 bench --e2e --steps 3 --memory-cap 16 --work-dir $W/f --json-out $R/cap16_720p1.json
+  bench cap12_720p1 120 bench --e2e --steps 3 --memory-cap 12 --work-dir $W/f --json-out $R/cap12_720p1.json
+  bench guided 100 bench --e2e --steps 3 --guided --work-dir $W/f --json-out $R/guided.json
+  bench two_chunks 150 bench --e2e --steps 3 --frames 185 --work-dir $W/f --json-out $R/two_chunks.json
   ;;
-fa4)
-  # FlashAttention-4 arrives in pieces (scripts/fa4_wheels.sh splits its 92 MB library wheel to fit a call):
-  # each call carries one of .whl-fa4a and .whl-fa4b; the call that finds both pieces joins and installs them.
-  if [ -d .whl-fa4a ] && [ -d .whl-fa4b ]; then
-    mkdir -p /tmp/fa4 && cp .whl-fa4a/*.whl .whl-fa4b/*.whl /tmp/fa4/ 2>/dev/null
-    cat .whl-fa4a/libs.part.* .whl-fa4b/libs.part.* >/tmp/fa4/nvidia_cutlass_dsl_libs_cu13-4.8.1-cp312-cp312-manylinux_2_28_x86_64.whl
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site /tmp/fa4/*.whl
-    python3 -c 'import flash_attn.cute; print("flash-attn-4 imports")' | tee -a "$SUMMARY"
-  else
-    echo "one piece here; call again carrying the other" | tee -a "$SUMMARY"
-  fi
+6)
+  # FlashAttention-4 joined and checked against cuDNN, a 3-step job (it compiles FA4's graphs into the cache),
+  # then the 35-step job with diffusers' step eager and compiled in the same process.
+  unpack || exit 1
+  python3 - <<'PY' 2>&1 | tee -a "$SUMMARY"
+import torch
+from cosmos_t2.model.attention import attention, fa4_unavailable_reason
+print("fa4:", fa4_unavailable_reason() or "available")
+q, k, v = (torch.randn(1, 4096, 16, 128, device="cuda", dtype=torch.bfloat16) for _ in range(3))
+ref = attention(q.double(), k.double(), v.double(), "math")
+for name in ("fa4", "cudnn"):
+    out = attention(q, k, v, name).double()
+    print(name, "relative error", f"{((out - ref).norm() / ref.norm()).item():.2e}")
+PY
+  bench fa4_720p1 150 bench --e2e --steps 3 --offload none --work-dir $W/f --json-out $R/fa4_720p1.json
+  bench full_35 500 bench --e2e --compare diffusers --warmup 1 --iters 3 --work-dir $W/f --json-out $R/full_35.json
+  ;;
+7)
+  # Four controls and 480p at each cap (cuDNN, as part 5's column, though FA4 is installed by now).
+  python3 -c 'import av' || exit 1
+  A="--steps 3 --attn-backend cudnn"
+  bench none_720p4 200 bench --e2e $A --offload none --controls edge,vis,depth,seg --work-dir $W/f4 \
+    --json-out $R/none_720p4.json
+  for cap in 24 16 12; do
+    bench cap${cap}_720p4 140 bench --e2e $A --memory-cap $cap --controls edge,vis,depth,seg --work-dir $W/f4 \
+      --json-out $R/cap${cap}_720p4.json
+  done
+  bench none_480p1 80 bench --e2e $A --offload none --preset 480p93 --work-dir $W/f --json-out $R/none_480p1.json
+  for cap in 24 16 12; do
+    bench cap${cap}_480p1 80 bench --e2e $A --memory-cap $cap --preset 480p93 --work-dir $W/f \
+      --json-out $R/cap${cap}_480p1.json
+  done
   ;;
 *)
-  echo "usage: $0 1|2|3|4|fa4" >&2
+  echo "usage: $0 1|2|3|5|6|7" >&2
   exit 2
   ;;
 esac
