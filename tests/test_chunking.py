@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cosmos_t2.pipeline.chunking import Chunk, conditioning_video, padded_indices, plan_chunks, stitch
+from cosmos_t2.pipeline.chunking import (
+    Chunk,
+    carried_frames,
+    conditioning_video,
+    padded_indices,
+    plan_chunks,
+    stitch,
+)
 
 
 def _run_on_indices(num_frames: int, per_chunk: int, cond: int) -> tuple[list[Chunk], torch.Tensor]:
@@ -83,3 +90,14 @@ def test_conditioning_video_carries_last_frames_as_uint8() -> None:
     assert torch.allclose(video[:, :, :2], expected)
     assert (video[:, :, 2:] == -1).all()
     assert (conditioning_video(previous, plan_chunks(9, 5, 2)[0]) == -1).all()
+
+
+@pytest.mark.parametrize("cond", [0, 1, 2])
+def test_carried_frames_keep_only_what_the_next_chunk_reads(cond: int) -> None:
+    chunks = plan_chunks(13, 5, cond) if cond else plan_chunks(10, 5, 0)
+    decoded = torch.rand(1, 3, 5, 4, 6) * 2 - 1
+    carried = carried_frames(decoded, chunks, 0)
+    assert carried is not None and carried.shape[2] == cond
+    assert carried.untyped_storage().data_ptr() != decoded.untyped_storage().data_ptr()  # the rest can go
+    assert torch.equal(conditioning_video(carried, chunks[1]), conditioning_video(decoded, chunks[1]))
+    assert carried_frames(decoded, chunks, len(chunks) - 1) is None

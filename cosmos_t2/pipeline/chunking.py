@@ -112,3 +112,13 @@ def conditioning_video(previous: Tensor, chunk: Chunk) -> Tensor:
         as_uint8 = (last * 127.5 + 127.5).clamp(0, 255).to(torch.uint8)
         video[:, :, :n] = as_uint8.to(previous.dtype) / 127.5 - 1.0
     return video
+
+
+def carried_frames(decoded: Tensor, chunks: list[Chunk], index: int) -> Tensor | None:
+    """What of chunk `index`'s decoded video (B, 3, T, H, W) the next chunk reads: its last cond_frames
+    frames, copied so that the rest (1 GiB in fp32 at 720p) is freed before the next chunk's steps; None after
+    the last chunk."""
+    if index + 1 >= len(chunks):
+        return None
+    n = chunks[index + 1].cond_frames
+    return decoded[:, :, decoded.shape[2] - n :].clone()

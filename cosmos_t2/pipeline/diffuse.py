@@ -90,6 +90,22 @@ def chunk_controls(spec: Spec, inputs: JobInputs, chunk: Chunk, models: JobModel
     return out
 
 
+def conditioning_latent(
+    previous: torch.Tensor, chunk: Chunk, vae: WanVAE, device: torch.device, latent_frames: int
+) -> torch.Tensor:
+    """The latent of `chunk`'s conditioning video, zero-filled to `latent_frames` (1, 16, T, h, w) fp32.
+
+    Only the first cond_latent_frames latent frames condition the chunk (the rest are masked out), and the
+    causal VAE computes them from the first 1 + 4(n - 1) pixel frames alone: encode just those instead of the
+    whole black-padded chunk. A function of its own so that the padded chunk (1 GiB in fp32 at 720p) is
+    freed before the steps, not held through them.
+    """
+    n = chunk.cond_latent_frames
+    video = conditioning_video(previous, chunk)[:, :, : 1 + TEMPORAL_COMPRESSION * (n - 1)]
+    head = vae.encode(video.to(device, vae.dtype)).float()
+    return torch.nn.functional.pad(head, (0, 0, 0, 0, 0, latent_frames - head.shape[2]))
+
+
 def diffuse_chunk(
     spec: Spec,
     inputs: JobInputs,
@@ -108,14 +124,8 @@ def diffuse_chunk(
         shape = tuple(controls[0].latent.shape)
         cond_latent = cond_mask = None
         if chunk.cond_frames and previous is not None:
-            # Only the first cond_latent_frames latent frames condition the chunk (the rest are masked out),
-            # and the causal VAE computes them from the first 1 + 4(n - 1) pixel frames alone: encode just
-            # those instead of the whole black-padded chunk, and zero-fill the masked latent frames.
-            n = chunk.cond_latent_frames
-            video = conditioning_video(previous, chunk)[:, :, : 1 + TEMPORAL_COMPRESSION * (n - 1)]
-            head = vae.encode(video.to(device, vae.dtype)).float()
-            cond_latent = torch.nn.functional.pad(head, (0, 0, 0, 0, 0, shape[2] - head.shape[2]))
-            cond_mask = condition_mask(shape, n, device)
+            cond_latent = conditioning_latent(previous, chunk, vae, device, shape[2])
+            cond_mask = condition_mask(shape, chunk.cond_latent_frames, device)
         # sigma_max and guided generation both start from the chunk's input latent: encode it once.
         from_input = models.sampler.starts_from_input
         x0 = None

@@ -43,7 +43,7 @@ from cosmos_t2.distributed.launch import under_torchrun
 from cosmos_t2.errors import CosmosError
 from cosmos_t2.model.image_context import check_reference, reference_image
 from cosmos_t2.pipeline.acceleration import Acceleration, Background, accelerated, resolve_acceleration
-from cosmos_t2.pipeline.chunking import plan_chunks
+from cosmos_t2.pipeline.chunking import carried_frames, plan_chunks
 from cosmos_t2.pipeline.context import check_prompt_embeddings, image_context, prompt_embeddings
 from cosmos_t2.pipeline.diffuse import JobModels, diffuse_chunk, job_sampler
 from cosmos_t2.pipeline.guardrails import Guardrails, guard_panels, load_guardrails
@@ -287,10 +287,12 @@ def _run_job(spec: Spec, options: RunOptions, progress: JobProgress) -> JobResul
             if not (options.latents_only and last):  # the next chunk starts from these frames
                 with timer.stage("vae_decode"), residency.use(vae):
                     tile = decode_tile(tuple(latent.shape), memory.plan)
-                    previous = vae.decode(latent.to(vae.dtype), tile=tile).float()
+                    decoded = vae.decode(latent.to(vae.dtype), tile=tile).float()
                     if not options.latents_only:  # to bytes where the frames are: a quarter of the copy
-                        frames = to_uint8_frames(previous).cpu()
+                        frames = to_uint8_frames(decoded).cpu()
                         panels.append(panels_for_chunk(spec, inputs, chunk, frames))
+                    previous = carried_frames(decoded, chunks, chunk.index)
+                    del decoded
 
     if not _is_main(ctx):
         return JobResult(None, None, None, inputs.num_frames, inputs.fps, timer.rounded())
