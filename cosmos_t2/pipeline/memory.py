@@ -15,7 +15,8 @@ The model of memory (what `estimate` adds up; all figures are the allocator's pe
   The compiled network (`infer`'s default on CUDA) peaks at COMPILED_ACT_UNITS = 13.8 U with one control and
   0.47 U more per further control, fitted to whole jobs through infer's path (H200, bf16, 2026-12-01, commit
   `a830db1`, `cosmos-t2 bench --e2e`): 14.25 GiB in diffusion at 720p/93 frames/1 control, 17.10 GiB with four,
-  8.73 GiB at 480p (432x768; the model gives 14.28, 17.10 and 8.66). That is the compiled step alone too
+  8.73 GiB at 480p (432x768; the model gives 14.28, 17.10 and 8.66), and checked on the capped jobs of commit
+  `bf31b98` (12, 16 and 24 GiB, `none` and `blocks`: within 1%). That is the compiled step alone too
   (`cosmos-t2 bench`, STEP_ACT_UNITS = 13.3 U, 13.7 GiB). Eager (`--no-compile`) it peaks at ACT_UNITS = 18.9
   U and 0.77 U per further control (17.6 GiB and 21.0 GiB through eager `infer`, commit `ebcc0fc`): the fp32
   norm and RoPE temporaries compilation fuses away, and the MLP's 4x-wide hidden activation and its GELU
