@@ -3,8 +3,8 @@
 # device call each (10 minutes): `bash scripts/gpu_e2e.sh N`. Parts share the machine's /tmp: the random model
 # folders (/tmp/e2e) and the compile cache ($COSMOS_T2_CACHE_DIR) carry over while it stays warm. Every run's
 # JSON and log are packed into $OUT/partN.tgz. BUDGET_S bounds a part (default 570 s).
-# Packages the machine lacks travel packed by scripts/gpu_wheels.sh: carry ".gpu1" in the call of part 5
-# (PyAV, diffusers, half of FlashAttention-4) and ".gpu2" in the call of part 6 (the other half).
+# Packages the machine lacks travel packed by scripts/gpu_wheels.sh: carry ".gpu1" in the call of part 5 or 8
+# (PyAV, diffusers, half of FlashAttention-4) and ".gpu2" in the next call, part 6 (the other half).
 # Parts 1-3 (2026-12-01, commit a830db1) installed PyAV and diffusers from .whl/ instead (filled with:
 # python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp
 # --platform manylinux_2_28_x86_64 -d .whl av==19.0.2 diffusers==0.42.1 importlib_metadata zipp).
@@ -140,8 +140,23 @@ PY
       --json-out $R/cap${cap}_480p1.json
   done
   ;;
+8)
+  # What parts 5-7 left (2026-12-01), for the next session: carry .gpu1 here, then run part 6 carrying .gpu2
+  # (FlashAttention-4: its check, a 3-step job that compiles its graphs, the 35-step job against diffusers).
+  # Here: the 2-chunk job after the fix that frees the first chunk's video, and the distilled jobs with the
+  # checkpoint hashes on a thread (parts 1's figures predate it).
+  unpack || exit 1
+  python3 -c 'import av, diffusers' || exit 1
+  gpu_info
+  bench two_chunks 150 bench --e2e --steps 3 --frames 185 --work-dir $W/f --json-out $R/two_chunks.json
+  bench distilled_cold 200 bench --e2e --distilled --work-dir $W/d --json-out $R/distilled_cold.json
+  bench distilled_infer 120 infer $W/d/e2e.jsonl --model-dir $W/d/models --prompt-embeddings $W/d/prompt.safetensors \
+    -o $W/d/infer --quiet
+  cp $W/d/infer/e2e_0.json "$R/distilled_infer_sidecar.json" 2>/dev/null
+  bench distilled_x4 200 bench --e2e --distilled --jobs 4 --work-dir $W/d --json-out $R/distilled_x4.json
+  ;;
 *)
-  echo "usage: $0 1|2|3|5|6|7" >&2
+  echo "usage: $0 1|2|3|5|6|7|8" >&2
   exit 2
   ;;
 esac
