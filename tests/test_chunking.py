@@ -101,3 +101,12 @@ def test_carried_frames_keep_only_what_the_next_chunk_reads(cond: int) -> None:
     assert carried.untyped_storage().data_ptr() != decoded.untyped_storage().data_ptr()  # the rest can go
     assert torch.equal(conditioning_video(carried, chunks[1]), conditioning_video(decoded, chunks[1]))
     assert carried_frames(decoded, chunks, len(chunks) - 1) is None
+
+
+@pytest.mark.parametrize("frames", [1, 2, 3, 5])
+def test_conditioning_video_builds_only_the_frames_asked_for(frames: int) -> None:
+    chunk = plan_chunks(9, 5, 2)[1]
+    previous = torch.rand(1, 3, 5, 2, 2) * 2 - 1
+    assert torch.equal(
+        conditioning_video(previous, chunk, frames), conditioning_video(previous, chunk)[:, :, :frames]
+    )

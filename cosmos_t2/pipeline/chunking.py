@@ -98,17 +98,19 @@ def stitch(outputs: list[Tensor], chunks: list[Chunk], num_frames: int, dim: int
     return torch.cat(parts, dim=dim).narrow(dim, 0, num_frames)
 
 
-def conditioning_video(previous: Tensor, chunk: Chunk) -> Tensor:
+def conditioning_video(previous: Tensor, chunk: Chunk, frames: int | None = None) -> Tensor:
     """The pixel video whose latent conditions `chunk`: (B, 3, T, H, W) in [-1, 1].
 
     The previous chunk's last cond_frames frames rounded down to uint8 levels (upstream keeps them as
     uint8 between chunks), then black (-1) up to frames_per_chunk. For the first chunk: all black.
+    `frames`: only the first `frames` frames of it (what the causal VAE reads), not the whole padded chunk.
     """
     b, c, _, h, w = previous.shape
-    video = previous.new_full((b, c, chunk.frames_per_chunk, h, w), -1.0)
-    n = chunk.cond_frames
+    frames = chunk.frames_per_chunk if frames is None else frames
+    video = previous.new_full((b, c, frames, h, w), -1.0)
+    n = min(chunk.cond_frames, frames)
     if n:
-        last = previous[:, :, previous.shape[2] - n :]
+        last = previous[:, :, previous.shape[2] - chunk.cond_frames :][:, :, :n]
         as_uint8 = (last * 127.5 + 127.5).clamp(0, 255).to(torch.uint8)
         video[:, :, :n] = as_uint8.to(previous.dtype) / 127.5 - 1.0
     return video

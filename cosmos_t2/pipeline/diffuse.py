@@ -96,12 +96,11 @@ def conditioning_latent(
     """The latent of `chunk`'s conditioning video, zero-filled to `latent_frames` (1, 16, T, h, w) fp32.
 
     Only the first cond_latent_frames latent frames condition the chunk (the rest are masked out), and the
-    causal VAE computes them from the first 1 + 4(n - 1) pixel frames alone: encode just those instead of the
-    whole black-padded chunk. A function of its own so that the padded chunk (1 GiB in fp32 at 720p) is
-    freed before the steps, not held through them.
+    causal VAE computes them from the first 1 + 4(n - 1) pixel frames alone: build and encode just those
+    instead of the whole black-padded chunk (1 GiB in fp32 at 720p).
     """
     n = chunk.cond_latent_frames
-    video = conditioning_video(previous, chunk)[:, :, : 1 + TEMPORAL_COMPRESSION * (n - 1)]
+    video = conditioning_video(previous, chunk, frames=1 + TEMPORAL_COMPRESSION * (n - 1))
     head = vae.encode(video.to(device, vae.dtype)).float()
     return torch.nn.functional.pad(head, (0, 0, 0, 0, 0, latent_frames - head.shape[2]))
 
