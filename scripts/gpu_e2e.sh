@@ -54,8 +54,7 @@ case ${1:-} in
 1)
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl ||
     exit 1
-  nvidia-smi --query-gpu=name,driver_version,power.limit,memory.total --format=csv,noheader | tee -a "$SUMMARY"
-  python3 -c 'import torch; print("torch", torch.__version__, "cudnn", torch.backends.cudnn.version())' | tee -a "$SUMMARY"
+  gpu_info
   # The offload paths on CUDA first (tiny, quick): a broken one shows here, not in part 3.
   bench tiny_blocks 120 bench --e2e --preset tiny --device cuda --offload blocks --steps 2 --work-dir $W/t
   # Distilled edge model: a cold compile cache, then a warm one through plain `infer`, then 4 jobs in one process.

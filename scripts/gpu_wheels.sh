@@ -5,9 +5,10 @@
 #   .gpu1/cutlass.part.00    the first half of the CuTe DSL (nvidia_cutlass_dsl, xz)
 #   .gpu2/cutlass.part.01    its second half
 # libs-core holds the `cutlass.cute` Python package: without it flash_attn.cute does not import (seen
-# 2026-12-01, part 6). As wheels they are 141 MB; installed and xz-packed, 94 MB. The first call can run everything but FA4;
-# the call that carries .gpu2 joins the halves (`scripts/gpu_e2e.sh` does both). Both folders must be ignored
-# by git (.git/info/exclude) so that only `carry` sends them. Takes ~5 minutes on 2 cores (xz -9).
+# 2026-12-01, part 6). As wheels they are 141 MB; installed and xz-packed, 94 MB. The first call can run
+# everything but FA4; the call that carries .gpu2 joins the halves (`scripts/gpu_e2e.sh` does both). Both
+# folders must be ignored by git (.git/info/exclude) so that only `carry` sends them. Takes ~5 minutes on 2
+# cores (xz -9).
 set -eu
 cd "$(dirname "$0")/.."
 tmp=$(mktemp -d)
@@ -18,7 +19,8 @@ P="--no-deps --only-binary=:all: --python-version 3.12 --implementation cp --pla
 # shellcheck disable=SC2086
 python3 -m pip download -q $P -d "$tmp/wheels" av==19.0.2 diffusers==0.42.1 importlib_metadata zipp \
   flash-attn-4==4.0.0b36 nvidia-cutlass-dsl==4.8.1 nvidia-cutlass-dsl-libs-base==4.8.1 \
-  nvidia-cutlass-dsl-libs-core==4.8.1 nvidia-cutlass-dsl-libs-cu13==4.8.1 'apache-tvm-ffi<0.2,>=0.1.11' torch-c-dlpack-ext 'quack-kernels>=0.5.3'
+  nvidia-cutlass-dsl-libs-core==4.8.1 nvidia-cutlass-dsl-libs-cu13==4.8.1 'apache-tvm-ffi<0.2,>=0.1.11' \
+  torch-c-dlpack-ext 'quack-kernels>=0.5.3'
 # shellcheck disable=SC2086
 python3 -m pip install -q $P --no-index --no-compile --no-cache-dir --ignore-requires-python \
   --target "$tmp/site" "$tmp"/wheels/*.whl
