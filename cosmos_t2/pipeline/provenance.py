@@ -7,7 +7,8 @@ torch, transformers, diffusers when installed, snakemake when a Snakemake job st
 
 Hashing a 5 GB checkpoint took about 5 s on the H200 machine (2026-12-01) and longer on slow disks, so hashes
 are cached in one small JSON file, `$COSMOS_T2_CACHE_DIR/file-hashes.json` (default ~/.cache/cosmos-t2), keyed
-by the resolved path and valid while the file's size and modification time are unchanged. Several jobs of a
+by the file itself (device and inode, so the hard-linked slots of a model folder share one entry) and valid
+while its size and modification time are unchanged. Several jobs of a
 sweep may write it at once: the writes are atomic and the last one wins, so at worst a hash is computed again.
 """
 
@@ -57,7 +58,7 @@ def sha256_file(path: Path, chunk: int = 1 << 23) -> str:
 
 
 class FileHashCache:
-    """sha256 of files, remembered by (resolved path, size, mtime) in a JSON file."""
+    """sha256 of files, remembered by (device and inode, size, mtime) in a JSON file."""
 
     def __init__(self, path: Path | None = None) -> None:
         self.path = path if path is not None else cache_root() / HASH_CACHE_NAME
@@ -72,13 +73,13 @@ class FileHashCache:
     def sha256(self, path: Path) -> str:
         resolved = Path(path).resolve()
         stat = resolved.stat()
-        key, stamp = str(resolved), {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+        key, stamp = f"{stat.st_dev}:{stat.st_ino}", {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
         entry = self._read().get(key)
         if isinstance(entry, dict) and {k: entry.get(k) for k in stamp} == stamp and "sha256" in entry:
             return str(entry["sha256"])
         digest = sha256_file(resolved)
         data = self._read()  # re-read: another job may have added entries meanwhile
-        data[key] = {**stamp, "sha256": digest}
+        data[key] = {**stamp, "sha256": digest, "path": str(resolved)}  # the path for a reader only
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             write_json_atomic(self.path, data)
