@@ -114,12 +114,13 @@ T = TypeVar("T")
 
 
 class Background(Generic[T]):
-    """`fn()` on its own thread from now on; `result()` waits for it and re-raises what it raised."""
+    """`fn()` on its own thread from now on; `result()` waits for it and re-raises what it raised. `device`: the
+    CUDA device `fn` works on (the thread's current device), None for work that touches no GPU."""
 
-    def __init__(self, fn: Callable[[], T], device: torch.device) -> None:
+    def __init__(self, fn: Callable[[], T], device: torch.device | None = None) -> None:
         self.seconds = 0.0  # the thread's own run time
         # A bare "cuda" is resolved here, on the caller's thread, whose current device is the job's.
-        index = cuda_index(device) if device.type == "cuda" else None
+        index = cuda_index(device) if device is not None and device.type == "cuda" else None
 
         def run() -> T:
             if index is not None:  # the current device is per thread: the job's, not device 0
@@ -130,7 +131,7 @@ class Background(Generic[T]):
             finally:
                 self.seconds = time.perf_counter() - start
 
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cosmos-t2-inputs")
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cosmos-t2-background")
         self._future = self._pool.submit(run)
 
     def result(self) -> T:

@@ -234,7 +234,7 @@ def _run_job(spec: Spec, options: RunOptions, progress: JobProgress) -> JobResul
         )
         vae = pool.vae(files, tiny=options.tiny, device=device, dtype=dtype, plan=memory.plan)
     # The sidecar's checkpoint sha256, read while the GPU works: a machine's first job hashes gigabytes.
-    hashing = Background(lambda: checkpoint_hashes(files), torch.device("cpu")) if _is_main(ctx) else None
+    hashing = Background(lambda: checkpoint_hashes(files)) if _is_main(ctx) else None
     residency = Residency(
         memory.plan, {id(m): pool.offload[id(m)] for m in (net, vae) if id(m) in pool.offload}
     )
