@@ -24,9 +24,9 @@ from cosmos_t2.atomic import write_json_atomic
 from cosmos_t2.distributed.context import parallel_job
 from cosmos_t2.distributed.launch import under_torchrun
 from cosmos_t2.errors import CosmosError
+from cosmos_t2.pipeline.output import output_names
 from cosmos_t2.pipeline.pool import ModelPool
 from cosmos_t2.pipeline.run import JobResult, RunOptions, run_on_ranks
-from cosmos_t2.pipeline.sidecar import LATENTS_SUFFIX
 from cosmos_t2.spec.job import Spec, load_specs
 
 SPEC_SUFFIXES = (".json", ".jsonc", ".jsonl")
@@ -101,8 +101,7 @@ def load_batch_jobs(paths: Iterable[Path], overrides: dict[str, Any], *, name: s
 
 def outputs_exist(spec: Spec, options: RunOptions) -> bool:
     """Whether this job's outputs (video or latents, and the sidecar) are already in the output folder."""
-    main = f"{spec.name}{LATENTS_SUFFIX}" if options.latents_only else f"{spec.name}.mp4"
-    return all((options.out_dir / f).is_file() for f in (main, f"{spec.name}.json"))
+    return all((options.out_dir / f).is_file() for f in output_names(spec, options.latents_only))
 
 
 def run_batch(
