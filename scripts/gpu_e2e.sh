@@ -107,8 +107,7 @@ case ${1:-} in
   bench two_chunks 150 bench --e2e --steps 3 --frames 185 --work-dir $W/f --json-out $R/two_chunks.json
   ;;
 6)
-  # FlashAttention-4 joined and checked against cuDNN, a 3-step job (it compiles FA4's graphs into the cache),
-  # then the 35-step job with diffusers' step eager and compiled in the same process.
+  # FlashAttention-4 joined and checked against cuDNN, and a 3-step job (it compiles FA4's graphs into the cache).
   unpack || exit 1
   python3 - <<'PY' 2>&1 | tee -a "$SUMMARY"
 import torch
@@ -120,8 +119,13 @@ for name in ("fa4", "cudnn"):
     out = attention(q, k, v, name).double()
     print(name, "relative error", f"{((out - ref).norm() / ref.norm()).item():.2e}")
 PY
-  bench fa4_720p1 150 bench --e2e --steps 3 --offload none --work-dir $W/f --json-out $R/fa4_720p1.json
-  bench full_35 500 bench --e2e --compare diffusers --warmup 1 --iters 3 --work-dir $W/f --json-out $R/full_35.json
+  bench fa4_720p1 300 bench --e2e --steps 3 --offload none --work-dir $W/f --json-out $R/fa4_720p1.json
+  ;;
+9)
+  # The 35-step job with FlashAttention-4 (part 6 unpacked it and compiled its graphs into the cache), then
+  # diffusers' step eager and compiled in the same process.
+  python3 -c 'import av, diffusers, flash_attn.cute' || exit 1
+  bench full_35 560 bench --e2e --compare diffusers --warmup 1 --iters 3 --work-dir $W/f --json-out $R/full_35.json
   ;;
 7)
   # Four controls and 480p at each cap (cuDNN, as part 5's column, though FA4 is installed by now).
@@ -140,22 +144,15 @@ PY
   done
   ;;
 8)
-  # What parts 5-7 left (2026-12-01), for the next session: carry .gpu1 here, then run part 6 carrying .gpu2
-  # (FlashAttention-4: its check, a 3-step job that compiles its graphs, the 35-step job against diffusers).
-  # Here: the 2-chunk job after the fix that frees the first chunk's video, and the distilled jobs with the
-  # checkpoint hashes on a thread (parts 1's figures predate it).
+  # 2026-12-02, first call of the session (carry .gpu1): unpack PyAV, diffusers and half of FlashAttention-4
+  # (part 6, next, carries the other half), and the 2-chunk job after the fix that frees the first chunk's video.
   unpack || exit 1
   python3 -c 'import av, diffusers' || exit 1
   gpu_info
   bench two_chunks 150 bench --e2e --steps 3 --frames 185 --work-dir $W/f --json-out $R/two_chunks.json
-  bench distilled_cold 200 bench --e2e --distilled --work-dir $W/d --json-out $R/distilled_cold.json
-  bench distilled_infer 120 infer $W/d/e2e.jsonl --model-dir $W/d/models --prompt-embeddings $W/d/prompt.safetensors \
-    -o $W/d/infer --quiet
-  cp $W/d/infer/e2e_0.json "$R/distilled_infer_sidecar.json" 2>/dev/null
-  bench distilled_x4 200 bench --e2e --distilled --jobs 4 --work-dir $W/d --json-out $R/distilled_x4.json
   ;;
 *)
-  echo "usage: $0 1|2|3|5|6|7|8" >&2
+  echo "usage: $0 1|2|3|5|6|7|8|9" >&2
   exit 2
   ;;
 esac
