@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from cosmos_t2 import __version__
 
@@ -53,6 +54,11 @@ MemoryCap = Annotated[
 ModelSizeInput = Annotated[
     Path | None, typer.Option("--input", help="Model-size input (default DIR/input.mkv, else decoded).")
 ]
+
+
+def print_error(line: str) -> None:
+    """A failed command's one red line on stderr (main's, and a served job's on the server)."""
+    err_console.print(f"[bold red]error:[/] {escape(line)}", highlight=False, soft_wrap=True)
 
 
 def default_device(name: str | None) -> str:
