@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 import warnings
 
-from cosmos_t2.cli import jobs, models, stages  # noqa: F401  (importing them registers their commands)
+from cosmos_t2.cli import jobs, models, serve, stages  # noqa: F401  (importing them registers their commands)
 from cosmos_t2.cli.app import _state, app, print_error
 from cosmos_t2.errors import CosmosError, error_line
 

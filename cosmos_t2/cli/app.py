@@ -27,10 +27,13 @@ JobArg = Annotated[Path, typer.Argument(help="A job spec, or a spec file (with -
 SampleName = Annotated[str | None, typer.Option("--name", help="The sample to use from a JSONL.")]
 
 
-def _device_option(value: str | None) -> str | None:
-    """Check --device when it is parsed: an unknown or absent device is one line before any work."""
-    if value is None:
-        return None
+def _device_option(ctx: typer.Context, value: str | None) -> str | None:
+    """Check --device when it is parsed: an unknown or absent device is one line before any work.
+
+    Not for `infer --server` (an eager option, so parsed first): the server checks it, and the client
+    stays a process that never imports torch."""
+    if value is None or ctx.params.get("server"):
+        return value
     from cosmos_t2.model.device import resolve_device
 
     resolve_device(value)

@@ -57,9 +57,12 @@ def run_options(
     args: InferArgs, *, pool: ModelPool | None = None, first_in_process: bool = True
 ) -> RunOptions:
     """The `RunOptions` of `args` (out_dir as given: None until the spec names one)."""
+    from cosmos_t2.model.device import resolve_device
     from cosmos_t2.pipeline.acceleration import resolve_acceleration
     from cosmos_t2.pipeline.run import RunOptions
 
+    if args.device is not None:  # checked again: `infer --server` leaves the check to the server
+        resolve_device(args.device)
     device = default_device(args.device)
     return RunOptions(
         out_dir=args.out_dir,  # type: ignore[arg-type]  # filled in by run_infer before any job runs

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -15,9 +16,12 @@ from cosmos_t2.cli.app import (
     Offload,
     app,
     default_device,
+    err_console,
 )
 from cosmos_t2.cli.infer_job import InferArgs, run_infer
+from cosmos_t2.cli.serve import DEFAULT_IDLE_S, infer_on_server
 from cosmos_t2.destination import check_destination, check_output_file
+from cosmos_t2.distributed.launch import under_torchrun
 from cosmos_t2.errors import CosmosError
 
 
@@ -200,6 +204,19 @@ def infer(
     ] = False,
     offload: Offload = "auto",
     memory_cap: MemoryCap = None,
+    server: Annotated[
+        bool,
+        typer.Option(
+            "--server/--no-server",
+            is_eager=True,  # before --device, whose check it skips (app._device_option)
+            help="Hand the job to this GPU's cosmos-t2 server (started if none answers), which keeps models "
+            "loaded and compiled between jobs; one-GPU jobs only.",
+        ),
+    ] = False,
+    server_idle: Annotated[
+        float,
+        typer.Option("--server-idle", help="Seconds a server this starts waits for a job before it exits."),
+    ] = DEFAULT_IDLE_S,
 ) -> None:
     """Run jobs: spec -> controls, masks, embeddings -> diffusion -> <name>.mp4 + <name>.json each.
 
@@ -211,6 +228,11 @@ def infer(
         compile=compile, compile_mode=compile_mode, attn_backend=attn_backend, compile_cache=compile_cache,
         no_compile_cache=no_compile_cache, force=force, offload=offload, memory_cap=memory_cap,
     )  # fmt: skip
+    if server:
+        if gpus == 1 and not under_torchrun():
+            raise typer.Exit(infer_on_server(args, idle_timeout=server_idle))
+        if os.environ.get("RANK", "0") == "0":  # one note for the whole torchrun job
+            err_console.print("note: --server serves one-GPU jobs; this one runs in its own processes")
     from cosmos_t2.distributed.launch import maybe_relaunch_under_torchrun
 
     if maybe_relaunch_under_torchrun(gpus, default_device(device), sys.argv[1:]):
