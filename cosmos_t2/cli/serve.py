@@ -38,12 +38,13 @@ class InferRequest:
 
     args: InferArgs
     cwd: str
+    argv: list[str]  # the client's, for the sidecar's provenance (the command that made the file)
     debug: bool = False
 
 
 def infer_on_server(args: InferArgs, *, idle_timeout: float) -> int:
     """Run `args` on this environment's server (started if none answers); the job's exit code."""
-    payload = InferRequest(args=args, cwd=os.getcwd(), debug=_state["debug"])
+    payload = InferRequest(args=args, cwd=os.getcwd(), argv=list(sys.argv), debug=_state["debug"])
     return submit(server_address(), payload, server_args=["--idle-timeout", str(idle_timeout)])
 
 
@@ -66,9 +67,10 @@ class InferService:
         first = sum(self.jobs.values()) == 0  # later jobs did not pay the interpreter's start
         # warnings as `main` shows them: after a success, none after a failure
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), warnings.catch_warnings(record=True) as held:  # fmt: skip
-            code = 0
+            code, argv = 0, sys.argv
             try:
                 os.chdir(payload.cwd)
+                sys.argv = payload.argv  # one job at a time: the process's argv is the job's while it runs
                 run_infer(payload.args, pool=self.pool, first_in_process=first)
             except (CosmosError, OSError) as exc:
                 if payload.debug:
@@ -79,6 +81,7 @@ class InferService:
                 traceback.print_exc()
                 code = 1
             finally:
+                sys.argv = argv
                 self.jobs["done" if code == 0 else "failed"] += 1
                 _release_memory(payload.args)
             if code == 0:
