@@ -67,11 +67,12 @@ class InferService:
         first = sum(self.jobs.values()) == 0  # later jobs did not pay the interpreter's start
         # warnings as `main` shows them: after a success, none after a failure
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), warnings.catch_warnings(record=True) as held:  # fmt: skip
-            code, argv = 0, sys.argv
+            code, argv = 1, sys.argv  # 1 until it succeeds: a job its client abandoned counts as failed
             try:
                 os.chdir(payload.cwd)
                 sys.argv = payload.argv  # one job at a time: the process's argv is the job's while it runs
                 run_infer(payload.args, pool=self.pool, first_in_process=first)
+                code = 0
             except (CosmosError, OSError) as exc:
                 if payload.debug:
                     traceback.print_exc()

@@ -247,8 +247,8 @@ def submit(address: Address, payload: Any, *, server_args: list[str], out: io.Te
             try:
                 message = conn.recv()
             except (EOFError, OSError):
-                raise CosmosError(f"the cosmos-t2 server (pid {pid}) ended during the job; nothing it did not finish "
-                                  "was published; its log", file=address.log) from None  # fmt: skip
+                raise CosmosError(f"the cosmos-t2 server (pid {pid}) ended during the job, which left no outputs "
+                                  "(this file is the server's log)", file=address.log) from None  # fmt: skip
             if message[0] == "done":
                 return int(message[1])
             stream = out if message[0] == "out" else err
