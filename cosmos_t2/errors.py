@@ -33,3 +33,9 @@ def os_error_line(exc: OSError) -> str:
     paths = [str(p) for p in (exc.filename, exc.filename2) if p is not None]
     reason = exc.strerror or str(exc) or type(exc).__name__
     return f"{' -> '.join(paths)}: {reason}" if paths else reason
+
+
+def error_line(exc: CosmosError | OSError) -> str:
+    """The one line a failed command prints for `exc`, whatever a library put in its message."""
+    line = str(exc) if isinstance(exc, CosmosError) else os_error_line(exc)
+    return " ".join(line.split())

@@ -132,6 +132,8 @@ def test_each_profile_dry_runs(sweep_dir: Path, profile: str) -> None:
         gpu = profile.removeprefix("slurm-")
         diffuse = out.split("rule diffuse:", 1)[1].split("rule ", 1)[0]
         assert f"gpu=1, gpu_model={gpu}" in diffuse and "slurm_partition=gpu" in diffuse
+    if profile in ("local", "local-gpu"):  # CPU, and two GPUs a job: each job its own processes
+        assert "--server" not in out
     if profile == "local-gpu":
         assert re.search(
             r"torchrun --standalone --nproc_per_node=2 -m cosmos_t2.worker infer .* --gpus 2 ",
@@ -141,6 +143,16 @@ def test_each_profile_dry_runs(sweep_dir: Path, profile: str) -> None:
         # every diffuse job shares one compile cache (the schema's default folder)
         assert re.search(r"infer .* --compile-cache \.cache/cosmos-t2/torch-compile", out)
         assert re.search(r"infer .* --offload auto", out) and "--memory-cap" not in out  # config defaults
+
+
+def test_one_gpu_diffuse_jobs_use_the_server_unless_config_says_no(sweep_dir: Path) -> None:
+    """serve: auto hands one-GPU CUDA jobs to `cosmos-t2 serve`; serve=False keeps each in its own process."""
+    profile = str(REPO / "profiles" / "local-gpu")
+    infer = re.findall(r"cosmos-t2 infer .*", snakemake(sweep_dir, "--profile", profile, "-n", "-p"))
+    assert len(infer) == 4 and all("--server --server-idle 600 " in line for line in infer)
+    out = snakemake(sweep_dir, "--profile", profile, "--config", "serve=False", "serve_idle_s=5", "-n", "-p")
+    infer = re.findall(r"cosmos-t2 infer .*", out)
+    assert len(infer) == 4 and not any("--server" in line for line in infer)
 
 
 @pytest.fixture

@@ -2,7 +2,8 @@
 
 Each command imports its library inside its body, so that `cosmos-t2 --help` and `validate` start
 without loading torch. `app` holds the shared options; the commands live in `stages` (the workflow's
-stages), `jobs` (infer, render, bench) and `models` (fetch, check), registered on app by importing them.
+stages), `jobs` (infer, render, bench), `models` (fetch, check) and `serve` (the server behind
+`infer --server`), registered on app by importing them.
 """
 
 from __future__ import annotations
@@ -10,11 +11,9 @@ from __future__ import annotations
 import sys
 import warnings
 
-from rich.markup import escape
-
-from cosmos_t2.cli import jobs, models, stages  # noqa: F401  (importing them registers their commands)
-from cosmos_t2.cli.app import _state, app, err_console
-from cosmos_t2.errors import CosmosError, os_error_line
+from cosmos_t2.cli import jobs, models, serve, stages  # noqa: F401  (importing them registers their commands)
+from cosmos_t2.cli.app import _state, app, print_error
+from cosmos_t2.errors import CosmosError, error_line
 
 __all__ = ["app", "main"]
 
@@ -34,9 +33,7 @@ def main() -> None:
         if _state["debug"]:
             _replay(held)
             raise
-        line = str(exc) if isinstance(exc, CosmosError) else os_error_line(exc)
-        line = " ".join(line.split())  # one line, whatever a library put in its message
-        err_console.print(f"[bold red]error:[/] {escape(line)}", highlight=False, soft_wrap=True)
+        print_error(error_line(exc))
         sys.exit(2)
     except SystemExit:
         _replay(held)

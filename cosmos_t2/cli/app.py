@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from cosmos_t2 import __version__
 
@@ -26,10 +27,13 @@ JobArg = Annotated[Path, typer.Argument(help="A job spec, or a spec file (with -
 SampleName = Annotated[str | None, typer.Option("--name", help="The sample to use from a JSONL.")]
 
 
-def _device_option(value: str | None) -> str | None:
-    """Check --device when it is parsed: an unknown or absent device is one line before any work."""
-    if value is None:
-        return None
+def _device_option(ctx: typer.Context, value: str | None) -> str | None:
+    """Check --device when it is parsed: an unknown or absent device is one line before any work.
+
+    Not for `infer --server` (an eager option, so parsed first): the server checks it, and the client
+    stays a process that never imports torch."""
+    if value is None or ctx.params.get("server"):
+        return value
     from cosmos_t2.model.device import resolve_device
 
     resolve_device(value)
@@ -53,6 +57,11 @@ MemoryCap = Annotated[
 ModelSizeInput = Annotated[
     Path | None, typer.Option("--input", help="Model-size input (default DIR/input.mkv, else decoded).")
 ]
+
+
+def print_error(line: str) -> None:
+    """A failed command's one red line on stderr (main's, and a served job's on the server)."""
+    err_console.print(f"[bold red]error:[/] {escape(line)}", highlight=False, soft_wrap=True)
 
 
 def default_device(name: str | None) -> str:

@@ -3,13 +3,12 @@
 
 from __future__ import annotations
 
-import dataclasses
+import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
-from rich.markup import escape
 
 from cosmos_t2.cli.app import (
     MaybeDevice,
@@ -19,11 +18,11 @@ from cosmos_t2.cli.app import (
     default_device,
     err_console,
 )
+from cosmos_t2.cli.infer_job import InferArgs, run_infer
+from cosmos_t2.cli.serve import DEFAULT_IDLE_S, infer_on_server
 from cosmos_t2.destination import check_destination, check_output_file
+from cosmos_t2.distributed.launch import under_torchrun
 from cosmos_t2.errors import CosmosError
-
-if TYPE_CHECKING:
-    from cosmos_t2.pipeline.batch import Outcome
 
 
 @app.command()
@@ -205,78 +204,40 @@ def infer(
     ] = False,
     offload: Offload = "auto",
     memory_cap: MemoryCap = None,
+    server: Annotated[
+        bool,
+        typer.Option(
+            "--server/--no-server",
+            is_eager=True,  # before --device, whose check it skips (app._device_option)
+            help="Hand the job to this GPU's cosmos-t2 server (started if none answers), which keeps models "
+            "loaded and compiled between jobs; one-GPU jobs only.",
+        ),
+    ] = False,
+    server_idle: Annotated[
+        float,
+        typer.Option("--server-idle", help="Seconds a server this starts waits for a job before it exits."),
+    ] = DEFAULT_IDLE_S,
 ) -> None:
     """Run jobs: spec -> controls, masks, embeddings -> diffusion -> <name>.mp4 + <name>.json each.
 
     Several jobs run in one process, models built and compiled once; a failing job does not stop the others."""
+    args = InferArgs(
+        jobs=jobs, out_dir=out_dir, tiny=tiny, model_dir=model_dir, device=device, gpus=gpus,
+        controls_dir=controls_dir, masks_dir=masks_dir, prompt_embeddings=prompt_embeddings,
+        latents_only=latents_only, set_=set_ or [], name=name, quiet=quiet, guardrails=guardrails,
+        compile=compile, compile_mode=compile_mode, attn_backend=attn_backend, compile_cache=compile_cache,
+        no_compile_cache=no_compile_cache, force=force, offload=offload, memory_cap=memory_cap,
+    )  # fmt: skip
+    if server:
+        if gpus == 1 and not under_torchrun():
+            raise typer.Exit(infer_on_server(args, idle_timeout=server_idle))
+        if os.environ.get("RANK", "0") == "0":  # one note for the whole torchrun job
+            err_console.print("note: --server serves one-GPU jobs; this one runs in its own processes")
     from cosmos_t2.distributed.launch import maybe_relaunch_under_torchrun
 
-    device = default_device(device)
-    if maybe_relaunch_under_torchrun(gpus, device, sys.argv[1:]):
+    if maybe_relaunch_under_torchrun(gpus, default_device(device), sys.argv[1:]):
         return
-    from cosmos_t2.pipeline.acceleration import resolve_acceleration
-    from cosmos_t2.pipeline.batch import failure_line, load_batch_jobs, run_batch
-    from cosmos_t2.pipeline.run import RunOptions, run_on_ranks
-    from cosmos_t2.spec.job import load_job
-    from cosmos_t2.spec.parse import parse_set_options
-
-    overrides = parse_set_options(set_ or [])
-    options = RunOptions(
-        out_dir=out_dir,
-        device=device,
-        tiny=tiny,
-        model_dir=model_dir,
-        controls_dir=controls_dir,
-        masks_dir=masks_dir,
-        prompt_embeddings=prompt_embeddings,
-        latents_only=latents_only,
-        progress="lines" if quiet else "auto",  # auto: the bar on a terminal, lines in a log file
-        guardrails=guardrails,
-        acceleration=resolve_acceleration(
-            device,
-            compile=compile,
-            compile_mode=compile_mode,
-            attn_backend=attn_backend,
-            compile_cache=compile_cache,
-            use_compile_cache=not no_compile_cache,
-        ),
-        offload=offload,
-        memory_cap_gib=memory_cap,
-    )
-    single = (
-        len(jobs) == 1 and not jobs[0].is_dir() and (name is not None or jobs[0].suffix.lower() != ".jsonl")
-    )
-    if single:  # one job: its error is the command's error, outputs are rewritten
-        spec = load_job(jobs[0], name=name, overrides=overrides)
-        if options.out_dir is None:
-            if spec.output_dir is None:
-                raise CosmosError("no output folder: pass -o DIR or set output_dir in the spec", file=jobs[0])
-            options = dataclasses.replace(options, out_dir=spec.output_dir)
-        result = run_on_ranks(spec, options)
-        for path in (result.video, result.latents, result.sidecar):
-            if path is not None:
-                typer.echo(str(path))
-        return
-
-    def report(outcome: Outcome) -> None:
-        if outcome.status == "failed":
-            err_console.print(
-                f"[bold red]failed:[/] {escape(f'{outcome.name}: {outcome.error}')}",
-                highlight=False,
-                soft_wrap=True,
-            )
-        elif outcome.status == "skipped":
-            typer.echo(f"skipped {outcome.name} (outputs exist; --force reruns it)")
-        else:
-            for path in (outcome.result.video, outcome.result.latents, outcome.result.sidecar):
-                if path is not None:
-                    typer.echo(str(path))
-
-    if options.out_dir is None:  # the batch record and every job's outputs go to one folder
-        raise CosmosError("several jobs write to one folder: pass -o DIR", file=", ".join(map(str, jobs)))
-    result = run_batch(load_batch_jobs(jobs, overrides, name=name), options, force=force, on_outcome=report)
-    if result.failed:
-        raise CosmosError(failure_line(result))
+    run_infer(args)
 
 
 @app.command()

@@ -75,7 +75,18 @@ def infer_args(wildcards, input, resources):
     args += ["--compile-cache", config["compile_cache"]] if config["compile_cache"] else ["--no-compile-cache"]
     args += ["--offload", config["offload"]]  # exact layouts: not part of the content key
     args += ["--memory-cap", str(config["memory_cap"])] if config["memory_cap"] else []
+    if use_server(resources.gpu):
+        args += ["--server", "--server-idle", str(config["serve_idle_s"])]
     return args + model_args("model_dir")
+
+
+def use_server(gpus):
+    """Whether diffuse jobs go to a per-GPU `cosmos-t2 serve` process (config key serve): auto on one
+    CUDA GPU, where a job's imports, load and compile cost as much as its steps; never on CPU, whose
+    jobs are short and where the demo leaves no process behind."""
+    if config["serve"] == "auto":
+        return GPU_DEVICE and gpus == 1
+    return bool(config["serve"])
 
 
 def launcher(wildcards, resources):
