@@ -151,8 +151,37 @@ PY
   gpu_info
   bench two_chunks 150 bench --e2e --steps 3 --frames 185 --work-dir $W/f --json-out $R/two_chunks.json
   ;;
+10)
+  # 2026-12-02, on a fresh machine (carry .gpu1): unpack PyAV, diffusers and half of FlashAttention-4.
+  unpack || exit 1
+  python3 -c 'import av, diffusers' || exit 1
+  gpu_info
+  ;;
+11)
+  # Then (carry .gpu2): FlashAttention-4 complete; the distilled edge model through every way a user runs it.
+  unpack || exit 1
+  python3 -c 'import av, flash_attn.cute' || exit 1
+  D="--model-dir $W/d/models --prompt-embeddings $W/d/prompt.safetensors --quiet"
+  # cold compile caches (inductor's and FA4's), then plain `infer` to an mp4 with both warm
+  bench distilled_cold 200 bench --e2e --distilled --work-dir $W/d --json-out $R/distilled_cold.json
+  bench distilled_infer 120 infer $W/d/e2e.jsonl --name e2e_0 -o $W/d/infer $D
+  cp $W/d/infer/e2e_0.json "$R/distilled_infer_sidecar.json" 2>/dev/null
+  # The workflow's diffuse command (--latents-only), as its own process, then through the server four times
+  bench diffuse_own 120 infer $W/d/e2e.jsonl --name e2e_0 -o $W/d/own --latents-only $D
+  cp $W/d/own/e2e_0.json "$R/diffuse_own_sidecar.json" 2>/dev/null
+  for i in 1 2 3 4; do
+    bench diffuse_server$i 120 infer $W/d/e2e.jsonl --name e2e_0 -o $W/d/server$i --latents-only $D --server
+    cp $W/d/server$i/e2e_0.json "$R/diffuse_server${i}_sidecar.json" 2>/dev/null
+  done
+  python3 -m cosmos_t2.cli serve --status | tee -a "$SUMMARY"
+  python3 -m cosmos_t2.cli serve --stop >/dev/null
+  cp /tmp/cosmos-t2-*/*.log "$R/" 2>/dev/null
+  cmp $W/d/own/e2e_0.latents.safetensors $W/d/server4/e2e_0.latents.safetensors && echo "server latents = own" |
+    tee -a "$SUMMARY"
+  bench distilled_x4 200 bench --e2e --distilled --jobs 4 --work-dir $W/d --json-out $R/distilled_x4.json
+  ;;
 *)
-  echo "usage: $0 1|2|3|5|6|7|8|9" >&2
+  echo "usage: $0 1|2|3|5|6|7|8|9|10|11" >&2
   exit 2
   ;;
 esac

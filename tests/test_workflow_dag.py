@@ -132,8 +132,8 @@ def test_each_profile_dry_runs(sweep_dir: Path, profile: str) -> None:
         gpu = profile.removeprefix("slurm-")
         diffuse = out.split("rule diffuse:", 1)[1].split("rule ", 1)[0]
         assert f"gpu=1, gpu_model={gpu}" in diffuse and "slurm_partition=gpu" in diffuse
-    if profile in ("local", "local-gpu"):  # CPU, and two GPUs a job: each job its own processes
-        assert "--server" not in out
+    # CPU, two GPUs a job, and a cluster's allocations: each diffuse job in its own processes
+    assert re.search(r" infer .* --latents-only ", out) and "--server" not in out
     if profile == "local-gpu":
         assert re.search(
             r"torchrun --standalone --nproc_per_node=2 -m cosmos_t2.worker infer .* --gpus 2 ",

@@ -21,6 +21,7 @@ class Hardware:
     device: str  # "cpu" or "cuda"
     label: str  # names the run folder <results>/<label> and every benchmark row
     derived: tuple[str, ...]  # the config keys that came from the profile's resources, not the config
+    cluster: bool = False  # the diffusion rule asks a scheduler for a GPU model (SLURM): one allocation a job
 
 
 def resolve_hardware(
@@ -31,7 +32,7 @@ def resolve_hardware(
     """The device and label of a sweep. What the config sets wins; `device: auto` is cuda when the run gives
     the diffusion rule a GPU (`--set-resources diffuse:gpu=N` or `--resources gpu=N`), else cpu; an empty
     `hardware_label` is `slurm-<gpu_model>` when the diffusion rule asks SLURM for a GPU model, `local-gpu`
-    on cuda and `cpu-local` on cpu."""
+    on cuda and `cpu-local` on cpu. `cluster` is whether that GPU model is asked for (a scheduler's node)."""
     diffuse = rule_resources[GPU_RULE] if GPU_RULE in rule_resources else {}  # noqa: SIM401 (see _item)
     derived = []
     device = str(config.get("device", "auto"))
@@ -40,14 +41,14 @@ def resolve_hardware(
         device = "cuda" if gpus >= 1 else "cpu"
         derived.append("device")
     label = str(config.get("hardware_label") or "")
+    gpu_model = _raw(_item(diffuse, "gpu_model"))
     if not label:
-        gpu_model = _raw(_item(diffuse, "gpu_model"))
         if gpu_model and device == "cuda":
             label = f"slurm-{gpu_model}"
         else:
             label = "local-gpu" if device == "cuda" else "cpu-local"
         derived.append("hardware_label")
-    return Hardware(device, label, tuple(derived))
+    return Hardware(device, label, tuple(derived), cluster=bool(gpu_model))
 
 
 def _item(mapping: Mapping[str, Any], key: str) -> Any:

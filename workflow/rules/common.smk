@@ -80,12 +80,19 @@ def infer_args(wildcards, input, resources):
     return args + model_args("model_dir")
 
 
+# Jobs sent to a cluster (SLURM) run one per allocation, each in its own job step, which ends every
+# process it started: a server there would die with the job that started it. A dry run has no cluster
+# executor to ask, so the profile's resources say it too (a GPU model asked of the scheduler).
+ON_CLUSTER = workflow.remote_exec or not workflow.local_exec or HARDWARE.cluster
+
+
 def use_server(gpus):
     """Whether diffuse jobs go to a per-GPU `cosmos-t2 serve` process (config key serve): auto on one
-    CUDA GPU, where a job's imports, load and compile cost as much as its steps; never on CPU, whose
-    jobs are short and where the demo leaves no process behind."""
+    CUDA GPU of this machine, where a job's imports, load and compile cost as much as a distilled job's
+    steps; never on CPU, whose jobs are short and where the demo leaves no process behind, nor on a
+    cluster executor."""
     if config["serve"] == "auto":
-        return GPU_DEVICE and gpus == 1
+        return GPU_DEVICE and gpus == 1 and not ON_CLUSTER
     return bool(config["serve"])
 
 
