@@ -325,7 +325,9 @@ def test_the_compile_cache_also_keeps_fa4_kernels(tmp_path: Path, monkeypatch: p
     monkeypatch.setattr(functorch_config, "enable_autograd_cache", functorch_config.enable_autograd_cache)
     chosen = enable_compile_cache(tmp_path / "cache")
     assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(chosen)
-    assert os.environ[FA4_CACHE_ENV] == "1" and os.environ[FA4_CACHE_DIR_ENV] == str(chosen / "flash-attn-cute")
+    assert os.environ[FA4_CACHE_ENV] == "1" and os.environ[FA4_CACHE_DIR_ENV] == str(
+        chosen / "flash-attn-cute"
+    )
     monkeypatch.setenv(FA4_CACHE_ENV, "0")
     enable_compile_cache(tmp_path / "cache")
     assert os.environ[FA4_CACHE_ENV] == "0"
