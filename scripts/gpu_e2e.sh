@@ -180,8 +180,31 @@ PY
     tee -a "$SUMMARY"
   bench distilled_x4 200 bench --e2e --distilled --jobs 4 --work-dir $W/d --json-out $R/distilled_x4.json
   ;;
+12)
+  # Are a job's latents the same bytes in two processes, and on the server? (carry .gpu1; cuDNN attention, 480p)
+  unpack || exit 1
+  D="--model-dir $W/q/models --prompt-embeddings $W/q/prompt.safetensors --quiet --latents-only"
+  bench distilled_480p 200 bench --e2e --distilled --preset 480p93 --work-dir $W/q --json-out $R/distilled_480p.json
+  for run in own1 own2 server1 server2; do
+    case $run in server*) S=--server ;; *) S= ;; esac
+    bench q_$run 100 infer $W/q/e2e.jsonl --name e2e_0 -o $W/q/$run $D $S
+  done
+  python3 -m cosmos_t2.cli serve --stop >/dev/null
+  python3 - "$W/q" <<'PY' 2>&1 | tee -a "$SUMMARY"
+import sys
+from pathlib import Path
+from safetensors.torch import load_file
+root = Path(sys.argv[1])
+runs = {r: load_file(root / r / "e2e_0.latents.safetensors") for r in ("own1", "own2", "server1", "server2")}
+for a, b in (("own1", "own2"), ("server1", "server2"), ("own1", "server1"), ("own1", "server2")):
+    x, y = runs[a]["chunk_0"], runs[b]["chunk_0"]
+    d = (x - y).abs()
+    print(f"{a} vs {b}: equal {bool((x == y).all())}, max |diff| {d.max().item():.3e}, "
+          f"relative {((x - y).norm() / x.norm()).item():.3e}, differing {(d > 0).float().mean().item():.2%}")
+PY
+  ;;
 *)
-  echo "usage: $0 1|2|3|5|6|7|8|9|10|11" >&2
+  echo "usage: $0 1|2|3|5|6|7|8|9|10|11|12" >&2
   exit 2
   ;;
 esac
