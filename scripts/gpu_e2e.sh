@@ -3,8 +3,9 @@
 # device call each (10 minutes): `bash scripts/gpu_e2e.sh N`. Parts share the machine's /tmp: the random model
 # folders (/tmp/e2e) and the compile cache ($COSMOS_T2_CACHE_DIR) carry over while it stays warm. Every run's
 # JSON and log are packed into $OUT/partN.tgz. BUDGET_S bounds a part (default 570 s).
-# Packages the machine lacks travel packed by scripts/gpu_wheels.sh: carry ".gpu1" in the call of part 5 or 8
-# (PyAV, diffusers, half of FlashAttention-4) and ".gpu2" in the next call, part 6 (the other half).
+# Packages the machine lacks travel packed by scripts/gpu_wheels.sh: carry ".gpu1" in a machine's first call
+# (PyAV, diffusers, half of FlashAttention-4: part 5, 8, 10 or 12) and ".gpu2" in the next (the other half:
+# part 6 or 11). 2026-12-02 ran parts 8, 6, 9 on one machine, 10 and 11 on a second, 12 on a third.
 # Parts 1-3 (2026-12-01, commit a830db1) installed PyAV and diffusers from .whl/ instead (filled with:
 # python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp
 # --platform manylinux_2_28_x86_64 -d .whl av==19.0.2 diffusers==0.42.1 importlib_metadata zipp).
