@@ -74,3 +74,8 @@ rule all:
 # the finished ones with their videos, the failed ones with the rule, the error line and the log.
 onerror:
     write_failure_report()
+    stop_server()
+
+
+onsuccess:
+    stop_server()

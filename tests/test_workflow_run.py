@@ -100,3 +100,52 @@ def test_default_sweep_runs_reports_and_reruns_only_what_changed(tmp_path: Path)
     )
     counts = job_counts(snakemake(tmp_path, "--dry-run"))
     assert counts == {"spec": 2, "diffuse": 2, "encode": 2, "manifest": 1, "report": 1, "all": 1}
+
+
+def test_a_sweep_through_the_server_writes_the_same_latents_and_stops_it(tmp_path: Path) -> None:
+    """`serve: true` hands every diffuse job to one `cosmos-t2 serve` process (on CPU here; auto does so on a
+    local GPU): the latents are the bytes a process per job writes, each job's log still holds its lines,
+    and the server is gone when the sweep ends."""
+    import os
+    import tempfile
+
+    from cosmos_t2.pipeline.serve import SERVE_DIR_ENV
+
+    config = (
+        "specs: [examples/robot/edge.json]\ngrid: {control_weight: [0.5, 1.0], num_steps: [2]}\ntiny: true\n"
+    )
+    serve_dir = Path(tempfile.mkdtemp(prefix="ct2-", dir="/tmp"))  # short: a socket path stays < 100 chars
+    env = {**os.environ, SERVE_DIR_ENV: str(serve_dir)}
+    latents: dict[str, dict[str, bytes]] = {}
+    try:
+        for serve in ("True", "False"):
+            folder = tmp_path / serve
+            shutil.copytree(REPO / "examples" / "robot", folder / "examples" / "robot")
+            (folder / "config.yaml").write_text(config)
+            cmd = [str(SNAKEMAKE), "-s", str(REPO / "Snakefile"), "--profile", str(REPO / "profiles" / "local"),
+                   "--config", f"serve={serve}", "--until", "diffuse"]  # fmt: skip
+            proc = subprocess.run(cmd, cwd=folder, env=env, capture_output=True, text=True, timeout=900)
+            out = proc.stdout + proc.stderr
+            assert proc.returncode == 0, out[-4000:]
+            assert ("stopped the diffusion server" in out) == (serve == "True")
+            run_dir = folder / "results" / "cpu-local"
+            found = sorted(run_dir.glob("diffuse/*/*.latents.safetensors"))
+            assert len(found) == 2
+            latents[serve] = {p.parent.name: p.read_bytes() for p in found}
+            for path in found:
+                log = (
+                    run_dir
+                    / "logs"
+                    / "diffuse"
+                    / path.parent.name
+                    / path.name.replace(".latents.safetensors", ".log")
+                )
+                assert re.search(r"^done \S+: \S+\.latents\.safetensors in ", log.read_text(), flags=re.M)
+        assert latents["True"] == latents["False"]
+        assert not list(serve_dir.glob("*.pid")) and not list(serve_dir.glob("*.sock"))  # it stopped
+        server_log = next(serve_dir.glob("*.log")).read_text()
+        assert server_log.count("job done in") == 2 and "(built: net 1, vae 1" in server_log.splitlines()[-1]
+    finally:
+        for pid_file in serve_dir.glob("*.pid"):
+            os.kill(int(pid_file.read_text()), 15)
+        shutil.rmtree(serve_dir, ignore_errors=True)

@@ -96,6 +96,24 @@ def use_server(gpus):
     return bool(config["serve"])
 
 
+def stop_server():
+    """A sweep that handed its diffuse jobs to a server stops it when it ends, so the GPU is free at once
+    rather than after serve_idle_s (a server busy with another sweep's job stops after that job). Logged,
+    never raised: the sweep's own outcome stands."""
+    if not use_server(1) or ON_CLUSTER:
+        return
+    from cosmos_t2.pipeline.serve import request, server_address
+
+    try:
+        answer = request(server_address(), "stop")
+    except (CosmosError, OSError) as exc:
+        logger.warning(f"cosmos-t2: could not stop the diffusion server: {exc}")
+        return
+    if answer is not None:
+        logger.info(f"cosmos-t2: stopped the diffusion server (pid {answer['pid']}, {answer['jobs']['done']} "
+                    f"jobs done, built {answer['builds']})")  # fmt: skip
+
+
 def launcher(wildcards, resources):
     # One process per GPU, started here so SLURM sees one task; `infer --gpus N` inside torchrun
     # runs as one rank instead of relaunching itself.
