@@ -413,3 +413,62 @@ def test_the_budget_and_the_cap_name_the_gpu_by_index(monkeypatch: pytest.Monkey
     assert budget.bytes == 20 * 2**30  # the fraction's 20 GiB of 80, the free memory's too
     apply_memory_cap(torch.device("cuda"), 12.0)
     assert calls[-2:] == ["properties", "set_fraction"]
+
+
+def test_a_pool_drops_the_least_recently_used_models_a_job_needs_the_room_of(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A long-lived pool (a server, a mixed batch) gives way: the oldest models the job does not use are dropped
+    (and freed) until they and the job's estimate fit its budget; the job's own models and a CPU run never."""
+    import gc
+    import weakref
+
+    from cosmos_t2.pipeline import pool as pool_module
+
+    sizes: dict[int, int] = {}
+    monkeypatch.setattr(pool_module, "_gpu_bytes", lambda model: sizes[id(model)])
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
+    pool = ModelPool()
+    models = {}
+    for name, gib in (("old", 4), ("recent", 4), ("mine", 4), ("on_cpu", 0)):
+        models[name] = torch.nn.Linear(1, 1)
+        sizes[id(models[name])] = gib * GIB
+        pool.nets[(name,)] = (models[name], False)
+        pool._last_use[("net", (name,))] = len(pool._last_use)
+    vae = torch.nn.Linear(1, 1)
+    sizes[id(vae)] = GIB
+    pool.vaes[("vae",)] = vae
+    pool._last_use[("vae", ("vae",))] = -1  # the oldest of all
+    keep = [("net", ("mine",)), ("vae", ("vae",))]
+    gone = weakref.ref(models.pop("old"))
+
+    assert pool.make_room(keep, 8 * GIB, Budget(None, "no GPU")) == 0  # unbounded: nothing goes
+    # held 8 GiB outside the job + its 8 GiB need > 0.92 x 16 GiB: the oldest it does not use goes, and is freed
+    assert pool.make_room(keep, 8 * GIB, Budget(16 * GIB, "test")) == 1
+    gc.collect()
+    assert (
+        gone() is None and set(pool.nets) == {("recent",), ("mine",), ("on_cpu",)} and ("vae",) in pool.vaes
+    )
+    assert pool.evictions == 1 and ("net", ("old",)) not in pool._last_use
+    # a need no drop can meet takes every other GPU model, never the job's own, nor ones that hold no GPU memory
+    assert pool.make_room(keep, 15 * GIB, Budget(16 * GIB, "test")) == 1
+    assert set(pool.nets) == {("mine",), ("on_cpu",)} and ("vae",) in pool.vaes
+
+
+def test_a_job_keeps_the_models_it_uses(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The keys a job asks `make_room` to keep are the keys its models are pooled under (else, on a GPU, a
+    job could drop its own network and build it again)."""
+    spec = load_job(
+        EXAMPLE / "edge.json", overrides={"num_steps": 1, "max_frames": 5, "num_video_frames_per_chunk": 5}
+    )
+    pool = ModelPool()
+    asked: list[list[Any]] = []
+    real = pool.make_room
+    monkeypatch.setattr(
+        pool, "make_room", lambda keep, need, budget: asked.append(keep) or real(keep, need, budget)
+    )
+    for run in ("a", "b"):
+        run_job(spec, RunOptions(out_dir=tmp_path / run, tiny=True, progress=False, pool=pool))
+    assert len(asked) == 2 and asked[0] == asked[1] and pool.builds["net"] == 1
+    (net_kind, net_key), (vae_kind, vae_key) = asked[0]
+    assert (net_kind, vae_kind) == ("net", "vae") and net_key in pool.nets and vae_key in pool.vaes

@@ -217,6 +217,12 @@ def _run_job(spec: Spec, options: RunOptions, progress: JobProgress) -> JobResul
     if pending is None:
         with timer.stage("inputs"):
             inputs, reference = read_inputs()
+    # Models earlier jobs left in the pool that this one does not use give way when it needs their memory.
+    keep = [("net", pool.net_key(files, modalities, tiny=options.tiny, device=device, dtype=dtype,
+                                 acceleration=acc, plan=memory.plan)),
+            ("vae", pool.vae_key(files, tiny=options.tiny, device=device, dtype=dtype, plan=memory.plan))]  # fmt: skip
+    if dropped := pool.make_room(keep, memory.estimate.peak, memory.budget):
+        progress.note(f"memory: dropped {dropped} model(s) of earlier jobs to make room")
     text_device = device if memory.estimate.text_on_gpu else torch.device("cpu")
     with timer.stage("text"):  # before the DiT: a 7B encoder and the DiT need not share the GPU
         pos, neg = prompt_embeddings(
