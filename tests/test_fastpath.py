@@ -314,15 +314,10 @@ def test_the_compile_cache_also_keeps_fa4_kernels(tmp_path: Path, monkeypatch: p
     and a user who turned it off keeps it off."""
     import os
 
-    import torch._functorch.config as functorch_config
-    import torch._inductor.config as inductor_config
-
     from cosmos_t2.model.compile import FA4_CACHE_DIR_ENV, FA4_CACHE_ENV, enable_compile_cache
 
     for name in (FA4_CACHE_ENV, FA4_CACHE_DIR_ENV, "TORCHINDUCTOR_CACHE_DIR"):
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.setattr(inductor_config, "fx_graph_cache", inductor_config.fx_graph_cache)
-    monkeypatch.setattr(functorch_config, "enable_autograd_cache", functorch_config.enable_autograd_cache)
     chosen = enable_compile_cache(tmp_path / "cache")
     assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(chosen)
     assert os.environ[FA4_CACHE_ENV] == "1" and os.environ[FA4_CACHE_DIR_ENV] == str(
