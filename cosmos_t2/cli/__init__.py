@@ -12,7 +12,7 @@ import sys
 import warnings
 
 from cosmos_t2.cli import jobs, models, serve, stages  # noqa: F401  (importing them registers their commands)
-from cosmos_t2.cli.app import _state, app, print_error
+from cosmos_t2.cli.app import _state, app, print_error, replay_warnings
 from cosmos_t2.errors import CosmosError, error_line
 
 __all__ = ["app", "main"]
@@ -31,15 +31,10 @@ def main() -> None:
             app()
     except (CosmosError, OSError) as exc:
         if _state["debug"]:
-            _replay(held)
+            replay_warnings(held)
             raise
         print_error(error_line(exc))
         sys.exit(2)
     except SystemExit:
-        _replay(held)
+        replay_warnings(held)
         raise
-
-
-def _replay(held: list[warnings.WarningMessage]) -> None:
-    for w in held:
-        warnings.showwarning(w.message, w.category, w.filename, w.lineno, w.file, w.line)

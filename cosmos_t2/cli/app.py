@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Annotated
 
@@ -57,6 +58,12 @@ MemoryCap = Annotated[
 ModelSizeInput = Annotated[
     Path | None, typer.Option("--input", help="Model-size input (default DIR/input.mkv, else decoded).")
 ]
+
+
+def replay_warnings(held: list[warnings.WarningMessage]) -> None:
+    """Show warnings held back while a command ran (main's, and a served job's on the server)."""
+    for w in held:
+        warnings.showwarning(w.message, w.category, w.filename, w.lineno, w.file, w.line)
 
 
 def print_error(line: str) -> None:

@@ -23,7 +23,7 @@ from typing import Annotated, Any
 
 import typer
 
-from cosmos_t2.cli.app import _state, app, print_error
+from cosmos_t2.cli.app import _state, app, print_error, replay_warnings
 from cosmos_t2.cli.infer_job import InferArgs, run_infer
 from cosmos_t2.errors import CosmosError, error_line
 from cosmos_t2.pipeline.serve import Address, Emit, LineWriter, request, server_address, submit
@@ -86,8 +86,7 @@ class InferService:
                 self.jobs["done" if code == 0 else "failed"] += 1
                 _release_memory(payload.args)
             if code == 0:
-                for w in held:
-                    warnings.showwarning(w.message, w.category, w.filename, w.lineno, None, w.line)
+                replay_warnings(held)
             out.flush()
             err.flush()
         return code
