@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -21,7 +20,7 @@ from cosmos_t2.cli.app import (
 from cosmos_t2.cli.infer_job import InferArgs, run_infer
 from cosmos_t2.cli.serve import DEFAULT_IDLE_S, infer_on_server
 from cosmos_t2.destination import check_destination, check_output_file
-from cosmos_t2.distributed.launch import under_torchrun
+from cosmos_t2.distributed.launch import first_rank, under_torchrun
 from cosmos_t2.errors import CosmosError
 
 
@@ -231,7 +230,7 @@ def infer(
     if server:
         if gpus == 1 and not under_torchrun():
             raise typer.Exit(infer_on_server(args, idle_timeout=server_idle))
-        if os.environ.get("RANK", "0") == "0":  # one note for the whole torchrun job
+        if first_rank():  # one note for the whole torchrun job
             err_console.print("note: --server serves one-GPU jobs; this one runs in its own processes")
     from cosmos_t2.distributed.launch import maybe_relaunch_under_torchrun
 

@@ -32,6 +32,11 @@ def under_torchrun() -> bool:
     return "LOCAL_RANK" in os.environ and "WORLD_SIZE" in os.environ
 
 
+def first_rank() -> bool:
+    """True unless this process is a later rank of a torchrun job (rank 0 writes and speaks for them all)."""
+    return os.environ.get("RANK", "0") == "0"
+
+
 def maybe_relaunch_under_torchrun(
     gpus: int, device: str, argv: Sequence[str], *, option: str = "--gpus"
 ) -> bool:

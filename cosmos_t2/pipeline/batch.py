@@ -12,7 +12,6 @@ failed leaves its process group unusable, and its peers cannot be told to skip),
 from __future__ import annotations
 
 import dataclasses
-import os
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -22,7 +21,7 @@ from typing import Any
 
 from cosmos_t2.atomic import write_json_atomic
 from cosmos_t2.distributed.context import parallel_job
-from cosmos_t2.distributed.launch import under_torchrun
+from cosmos_t2.distributed.launch import first_rank, under_torchrun
 from cosmos_t2.errors import CosmosError
 from cosmos_t2.pipeline.output import output_names
 from cosmos_t2.pipeline.pool import ModelPool
@@ -128,7 +127,7 @@ def run_batch(
             if on_outcome is not None:
                 on_outcome(outcome)
     result = BatchResult(outcomes=outcomes, builds=dict(pool.builds))
-    if os.environ.get("RANK", "0") == "0":  # rank 0 alone writes, as in a single job
+    if first_rank():  # rank 0 alone writes, as in a single job
         write_batch_record(options.out_dir / BATCH_RECORD, result)
     return result
 
