@@ -27,6 +27,7 @@ import torch
 from cosmos_t2.atomic import atomic_outputs, atomic_path, write_json_atomic
 from cosmos_t2.destination import check_destination, estimate_video_bytes
 from cosmos_t2.errors import CosmosError
+from cosmos_t2.reproducible import x264_params
 
 # (height, width) per resolution and aspect ratio "w,h". "480" and "720" are the official table
 # (`VIDEO_RES_SIZE_INFO` in cosmos_transfer2/_src/predict2/datasets/utils.py, stored there as (w, h)).
@@ -138,7 +139,8 @@ def write_video(
 ) -> Path:
     """Encode (T, H, W, 3) uint8 RGB frames, atomically.
 
-    Default: H.264 yuv420p at crf 18 (plays everywhere; needs even sides). `lossless=True`: FFV1 in
+    Default: H.264 yuv420p at crf 18 (plays everywhere; needs even sides), the same bytes for the same
+    frames on any x86-64 CPU with SSE4.2 and a given `av` wheel. `lossless=True`: FFV1 in
     packed RGB (bgr0) inside .mkv, which decodes back to the same bytes, for caches between stages.
     """
     path = Path(path)
@@ -165,7 +167,9 @@ def write_video(
                 else:
                     stream = container.add_stream("libx264", rate=rate)
                     stream.pix_fmt = "yuv420p"
-                    stream.options = {"crf": str(CRF), "preset": "medium"}
+                    # threads and asm pinned: the bitstream then depends on the frames and the av wheel
+                    # alone, not on the CPU model or core count (cosmos_t2.reproducible)
+                    stream.options = {"crf": str(CRF), "preset": "medium", "x264-params": x264_params()}
                 stream.height, stream.width = height, width
                 stream.thread_type = "AUTO"
                 for image in array:

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from cosmos_t2.cli import app
 from cosmos_t2.distributed.launch import exit_rank, failures_recorded
+from cosmos_t2.reproducible import pin_cpu_numerics
 
 
 def worker_main() -> None:
     """One torchrun worker: the normal CLI, with failures recorded for the agent."""
+    pin_cpu_numerics()  # inherited from the agent already, unless torchrun was started by hand
     try:
         with failures_recorded():
             app(prog_name="cosmos-t2")

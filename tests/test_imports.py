@@ -16,7 +16,14 @@ PACKAGE = Path(__file__).resolve().parents[1] / "cosmos_t2"
 
 # Lowest first. A module may import its own package and any package of a lower layer.
 LAYERS: list[set[str]] = [
-    {"__init__", "errors", "atomic", "destination"},  # foundation: version, the one error type, atomic writes
+    {
+        "__init__",
+        "errors",
+        "atomic",
+        "destination",
+        "reproducible",
+    },  # foundation: version, the one error type,
+    # atomic writes, the CPU / encoder pins
     {"video"},  # media I/O
     {"model"},  # network, VAE, encoders, checkpoints
     {"controls"},  # the modality registry, control videos, masks
