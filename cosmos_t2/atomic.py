@@ -73,6 +73,13 @@ class OutputSet:
             self._staged.append((tmp, final))
         return tmp
 
+    def staged(self, final: str | Path) -> Path:
+        """The temp path `final` was staged at (to read a staged file before it is published)."""
+        for tmp, staged_final in self._order():
+            if staged_final == Path(final):
+                return tmp
+        raise KeyError(f"not staged: {final}")
+
     @property
     def finals(self) -> list[Path]:
         return [final for _, final in self._order()]

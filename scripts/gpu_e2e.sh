@@ -208,6 +208,37 @@ PY
   echo "usage: $0 1|2|3|5|6|7|8|9|10|11|12" >&2
   exit 2
   ;;
+13)
+  # 2026-12-06 (issue 28), a fresh machine, carry .whl (PyAV 18.1.0 alone: no FA4, so cuDNN attention): the
+  # pinned encoder on this host's CPU, then deterministic mode at full size on the distilled edge model.
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/av-*.whl ||
+    exit 1
+  gpu_info
+  echo "cpu: $(nproc) cores, $(grep -o -w 'avx512f\|avx2\|sse4_2' /proc/cpuinfo | sort -u | tr '\n' ' ')" |
+    tee -a "$SUMMARY"
+  python3 scripts/encode_check.py --time | tee -a "$SUMMARY"
+  D="--model-dir $W/d/models --prompt-embeddings $W/d/prompt.safetensors --quiet --attn-backend cudnn"
+  bench distilled_cold 200 bench --e2e --distilled --attn-backend cudnn --work-dir $W/d --json-out $R/cold.json
+  for run in det1 det2 def1 def2; do
+    flag=--no-deterministic && [[ $run == det* ]] && flag=--deterministic
+    bench "$run" 120 infer $W/d/e2e.jsonl --name e2e_0 -o $W/d/$run $D $flag
+    cp $W/d/$run/e2e_0.json "$R/${run}_sidecar.json" 2>/dev/null
+  done
+  bench reproduce 120 reproduce $W/d/det1/e2e_0.json -o $W/d/again
+  python3 scripts/identity_table.py $W/d/det1 $W/d/det2 $W/d/again $W/d/def1 $W/d/def2 | tee -a "$SUMMARY"
+  ;;
+14)
+  # Then, on the same machine: the 35-step model's step in deterministic mode against the default, 8 steps a job.
+  export PYTHONPATH=/tmp/site:$PWD
+  F="--model-dir $W/f/models --prompt-embeddings $W/f/prompt.safetensors --quiet --attn-backend cudnn"
+  bench full_cold 200 bench --e2e --steps 3 --attn-backend cudnn --work-dir $W/f --json-out $R/full_cold.json
+  for run in det1 def1 det2 def2; do
+    flag=--no-deterministic && [[ $run == det* ]] && flag=--deterministic
+    bench "full_$run" 150 infer $W/f/e2e.jsonl --name e2e_0 -o $W/f/$run $F $flag --set num_steps=8
+    cp $W/f/$run/e2e_0.json "$R/full_${run}_sidecar.json" 2>/dev/null
+  done
+  python3 scripts/identity_table.py $W/f/det1 $W/f/det2 $W/f/def1 $W/f/def2 | tee -a "$SUMMARY"
+  ;;
 esac
 tar czf "$OUT/part${1}.tgz" -C /tmp/results "part${1}"
 cat "$SUMMARY"

@@ -51,6 +51,7 @@ class InferArgs:
     force: bool = False
     offload: str = "auto"
     memory_cap: float | None = None
+    deterministic: bool | None = None  # None: the project's default on CUDA (CPU: always)
 
 
 def run_options(
@@ -82,6 +83,7 @@ def run_options(
             attn_backend=args.attn_backend,
             compile_cache=args.compile_cache,
             use_compile_cache=not args.no_compile_cache,
+            deterministic=args.deterministic,
         ),
         pool=pool,
         offload=args.offload,

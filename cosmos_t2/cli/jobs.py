@@ -203,6 +203,14 @@ def infer(
     ] = False,
     offload: Offload = "auto",
     memory_cap: MemoryCap = None,
+    deterministic: Annotated[
+        bool | None,
+        typer.Option(
+            "--deterministic/--no-deterministic",
+            help="CUDA: deterministic kernels, no autotuning: the same bits in every process on the same GPU "
+            "kind and software (CPU: always).",
+        ),
+    ] = None,
     server: Annotated[
         bool,
         typer.Option(
@@ -226,6 +234,7 @@ def infer(
         latents_only=latents_only, set_=set_ or [], name=name, quiet=quiet, guardrails=guardrails,
         compile=compile, compile_mode=compile_mode, attn_backend=attn_backend, compile_cache=compile_cache,
         no_compile_cache=no_compile_cache, force=force, offload=offload, memory_cap=memory_cap,
+        deterministic=deterministic,
     )  # fmt: skip
     if server:
         if gpus == 1 and not under_torchrun():
@@ -263,3 +272,23 @@ def render(
     check = load_guardrails(device).check_video if guardrails else None
     render_latents(latents, out, tiny=tiny, model_dir=model_dir, device=device, check_video=check)
     typer.echo(str(out))
+
+
+@app.command()
+def reproduce(
+    sidecar: Annotated[Path, typer.Argument(help="A job's <name>.json, written by infer.")],
+    out_dir: Annotated[
+        Path | None, typer.Option("-o", "--out", help="Write the rerun here (default: a temporary folder).")
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No stage lines from the rerun.")] = False,
+) -> None:
+    """Rerun a finished job from its sidecar alone and compare the bytes: exit 0 identical, 3 different with
+    the recorded difference named (model file, library, CPU, GPU), 1 different with nothing recorded differing."""
+    from cosmos_t2.pipeline.reproduce import reproduce as rerun
+
+    if out_dir is not None:
+        check_destination(out_dir, [])
+    found = rerun(sidecar, out_dir, progress=False if quiet else "lines")
+    for line in found.lines():
+        typer.echo(line)
+    raise typer.Exit(found.exit_code)

@@ -8,10 +8,17 @@ batched with its shared first-block work (`cfg_halves`, always on in `pipeline.r
 math, summed in another order at most. Around the steps: the job's inputs (decode, controls, masks) are read
 on a thread while the text encoder and the models load (`Background`). On CPU nothing changes unless asked
 (`--compile`), so CPU runs keep their byte-identical outputs and their checks-before-models order.
+
+Deterministic mode (`--deterministic`, always on for CPU): deterministic algorithms, no cuDNN autotuning
+(cuDNN's own deterministic choice instead), inductor without on-device benchmarking of numerics-changing
+choices, cuBLAS on a fixed workspace; the attention kernel is what `auto` resolves to for the installed
+software (FA4 or cuDNN, both deterministic in the forward pass), recorded. Two processes on the same GPU kind
+and software then write the same latents and mp4.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -28,6 +35,11 @@ from cosmos_t2.model.compile import compile_blocks, default_compile_cache_dir, e
 from cosmos_t2.model.control import TransferNet
 from cosmos_t2.model.device import cuda_index
 
+# Whether CUDA jobs are deterministic unless asked otherwise: chosen by its measured cost (docs/benchmarks.md).
+DETERMINISTIC_DEFAULT = False
+CUBLAS_WORKSPACE = ":4096:8"  # the setting PyTorch documents for deterministic cuBLAS
+AUTOTUNED_COMPILE_MODES = ("max-autotune", "max-autotune-no-cudagraphs")
+
 
 @dataclass(frozen=True)
 class Acceleration:
@@ -40,6 +52,7 @@ class Acceleration:
     cudnn_benchmark: bool
     compile_cache: Path | None  # inductor's on-disk cache; None: torch's own default (/tmp)
     prefetch_inputs: bool = False  # read inputs on a thread while models load
+    deterministic: bool = False  # the same bits in every process on the same GPU kind and software
 
     def record(self, device: torch.device) -> dict[str, Any]:
         return {
@@ -51,6 +64,7 @@ class Acceleration:
             "cudnn_benchmark": self.cudnn_benchmark,
             "compile_cache": str(self.compile_cache) if self.compile and self.compile_cache else None,
             "prefetch_inputs": self.prefetch_inputs,
+            "deterministic": self.deterministic,
         }
 
 
@@ -62,8 +76,10 @@ def resolve_acceleration(
     attn_backend: str = "auto",
     compile_cache: Path | None = None,
     use_compile_cache: bool = True,
+    deterministic: bool | None = None,
 ) -> Acceleration:
-    """`compile=None`: on for CUDA, off for CPU. `compile_cache=None`: `default_compile_cache_dir()`."""
+    """`compile=None`: on for CUDA, off for CPU. `compile_cache=None`: `default_compile_cache_dir()`.
+    `deterministic=None`: DETERMINISTIC_DEFAULT on CUDA; CPU runs are always deterministic."""
     cuda = torch.device(device).type == "cuda"
     if attn_backend not in BACKENDS:
         raise CosmosError(
@@ -71,20 +87,34 @@ def resolve_acceleration(
             key="--attn-backend",
         )
     compiled = cuda if compile is None else compile
+    exact = not cuda or (DETERMINISTIC_DEFAULT if deterministic is None else deterministic)
+    if exact and cuda and compile_mode in AUTOTUNED_COMPILE_MODES:
+        raise CosmosError(
+            f"--compile-mode {compile_mode} times kernels in each process; --deterministic needs another mode",
+            key="--compile-mode",
+        )
     cache = (compile_cache or default_compile_cache_dir()) if use_compile_cache else None
     return Acceleration(
         compile=compiled,
         compile_mode=compile_mode,
         attn_backend=attn_backend,
         inference_mode=cuda,
-        cudnn_benchmark=cuda,
+        cudnn_benchmark=cuda and not exact,
         compile_cache=cache,
         prefetch_inputs=cuda,
+        deterministic=exact,
     )
 
 
 def prepare_process(acc: Acceleration) -> None:
-    """What must happen before torch compiles anything in this process (idempotent)."""
+    """What must happen before torch compiles or multiplies anything in this process (idempotent)."""
+    if acc.deterministic:
+        # cuBLAS reads it when its handle is made (a process's first matmul on the GPU): one fixed workspace
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
+    if acc.deterministic and acc.compile:  # importing inductor's config costs a second: only when it compiles
+        import torch._inductor.config as inductor_config
+
+        inductor_config.deterministic = True  # no on-device benchmarking of choices that change numerics
     if acc.compile and acc.compile_cache is not None:
         enable_compile_cache(acc.compile_cache)
 
@@ -101,13 +131,24 @@ def accelerate(net: TransferNet, acc: Acceleration) -> TransferNet:
 @contextmanager
 def accelerated(acc: Acceleration) -> Iterator[None]:
     """The process-wide switches a run needs while it runs (restored after)."""
-    was = torch.backends.cudnn.benchmark
-    torch.backends.cudnn.benchmark = acc.cudnn_benchmark or was
+    was = (
+        torch.backends.cudnn.benchmark,
+        torch.backends.cudnn.deterministic,
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+    )
+    # A deterministic job in a process that autotuned before (a server's earlier job) turns it off for itself.
+    torch.backends.cudnn.benchmark = acc.cudnn_benchmark or (was[0] and not acc.deterministic)
+    if acc.deterministic:
+        torch.backends.cudnn.deterministic = True
+        # warn_only: an op without a deterministic kernel warns (the job's warnings) rather than failing it
+        torch.use_deterministic_algorithms(True, warn_only=True)
     try:
         with torch.inference_mode(acc.inference_mode):
             yield
     finally:
-        torch.backends.cudnn.benchmark = was
+        torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = was[0], was[1]
+        torch.use_deterministic_algorithms(was[2], warn_only=was[3])
 
 
 T = TypeVar("T")

@@ -27,8 +27,6 @@ from __future__ import annotations
 import dataclasses
 import statistics
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,12 +40,19 @@ from cosmos_t2.distributed.context import ParallelContext, parallel_job
 from cosmos_t2.distributed.launch import under_torchrun
 from cosmos_t2.errors import CosmosError
 from cosmos_t2.model.image_context import check_reference, reference_image
-from cosmos_t2.pipeline.acceleration import Acceleration, Background, accelerated, resolve_acceleration
+from cosmos_t2.pipeline.acceleration import (
+    Acceleration,
+    Background,
+    accelerated,
+    prepare_process,
+    resolve_acceleration,
+)
 from cosmos_t2.pipeline.chunking import carried_frames, plan_chunks
 from cosmos_t2.pipeline.context import check_prompt_embeddings, image_context, prompt_embeddings
 from cosmos_t2.pipeline.diffuse import JobModels, diffuse_chunk, job_sampler
 from cosmos_t2.pipeline.guardrails import Guardrails, guard_panels, load_guardrails
 from cosmos_t2.pipeline.guided import refuse_distilled
+from cosmos_t2.pipeline.identity import environment, latents_sha256, video_identity
 from cosmos_t2.pipeline.inputs import JobInputs, load_inputs, to_uint8_frames
 from cosmos_t2.pipeline.models import TINY_LABEL, locate_models
 from cosmos_t2.pipeline.output import (
@@ -127,23 +132,6 @@ def effective_spec(spec: Spec, tiny: bool) -> Settings:
     return Settings(spec=spec, changed=changed, tiny=tiny)
 
 
-@contextmanager
-def _deterministic(device: torch.device) -> Iterator[None]:
-    """Bit-identical reruns on CPU: deterministic kernels for the duration of the job."""
-    if device.type != "cpu":
-        yield
-        return
-    was, warn = (
-        torch.are_deterministic_algorithms_enabled(),
-        torch.is_deterministic_algorithms_warn_only_enabled(),
-    )
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    try:
-        yield
-    finally:
-        torch.use_deterministic_algorithms(was, warn_only=warn)
-
-
 def run_job(spec: Spec, options: RunOptions) -> JobResult:
     """Run one job; rank 0 writes DIR/<name>.mp4 (or .latents.safetensors) and DIR/<name>.json."""
     mode = options.progress if _is_main(options.parallel) else False
@@ -163,6 +151,7 @@ def _run_job(spec: Spec, options: RunOptions, progress: JobProgress) -> JobResul
     timer = StageTimer(device, progress)
     modalities = list(spec.controls)
     acc = options.acceleration or resolve_acceleration(device)
+    prepare_process(acc)  # before the text encoder's first matmul: cuBLAS's workspace is fixed then
     pool = options.pool if options.pool is not None else ModelPool()
 
     # The memory plan first (its line opens the job): the spec and the input's header are all it reads.
@@ -274,7 +263,7 @@ def _run_job(spec: Spec, options: RunOptions, progress: JobProgress) -> JobResul
     previous = None
     intervals: list[float] = []  # step-to-step times after each chunk's first step (which pays compilation)
     progress.set_chunks(len(chunks))
-    with accelerated(acc), _deterministic(device):
+    with accelerated(acc):
         for chunk, seed in zip(chunks, seeds, strict=True):
             progress.chunk_started(chunk.index, spec.num_steps)
             ticks: list[float] = []
@@ -325,6 +314,14 @@ def _run_job(spec: Spec, options: RunOptions, progress: JobProgress) -> JobResul
     with atomic_outputs() as outputs:  # published together, the sidecar last
         with timer.stage("write"):
             paths = write_outputs(options, spec, inputs, chunks, plan, latents, panels, outputs)
+        with timer.stage("identity"):  # what `cosmos-t2 reproduce` compares a rerun against
+            video = outputs.staged(paths["video"]) if "video" in paths else None
+            record["identity"] = {
+                "latents_sha256": latents_sha256(latents),
+                **(video_identity(video) if video is not None else {}),
+            }
+            record["environment"] = environment(device, record["acceleration"], video)
+        record["run"] = run_record(options)
         finish_record(record, timer, spec.num_steps * len(chunks), paths, started)
         if (
             not options.first_in_process
@@ -336,6 +333,27 @@ def _run_job(spec: Spec, options: RunOptions, progress: JobProgress) -> JobResul
     return JobResult(
         sidecar, paths.get("video"), paths.get("latents"), inputs.num_frames, inputs.fps, timer.rounded()
     )
+
+
+def run_record(options: RunOptions) -> dict[str, Any]:
+    """How the job ran, as far as its bytes depend on it: with the resolved spec, all `reproduce` needs."""
+
+    def path(p: Path | None) -> str | None:
+        return None if p is None else str(Path(p).resolve())
+
+    acc = options.acceleration
+    return {
+        "device": options.device,
+        "tiny": options.tiny,
+        "model_dir": path(options.model_dir),
+        "controls_dir": path(options.controls_dir),
+        "masks_dir": path(options.masks_dir),
+        "prompt_embeddings": path(options.prompt_embeddings),
+        "latents_only": options.latents_only,
+        "offload": options.offload,
+        "attn_backend": acc.attn_backend if acc is not None else "auto",
+        "deterministic": acc.deterministic if acc is not None else None,
+    }
 
 
 def _is_main(ctx: ParallelContext | None) -> bool:

@@ -74,6 +74,8 @@ def infer_args(wildcards, input, resources):
     # One kernel cache for every diffuse job: only the sweep's first GPU process pays for compilation.
     args += ["--compile-cache", config["compile_cache"]] if config["compile_cache"] else ["--no-compile-cache"]
     args += ["--offload", config["offload"]]  # exact layouts: not part of the content key
+    if config["deterministic"] != "auto":  # the same bits in every process on CUDA (CPU: always)
+        args += ["--deterministic" if config["deterministic"] else "--no-deterministic"]
     args += ["--memory-cap", str(config["memory_cap"])] if config["memory_cap"] else []
     if use_server(resources.gpu):
         args += ["--server", "--server-idle", str(config["serve_idle_s"])]
