@@ -312,9 +312,8 @@ def _run_job(spec: Spec, options: RunOptions, progress: JobProgress) -> JobResul
     record["guardrails"] = None if guard is None else guard.record()
     sidecar = options.out_dir / f"{spec.name}.json"
     with atomic_outputs() as outputs:  # published together, the sidecar last
-        with timer.stage("write"):
+        with timer.stage("write"):  # with the identities `cosmos-t2 reproduce` compares a rerun against
             paths = write_outputs(options, spec, inputs, chunks, plan, latents, panels, outputs)
-        with timer.stage("identity"):  # what `cosmos-t2 reproduce` compares a rerun against
             video = outputs.staged(paths["video"]) if "video" in paths else None
             record["identity"] = {
                 "latents_sha256": latents_sha256(latents),
