@@ -9,11 +9,18 @@ Left alone, three choices follow the machine rather than the job, and each chang
   Every level from plain C to AVX2 gave the same bytes there; SSE2 alone did not, so SSE4.2 is the floor
   too, and a CPU without it (none since 2008) encodes with x264's own choice, recorded as such.
 - **PyTorch's CPU kernels** (ATen's vectorised loops, MKL's GEMM, oneDNN's convolutions) dispatch on the SIMD
-  level, and MKL splits GEMM reductions by thread count: a tiny job's latents moved by up to 1.7e-4 between
-  1 and 2 threads and between AVX-512 and AVX2. `pin_cpu_numerics()` caps all three at AVX2 and puts MKL in
-  strict conditional-numerical-reproducibility mode (thread-count independent GEMM); then 1, 2 and 3
-  threads gave bit-identical latents. It must run before torch first computes anything: the CLI's entry
-  point calls it. A value the user set in the environment is kept (and recorded).
+  level and the CPU vendor, and MKL splits GEMM reductions by thread count: a tiny job's latents moved by up
+  to 1.7e-4 between 1 and 2 threads and between AVX-512 and AVX2. MKL's strict CNR mode (`AVX2,STRICT`)
+  fixed the thread count's effect on an Intel Xeon but not on an AMD EPYC (2026-12-07: a 10x64 @ 64x16 GEMM
+  differed between 1 and 2 threads), and MKL runs other kernels on AMD than on Intel. So
+  `pin_cpu_numerics()` puts MKL on its `COMPATIBLE` path (the one Intel documents as giving the same results
+  on Intel and other x86 CPUs) with one thread (GEMM then cannot depend on the thread count; ATen's and
+  oneDNN's loops still use every core, and a tiny job ran no slower), and caps ATen and oneDNN at AVX2.
+  Then 1 and 2 threads gave bit-identical latents on both machines. These pins cost a CPU-side GEMM of a GPU
+  job (a text encoder that did not fit on the GPU) up to ~8x, so they are set only for a process that sees
+  no NVIDIA GPU or is told `--device cpu`; there the CPU path is the job. They must be set before torch
+  first computes anything: the CLI's entry point does it. A value the user set in the environment is kept
+  (and recorded).
 - swscale's RGB -> YUV conversion: its C path rounds differently from its SIMD paths (<= 2/255), but every
   x86 SIMD level agrees, so nothing to pin on x86-64.
 
@@ -30,12 +37,14 @@ from pathlib import Path
 
 X264_THREADS = 8  # fixed, so the bitstream does not follow the core count; as fast as auto at 720p
 X264_ASM = "SSE4.2"  # the highest level below the broken AVX-512 path that every x86-64-v2 CPU has
-# Pinned when the CPU has AVX2 (x86-64-v3); below that the kernels run at the CPU's own level.
-CPU_PINS = {
+# MKL on any x86-64 CPU: a vendor-independent code path, and one thread (STRICT CNR holds on Intel only).
+MKL_PINS = {"MKL_CBWR": "COMPATIBLE", "MKL_NUM_THREADS": "1"}
+# Where the CPU has AVX2 (x86-64-v3); below that the kernels run at the CPU's own level.
+AVX2_PINS = {
     "ATEN_CPU_CAPABILITY": "avx2",  # ATen's vectorised CPU kernels
-    "MKL_CBWR": "AVX2,STRICT",  # MKL: AVX2 code path, results independent of the thread count
     "ONEDNN_MAX_CPU_ISA": "AVX2",  # oneDNN (CPU convolutions)
 }
+CPU_PINS = {**MKL_PINS, **AVX2_PINS}
 # The CPU features that decide which code paths run, as /proc/cpuinfo names them.
 RELEVANT_FLAGS = (
     "sse4_2",
@@ -65,14 +74,38 @@ def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> frozenset[str]:
     return frozenset()
 
 
-def pin_cpu_numerics(environ: MutableMapping[str, str] | None = None) -> dict[str, str]:
-    """Set CPU_PINS in `environ` (default: this process's) where the CPU can run them and the user set
-    nothing; returns the pins in force afterwards."""
+def sees_nvidia_gpu(environ: MutableMapping[str, str] | None = None) -> bool:
+    """Whether this process could open an NVIDIA GPU (the driver lists one and CUDA_VISIBLE_DEVICES does not
+    hide them all), without importing torch."""
     env = os.environ if environ is None else environ
-    if is_x86_64() and "avx2" in cpu_flags():
-        for key, value in CPU_PINS.items():
+    if env.get("CUDA_VISIBLE_DEVICES", "x").strip() in {"", "-1"}:
+        return False
+    gpus = Path("/proc/driver/nvidia/gpus")
+    return gpus.is_dir() and any(gpus.iterdir())
+
+
+def asks_for_cpu(argv: list[str]) -> bool:
+    """`--device cpu` (or `--device=cpu`) among the command's arguments."""
+    pairs = zip(argv, [*argv[1:], ""], strict=True)
+    return any(a == "--device=cpu" or (a == "--device" and b == "cpu") for a, b in pairs)
+
+
+def pin_cpu_numerics(
+    environ: MutableMapping[str, str] | None = None, *, cpu_job: bool = True
+) -> dict[str, str]:
+    """Set CPU_PINS in `environ` (default: this process's) where the CPU can run them, the user set nothing
+    and `cpu_job` (the process computes on the CPU); returns the pins in force afterwards."""
+    env = os.environ if environ is None else environ
+    if cpu_job and is_x86_64():
+        pins = {**MKL_PINS, **(AVX2_PINS if "avx2" in cpu_flags() else {})}
+        for key, value in pins.items():
             env.setdefault(key, value)
     return {key: env[key] for key in CPU_PINS if key in env}
+
+
+def pin_for_command(argv: list[str]) -> dict[str, str]:
+    """The CLI's pins: a CPU job is one told `--device cpu` or run where no NVIDIA GPU is visible."""
+    return pin_cpu_numerics(cpu_job=asks_for_cpu(argv) or not sees_nvidia_gpu())
 
 
 def x264_asm() -> str | None:

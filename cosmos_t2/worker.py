@@ -7,14 +7,16 @@ then the rank exits at once (`distributed.launch.exit_rank`).
 
 from __future__ import annotations
 
+import sys
+
 from cosmos_t2.cli import app
 from cosmos_t2.distributed.launch import exit_rank, failures_recorded
-from cosmos_t2.reproducible import pin_cpu_numerics
+from cosmos_t2.reproducible import pin_for_command
 
 
 def worker_main() -> None:
     """One torchrun worker: the normal CLI, with failures recorded for the agent."""
-    pin_cpu_numerics()  # inherited from the agent already, unless torchrun was started by hand
+    pin_for_command(sys.argv)  # inherited from the agent already, unless torchrun was started by hand
     try:
         with failures_recorded():
             app(prog_name="cosmos-t2")

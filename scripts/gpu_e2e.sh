@@ -204,10 +204,6 @@ for a, b in (("own1", "own2"), ("server1", "server2"), ("own1", "server1"), ("ow
           f"relative {((x - y).norm() / x.norm()).item():.3e}, differing {(d > 0).float().mean().item():.2%}")
 PY
   ;;
-*)
-  echo "usage: $0 1|2|3|5|6|7|8|9|10|11|12" >&2
-  exit 2
-  ;;
 13)
   # 2026-12-06 (issue 28), a fresh machine, carry .whl (PyAV 18.1.0 alone: no FA4, so cuDNN attention): the
   # pinned encoder on this host's CPU, then deterministic mode at full size on the distilled edge model.
@@ -217,6 +213,14 @@ PY
   echo "cpu: $(nproc) cores, $(grep -o -w 'avx512f\|avx2\|sse4_2' /proc/cpuinfo | sort -u | tr '\n' ' ')" |
     tee -a "$SUMMARY"
   python3 scripts/encode_check.py --time | tee -a "$SUMMARY"
+  # The tiny CPU job of tests/test_reproducible.py on this host's CPU (another vendor or SIMD level than the
+  # dev machine's), with 1 thread and with every core: its identities should be the recorded ones.
+  for threads in 1 "$(nproc)"; do
+    rm -rf /tmp/cpu_job && CUDA_VISIBLE_DEVICES= OMP_NUM_THREADS=$threads timeout 120 python3 -m cosmos_t2.cli \
+      infer examples/robot/edge.json --tiny --device cpu --quiet --set num_steps=2 -o /tmp/cpu_job >"$R/cpu_$threads.log" 2>&1
+    python3 -c "import json, sys; i = json.load(open('/tmp/cpu_job/robot_edge.json'))['identity']
+print('cpu job, $threads threads:', ' '.join(f'{k[:-7]}={v[:12]}' for k, v in i.items()))" 2>&1 | tee -a "$SUMMARY"
+  done
   D="--model-dir $W/d/models --prompt-embeddings $W/d/prompt.safetensors --quiet --attn-backend cudnn"
   bench distilled_cold 200 bench --e2e --distilled --attn-backend cudnn --work-dir $W/d --json-out $R/cold.json
   for run in det1 det2 def1 def2; do
@@ -228,8 +232,12 @@ PY
   python3 scripts/identity_table.py $W/d/det1 $W/d/det2 $W/d/again $W/d/def1 $W/d/def2 | tee -a "$SUMMARY"
   ;;
 14)
-  # Then, on the same machine: the 35-step model's step in deterministic mode against the default, 8 steps a job.
-  export PYTHONPATH=/tmp/site:$PWD
+  # Then the 35-step model in deterministic mode against the default, 8 steps a job (carry .whl: a machine that
+  # went back between the calls starts bare).
+  [[ -d /tmp/site/av ]] ||
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/av-*.whl ||
+    exit 1
+  gpu_info
   F="--model-dir $W/f/models --prompt-embeddings $W/f/prompt.safetensors --quiet --attn-backend cudnn"
   bench full_cold 200 bench --e2e --steps 3 --attn-backend cudnn --work-dir $W/f --json-out $R/full_cold.json
   for run in det1 def1 det2 def2; do
@@ -238,6 +246,10 @@ PY
     cp $W/f/$run/e2e_0.json "$R/full_${run}_sidecar.json" 2>/dev/null
   done
   python3 scripts/identity_table.py $W/f/det1 $W/f/det2 $W/f/def1 $W/f/def2 | tee -a "$SUMMARY"
+  ;;
+*)
+  echo "usage: $0 1|2|3|5|6|7|8|9|10|11|12|13|14" >&2
+  exit 2
   ;;
 esac
 tar czf "$OUT/part${1}.tgz" -C /tmp/results "part${1}"

@@ -93,6 +93,7 @@ def test_unknown_attention_backend_is_one_line(repo_root: Path, capsys: pytest.C
     assert code == 2 and "--attn-backend" in err and "fast" in err and len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.determinism
 def test_the_cuda_switches_on_cpu_give_the_same_video(repo_root: Path, tmp_path: Path) -> None:
     """Inference mode and reading inputs while models load (what CUDA runs use) change no number: the same
     bytes as the plain CPU run."""

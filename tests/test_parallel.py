@@ -138,6 +138,7 @@ def _has_infer() -> bool:
     return "infer" in get_command(app).commands  # type: ignore[attr-defined]
 
 
+@pytest.mark.determinism
 @pytest.mark.skipif(not _has_infer(), reason="`cosmos-t2 infer` (pipeline stage) has not landed yet")
 def test_infer_on_two_cpu_processes_matches_one(tmp_path: Path, repo_root: Path) -> None:
     """The user's path: `infer --gpus 2` re-launches itself under torchrun (gloo); with guidance the

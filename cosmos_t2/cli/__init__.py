@@ -14,7 +14,7 @@ import warnings
 from cosmos_t2.cli import jobs, models, serve, stages  # noqa: F401  (importing them registers their commands)
 from cosmos_t2.cli.app import _state, app, print_error, replay_warnings
 from cosmos_t2.errors import CosmosError, error_line
-from cosmos_t2.reproducible import pin_cpu_numerics
+from cosmos_t2.reproducible import pin_for_command
 
 __all__ = ["app", "main"]
 
@@ -26,7 +26,7 @@ def main() -> None:
     dropped after a failure, so the error line is the one thing a failed command prints (--debug shows
     them and the traceback).
     """
-    pin_cpu_numerics()  # before torch computes anything: the same bytes on any x86-64 CPU
+    pin_for_command(sys.argv)  # before torch computes anything: the same bytes on any x86-64 CPU
     held: list[warnings.WarningMessage] = []
     try:
         with warnings.catch_warnings(record=True) as held:
