@@ -288,8 +288,9 @@ def test_prompt_embeddings_of_another_prompt_are_refused(folder: Path, no_models
 
 @torch.no_grad()
 def test_guided_velocity_uses_the_shared_cfg_attention_and_matches_two_plain_passes(tmp_path: Path) -> None:
-    """The pipeline's CFG step (one batched forward, first self-attention shared by the pair) equals running
-    the prompt and negative-prompt passes separately through the plain network."""
+    """The pipeline's CFG step equals running the prompt and negative-prompt passes separately through the
+    plain network: on CUDA one batched forward with the first self-attention shared by the pair, on CPU two
+    batches of one (MKL rounds a batch of 2 otherwise than 2 of 1: `chunk_velocity`)."""
     from cosmos_t2.model.control import ControlInput
     from cosmos_t2.sampling.unipc import UniPCSampler
 
@@ -303,31 +304,35 @@ def test_guided_velocity_uses_the_shared_cfg_attention_and_matches_two_plain_pas
     timesteps = torch.rand(1, t, generator=g)
     prompt, negative = (torch.randn(1, 5, cfg.crossattn_proj_in_channels, generator=g) for _ in range(2))
     controls = [ControlInput(latent=torch.randn(1, cfg.latent_channels, t, h, w, generator=g), weight=0.8)]
-    models = diffuse.JobModels(
-        net=net,
-        vae=None,
-        sampler=UniPCSampler(),
-        text_pair=(prompt, negative),
-        image_tokens=None,
-        parallel=None,
-        device=torch.device("cpu"),
-    )  # fmt: skip  (the velocity function reads neither the VAE nor the sampler)
-    velocity = diffuse.chunk_velocity(models, controls, torch.zeros(1, 1, t, 1, 1))
-    seen: list[Any] = []
-    forward = net.forward
-
-    def spy(*args: Any, **kwargs: Any) -> torch.Tensor:
-        seen.append(kwargs.get("cfg_halves"))
-        return forward(*args, **kwargs)
-
-    net.forward = spy
-    both = velocity(x, timesteps, guided=True)
-    net.forward = forward
-    assert seen == [True]  # one batched forward, told that its halves are a CFG pair
     plain = [
         net(x, timesteps, text, condition_mask=torch.zeros(1, 1, t, 1, 1), controls=controls)
         for text in (prompt, negative)
     ]
-    assert both.shape == (2, *x.shape)
-    for got, expected in zip(both, plain, strict=True):
-        assert (got - expected).abs().max().item() <= 1e-5
+    forward = net.forward
+    for device, expected_calls in (("cuda", [True]), ("cpu", [False, False])):
+        models = diffuse.JobModels(
+            net=net,
+            vae=None,
+            sampler=UniPCSampler(),
+            text_pair=(prompt, negative),
+            image_tokens=None,
+            parallel=None,
+            device=torch.device(device),  # the policy's input: the network itself runs on the CPU here
+        )  # fmt: skip  (the velocity function reads neither the VAE nor the sampler)
+        velocity = diffuse.chunk_velocity(models, controls, torch.zeros(1, 1, t, 1, 1))
+        seen: list[Any] = []
+
+        def spy(*args: Any, seen: list[Any] = seen, **kwargs: Any) -> torch.Tensor:
+            seen.append(kwargs.get("cfg_halves"))
+            return forward(*args, **kwargs)
+
+        net.forward = spy
+        both = velocity(x, timesteps, guided=True)
+        net.forward = forward
+        assert seen == expected_calls, device  # CUDA: one batched forward, told its halves are a CFG pair
+        assert both.shape == (2, *x.shape)
+        for got, want in zip(both, plain, strict=True):
+            if device == "cpu":
+                assert torch.equal(got, want)
+            else:
+                assert (got - want).abs().max().item() <= 1e-5

@@ -177,6 +177,9 @@ class Attention(nn.Module):
         return self.output_proj(rearrange(out, "b l h d -> b l (h d)"))
 
 
+GEMM_ROW_BLOCK = 8
+
+
 class FeedForward(nn.Module):
     """`chunks` (None: off) runs the MLP on that many slices of the tokens, written into one output: the
     4x-wide hidden activation, the largest tensor of a block, then exists for one slice only. Each token's
@@ -193,7 +196,10 @@ class FeedForward(nn.Module):
         flat = x.reshape(-1, x.shape[-1])
         if not self.chunks or self.chunks < 2 or flat.shape[0] < self.chunks:
             return self.layer2(F.gelu(self.layer1(x)))
+        # Slices start on a multiple of 8 rows: MKL's reproducible CPU path computes rows in blocks of 8 and the
+        # tail otherwise, so only aligned slices give the whole-tensor product's bits (cosmos_t2.reproducible).
         step = -(-flat.shape[0] // self.chunks)
+        step = -(-step // GEMM_ROW_BLOCK) * GEMM_ROW_BLOCK
         out = torch.empty_like(flat)
         for start in range(0, flat.shape[0], step):
             out[start : start + step] = self.layer2(F.gelu(self.layer1(flat[start : start + step])))

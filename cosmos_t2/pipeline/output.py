@@ -102,8 +102,15 @@ def _resize_panels(video: torch.Tensor, model_width: int, size: tuple[int, int])
 
 
 def label_mp4(path: Path, title: str) -> Path:
-    """Set the container title by remuxing (no re-encode), atomically."""
-    with atomic_path(path) as tmp, av.open(str(path)) as src, av.open(str(tmp), "w", format="mp4") as dst:
+    """Set the container title by remuxing (no re-encode), atomically; faststart, as `write_video` writes it."""
+    faststart = {
+        "movflags": "+faststart"
+    }  # the index first: the report's <video> plays before it is all read
+    with (
+        atomic_path(path) as tmp,
+        av.open(str(path)) as src,
+        av.open(str(tmp), "w", format="mp4", options=faststart) as dst,
+    ):
         dst.metadata["title"] = title
         stream_in = src.streams.video[0]
         stream_out = dst.add_stream_from_template(stream_in)

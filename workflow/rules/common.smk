@@ -1,6 +1,7 @@
 # Input functions and the sweep plan. Keys and paths come from cosmos_t2.workflow.sweep, so the
 # rules below only wire files; see that module for what each stage's key depends on.
 import os
+import shlex
 import shutil
 import sys
 from pathlib import Path
@@ -41,12 +42,12 @@ class _KeepMissing(dict):
         return f"{{{key}}}"
 
 
-def spec_args(wildcards):
-    return SWEEP.stage_spec(wildcards.stage, wildcards.key).validate_args()
-
-
-def spec_file(wildcards):
-    return SWEEP.stage_spec(wildcards.stage, wildcards.key).spec_file
+def spec_command(wildcards, json_out, log):
+    """`cosmos-t2 validate` of the sample this sweep offers for a stage's key, run by the spec rule rather than
+    given as its params: another sweep's sample for the same key is then no reason to rerun."""
+    stage = SWEEP.stage_spec(wildcards.stage, wildcards.key)
+    command = ["cosmos-t2", "validate", stage.spec_file, *stage.validate_args(), "--json-out", json_out]
+    return f"{shlex.join(command)} > {shlex.quote(log)} 2>&1"
 
 
 def stage_spec(stage):

@@ -3,16 +3,16 @@
 
 
 rule spec:
+    # The sample that writes a shared stage's spec is whichever this sweep offers first, so it is read in
+    # `run`, not given as params: Snakemake reruns a job whose params changed, and another sweep sharing
+    # results/ (another sample for the same content key) would redo the stage and everything below it.
     output:
         json=run_path("spec"),
-    params:
-        spec=spec_file,
-        args=spec_args,
     log:
         f"{RUN}/logs/spec/{{stage}}-{{key}}.log",
     benchmark:
         f"{RUN}/benchmarks/spec/{{stage}}-{{key}}.tsv"
     conda:
         "../envs/cosmos-t2.yaml"
-    shell:
-        "cosmos-t2 validate {params.spec:q} {params.args:q} --json-out {output.json:q} > {log:q} 2>&1"
+    run:
+        shell(spec_command(wildcards, output.json, log[0]))
