@@ -55,7 +55,7 @@ def device_label(
     if not isinstance(device, str) or not device:
         return ""
     if device_type == "cpu":
-        count = f", {int(threads)} threads" if present(threads) else ""
+        count = f", {int(threads)} thread{'s' if int(threads) != 1 else ''}" if present(threads) else ""
         return f" (CPU: {device}{count})"
     count = f" x{int(processes)}" if present(processes) and int(processes) > 1 else ""
     kernel = f", {attention}" if isinstance(attention, str) and attention else ""
