@@ -341,7 +341,8 @@ def test_controls_given_as_files_get_thumbnails_and_cpu_runs_name_the_cpu(tmp_pa
     # the diffuse rule's wall time split: start-up, imports, stages and the rest
     stages = re.search(r'<section id="stages">(.*?)</section>', html, re.S)
     assert stages is not None
-    for part in ("process_start", "imports", "diffusion", "other"):
+    for part in ("process start", "imports", "diffusion", "other"):
         assert f"<th>{part}</th>" in stages[1]
+    assert job["key"] not in stages[1]  # rows are named by sample and settings, not by hash
     # 10 s rule wall time - (0.05 + 2.5 + 0.2 + 1.0 + 0.1) s of parts = 6.15 s other
     assert "<td>6.15</td>" in stages[1]
