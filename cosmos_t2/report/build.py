@@ -114,7 +114,7 @@ def build_report(results: str | Path, out: str | Path, options: ReportOptions | 
         plotly_js=_safe(plotly.offline.get_plotlyjs()),
         jobs_table=_table(_job_columns(jobs, metric_names, short=True)),
         jobs_full_table=_table(_job_columns(jobs, metric_names, short=False)),
-        fidelity_table=_table(fidelity_table(jobs, refs)),
+        fidelity_table=_table(fidelity_table(jobs, refs), "data wrap-head wrap-last"),
         rule_table=_table(summary),
         bench_files_table=_table(bench),
         stage_table=_table(_stage_pivot(stages, jobs), "data wrap-head"),

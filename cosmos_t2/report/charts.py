@@ -222,21 +222,31 @@ def fidelity_rows(
     return pd.DataFrame(rows)
 
 
-def _x_axis(rows: pd.DataFrame) -> tuple[str | None, list[float], list[str]]:
+def _x_axis(rows: pd.DataFrame) -> tuple[str | None, list[float], dict[str, list[str]]]:
     """What the fidelity chart's x axis is: the numeric setting that varies (control_weight first), with
-    each row's position; or, when none does, one place per job label (tick labels = the labels)."""
-    frame = rows
-    varying = varying_settings(frame)
+    each row's position; or, when none does, one place per sample and varying setting (the seed aside:
+    seeds share a place, told apart by colour), numbered per metric panel, with its tick labels."""
+    varying = varying_settings(rows)
+    # a seed is a name, not a quantity: seeds are told apart by colour (and spread), never put on an axis
     numeric = [
         k for k in varying
-        if all(isinstance((v or {}).get(k), (int, float)) and not isinstance((v or {}).get(k), bool)
-               for v in frame["setting_values"])
+        if k != "seed" and all(isinstance((v or {}).get(k), (int, float)) and not isinstance((v or {}).get(k), bool)
+               for v in rows["setting_values"])
     ]  # fmt: skip
     if numeric:
         name = "control_weight" if "control_weight" in numeric else numeric[0]
-        return name, [float(v[name]) for v in frame["setting_values"]], []
-    ticks = sorted(set(frame["label"]))
-    return None, [float(ticks.index(label)) for label in frame["label"]], ticks
+        return name, [float(v[name]) for v in rows["setting_values"]], {}
+    told = [k for k in varying if k != "seed"]
+    places = [
+        " · ".join([str(sample), *(f"{k}={(v or {}).get(k)}" for k in told)])
+        for sample, v in zip(rows["sample"], rows["setting_values"], strict=True)
+    ]
+    ticks = {
+        metric: sorted({p for p, m in zip(places, rows["metric"], strict=True) if m == metric})
+        for metric in dict.fromkeys(rows["metric"])
+    }
+    xs = [float(ticks[m].index(p)) for p, m in zip(places, rows["metric"], strict=True)]
+    return None, xs, ticks
 
 
 def _spread(xs: list[float], keys: list[tuple[Any, ...]], width: float) -> list[float]:
@@ -351,8 +361,8 @@ def fidelity_chart(rows: pd.DataFrame) -> tuple[str, Any]:
             fig.update_xaxes(title_text=x_name, showticklabels=True, row=1, col=col)
         else:
             fig.update_xaxes(
-                title_text="job (sample · settings)", tickvals=list(range(len(ticks))), ticktext=ticks,
-                range=[-0.6, len(ticks) - 0.4], row=1, col=col,
+                title_text="job (sample · settings)", tickvals=list(range(len(ticks[metric]))),
+                ticktext=ticks[metric], range=[-0.6, len(ticks[metric]) - 0.4], row=1, col=col,
             )  # fmt: skip
     against = x_name or "job"
     title = f"Control fidelity against {against}: outputs over the floor band, with the input's ceiling"
