@@ -28,10 +28,10 @@ test: $(STAMP)
 	OMP_NUM_THREADS=2 $(VENV)/bin/pytest -q -m "determinism and not slow and not gpu" -p no:cacheprovider --timeout 900
 
 # The default sweep (config.yaml: the bundled robot example, tiny model, CPU) -> results/report.html.
-# `--quiet rules` leaves Snakemake's progress and errors but not a block per job (~450 lines); the last
+# `--quiet rules host` leaves Snakemake's progress and errors but not a block per job (~450 lines); the last
 # three lines say what was made, what it is and where the report is.
 demo: $(STAMP)
-	$(VENV)/bin/snakemake --profile profiles/local --quiet rules
+	$(VENV)/bin/snakemake --profile profiles/local --quiet rules host
 	@$(VPY) -m cosmos_t2.report.summary results results/report.html
 
 clean:
