@@ -147,7 +147,7 @@ def charts(
             labels={"seconds": "seconds of the diffuse rule", "job_label": "job (sample · settings)"},
         )  # fmt: skip
         fig.for_each_annotation(lambda a: a.update(text=a.text.replace("hardware=", "")))
-        fig.update_xaxes(title_text="job (sample · settings)", tickangle=0, automargin=True)
+        fig.update_xaxes(title_text="job (sample · settings)", automargin=True)
         fig.update_yaxes(showticklabels=True, rangemode="tozero")
         out.append(("chart-stages", "Where a diffusion rule's wall time goes", fig))
     if not fidelity.empty:
