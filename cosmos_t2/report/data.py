@@ -3,7 +3,9 @@
 A results folder holds one run folder per hardware label (`results/<label>/`), each with the
 `manifest.json` the workflow writes (jobs, their settings and files), Snakemake's benchmark TSVs
 (`benchmarks/<rule>/<key>.tsv`), the sidecars `cosmos-t2 infer` and `render` write, and any
-`cosmos-t2 bench --json-out` results. Nothing here renders HTML; see report.py.
+`cosmos-t2 bench --json-out` results. A folder of plain `cosmos-t2 infer` outputs (one job or a
+batch) has none of that: `infer_runs` makes the manifest from its sidecars, and the tables that need
+benchmark files or controls on disk stay empty. Nothing here renders HTML; see build.py.
 """
 
 from __future__ import annotations
