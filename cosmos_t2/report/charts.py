@@ -130,7 +130,7 @@ def charts(
     steps = _step_rows(jobs, benches)
     if not steps.empty:
         fig = px.box(
-            steps, x="hardware", y="s_per_step", color="source", points="all",
+            steps, x="hardware", y="s_per_step", color="source", points="all", hover_data=["job"],
             labels={"s_per_step": "seconds per diffusion step"},
         )  # fmt: skip
         out.append(("chart-s-per-step", "Seconds per diffusion step per device", fig))
@@ -177,6 +177,7 @@ def _step_rows(jobs: pd.DataFrame, benches: pd.DataFrame) -> pd.DataFrame:
                     "hardware": f"{row['hardware']}{where}",
                     "s_per_step": row["s_per_step"],
                     "source": "sweep jobs",
+                    "job": f"{row['sample']} ({row.get('settings') or 'as in the spec'})",
                 }
             )
     if "cosmos_t2.step_s" in benches:
@@ -189,6 +190,7 @@ def _step_rows(jobs: pd.DataFrame, benches: pd.DataFrame) -> pd.DataFrame:
                     "hardware": row["hardware"] + where,
                     "s_per_step": row["cosmos_t2.step_s"],
                     "source": "cosmos-t2 bench",
+                    "job": f"bench {row.get('file', '')}",
                 }
             )
     return pd.DataFrame(rows)
