@@ -2,9 +2,12 @@
 #   snakemake --profile profiles/local          (CPU, tiny model, the bundled example)
 #   snakemake --profile profiles/slurm-h100     (SLURM, H100 nodes)
 # Each rule's shell line is one `cosmos-t2` command; cosmos_t2.workflow.sweep plans the jobs.
-from snakemake.logging import logger
-from snakemake.utils import min_version, validate
+from pathlib import Path
 
+from snakemake.logging import logger
+from snakemake.utils import min_version
+
+from cosmos_t2.workflow.config import check_sweep_config
 from cosmos_t2.workflow.hardware import resolve_hardware
 
 min_version("9.0")
@@ -18,7 +21,9 @@ if not workflow.overwrite_configfiles:
     configfile: "config.yaml"
 
 
-validate(config, "workflow/schemas/config.schema.yaml")
+check_sweep_config(
+    config, Path(workflow.basedir) / "workflow/schemas/config.schema.yaml", workflow.overwrite_configfiles
+)
 HARDWARE = resolve_hardware(
     config, workflow.resource_settings.overwrite_resources, workflow.global_resources
 )

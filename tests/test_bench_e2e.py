@@ -19,13 +19,18 @@ def test_tiny_e2e_on_cpu_prints_the_stages_and_a_total(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "e2e.json"
-    code, stdout, _ = run_cli(
+    code, stdout, stderr = run_cli(
         ["bench", "--e2e", "--preset", "tiny", "--device", "cpu", "--steps", "2", "--json-out", str(out)],
         capsys,
     )
     assert code == 0
     assert "vae_encode" in stdout and "diffusion" in stdout and "s / step" in stdout
-    assert "total:" in stdout.splitlines()[-1]
+    assert "total:" in stdout.splitlines()[-2]
+    # the outputs went with their temporary folder: no line names a path that is gone
+    assert stdout.splitlines()[-1].startswith("outputs: deleted with their temporary folder")
+    assert "cosmos-t2-e2e-" not in stdout + stderr
+    assert "done e2e_0: (temporary, deleted after the benchmark) in" in stderr
+    assert "style reference" not in stderr  # no style image, no such stage
     result = json.loads(out.read_text())
     (job,) = result["jobs"]
     assert (

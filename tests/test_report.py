@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -25,8 +26,13 @@ def frames(seed: int, t: int = 6, h: int = 32, w: int = 48) -> np.ndarray:
     return video
 
 
-def make_results(root: Path, labels: tuple[str, ...] = ("cpu-test", "h100-test")) -> Path:
-    """A results folder as the workflow leaves it, for a 2-spec x 2-weight sweep on two hardware labels."""
+def make_results(
+    root: Path,
+    labels: tuple[str, ...] = ("cpu-test", "h100-test"),
+    grid: dict[str, list[Any]] | None = None,
+) -> Path:
+    """A results folder as the workflow leaves it, for a 2-spec x 2-weight sweep (or `grid`) on two hardware
+    labels."""
     from cosmos_t2.controls.blur import blur_video
     from cosmos_t2.controls.edge import canny_edges
     from cosmos_t2.video import write_video
@@ -39,7 +45,7 @@ def make_results(root: Path, labels: tuple[str, ...] = ("cpu-test", "h100-test")
     (ex / "edge.json").write_text(json.dumps({**base, "name": "robot_edge", "edge": {}}))
     (ex / "vis.json").write_text(json.dumps({**base, "name": "robot_vis", "vis": {}}))
     sweep = plan_sweep(
-        {"specs": ["ex/edge.json", "ex/vis.json"], "grid": {"control_weight": [0.5, 1.0]}}, root
+        {"specs": ["ex/edge.json", "ex/vis.json"], "grid": grid or {"control_weight": [0.5, 1.0]}}, root
     )
     results = root / "results"
     for n, label in enumerate(labels):
@@ -58,7 +64,7 @@ def make_results(root: Path, labels: tuple[str, ...] = ("cpu-test", "h100-test")
             (run / "bench" / "720p93.json").write_text(json.dumps(bench))
         for i, job in enumerate(data["jobs"]):
             paths = job["paths"]
-            weight = job["settings"]["control_weight"]
+            weight = job["settings"].get("control_weight", 0.75)
             # a higher weight follows the input more closely: less noise on top of it
             noise = np.random.default_rng(i).normal(0, 60 * (1 - weight), source.shape)
             output = np.clip(source + noise, 0, 255).astype(np.uint8)
@@ -207,35 +213,68 @@ def find_chromium() -> str | None:
     return next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
 
 
-# Reports, after the page has loaded, whether each preview decoded (readyState 4 = enough data).
-VIDEO_PROBE = """<script>
-window.addEventListener("load", () => document.querySelectorAll("video").forEach((v, i) => {
-  const tell = () => console.log(`probe video ${i} ready=${v.readyState} error=${v.error ? v.error.code : 0}`);
-  v.addEventListener("loadeddata", tell); v.addEventListener("error", tell); v.load();
-}));
+# Reports, after the page has loaded, whether each preview decoded (readyState 4 = enough data), whether
+# anything is wider than its box (the page, a section, a card, a table's scroll box; folded details aside)
+# and how many marks each chart drew.
+PROBE = """<script>
+window.addEventListener("load", () => {
+  document.querySelectorAll("video").forEach((v, i) => {
+    const tell = () => console.log(`probe video ${i} ready=${v.readyState} error=${v.error ? v.error.code : 0}`);
+    v.addEventListener("loadeddata", tell); v.addEventListener("error", tell); v.load();
+  });
+  setTimeout(() => {
+    const wide = [];
+    if (document.documentElement.scrollWidth > window.innerWidth + 1) wide.push("page");
+    document.querySelectorAll("section, .card, .scroll").forEach((el) => {
+      if (!el.closest("details:not([open])") && el.scrollWidth > el.clientWidth + 1)
+        wide.push(`${(el.closest("section") || {}).id}/${el.className}:${el.scrollWidth}>${el.clientWidth}`);
+    });
+    console.log(`probe layout overflow=[${wide.join(" ")}]`);
+    document.querySelectorAll("div[id^=chart-]").forEach((d) => console.log(
+      `probe chart ${d.id} drawn=${d.classList.contains("js-plotly-plot")} marks=${
+        d.querySelectorAll(".point, .bars path, .scatterlayer .trace path").length}`));
+  }, 300);
+});
 </script></body>"""
 
 
-@pytest.mark.skipif(find_chromium() is None, reason="Chromium is not installed (apt-get install chromium)")
-def test_report_opens_in_headless_chromium_without_console_errors(report_html: tuple[Path, str]) -> None:
+def browse(page: Path, html: str, width: int = 1280) -> tuple[list[str], Path]:
+    """Open `html` (with PROBE) in headless Chromium at `width` px: its console lines and a screenshot."""
     import subprocess
 
-    path, html = report_html
-    probe = path.with_name("probe.html")
-    probe.write_text(html.replace("</body>", VIDEO_PROBE))
-    shot = path.with_name("report.png")
+    probe = page.with_name(f"probe-{page.stem}.html")
+    probe.write_text(html.replace("</body>", PROBE))
+    shot = page.with_name(f"{page.stem}-{width}.png")
     cmd = [
         str(find_chromium()), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-        "--enable-logging=stderr", "--v=0", "--virtual-time-budget=8000", "--window-size=1400,2400",
+        "--enable-logging=stderr", "--v=0", "--virtual-time-budget=8000", f"--window-size={width},2400",
         f"--screenshot={shot}", probe.as_uri(),
     ]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-    console = [line for line in proc.stderr.splitlines() if ":CONSOLE" in line]
-    assert shot.is_file() and shot.stat().st_size > 50_000, proc.stderr[-2000:]
-    errors = [line for line in console if "probe video" not in line]
+    assert shot.is_file(), proc.stderr[-2000:]
+    return [line for line in proc.stderr.splitlines() if ":CONSOLE" in line], shot
+
+
+NO_BROWSER = "Chromium is not installed (scripts/browser-local.sh installs Debian's chromium)"
+
+
+@pytest.mark.skipif(find_chromium() is None, reason=NO_BROWSER)
+def test_report_opens_in_headless_chromium_without_console_errors(report_html: tuple[Path, str]) -> None:
+    import cv2
+
+    path, html = report_html
+    console, shot = browse(path, html, 1280)
+    errors = [line for line in console if "probe " not in line]
     assert not errors, errors  # the page itself logs nothing: no errors, no warnings
     videos = [line for line in console if "probe video" in line]
     assert len(videos) == 8 and all("ready=4 error=0" in line for line in videos), videos
+    layout = [line for line in console if "probe layout" in line]
+    assert len(layout) == 1 and "overflow=[]" in layout[0], layout  # nothing wider than its box at 1280 px
+    charts = [line for line in console if "probe chart" in line]
+    assert len(charts) == 4, console
+    assert all("drawn=true" in c and int(c.split("marks=")[1].split('"')[0]) > 0 for c in charts), charts
+    image = cv2.imread(str(shot))
+    assert image is not None and image.shape[1] == 1280 and float(image.std()) > 20  # not a blank page
 
 
 def test_report_covers_the_sweep_and_lists_earlier_runs_apart(tmp_path: Path) -> None:
@@ -341,7 +380,151 @@ def test_controls_given_as_files_get_thumbnails_and_cpu_runs_name_the_cpu(tmp_pa
     # the diffuse rule's wall time split: start-up, imports, stages and the rest
     stages = re.search(r'<section id="stages">(.*?)</section>', html, re.S)
     assert stages is not None
-    for part in ("process_start", "imports", "diffusion", "other"):
+    for part in ("process start", "imports", "diffusion", "other"):
         assert f"<th>{part}</th>" in stages[1]
+    assert job["key"] not in stages[1]  # rows are named by sample and settings, not by hash
     # 10 s rule wall time - (0.05 + 2.5 + 0.2 + 1.0 + 0.1) s of parts = 6.15 s other
     assert "<td>6.15</td>" in stages[1]
+
+
+def plot_of(html: str, div_id: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The data and layout a chart of the page hands Plotly.newPlot."""
+    call = re.search(rf'Plotly\.newPlot\(\s*"{div_id}",\s*', html)
+    assert call is not None, div_id
+    decoder = json.JSONDecoder()
+    data, end = decoder.raw_decode(html, call.end())
+    layout, _ = decoder.raw_decode(html, html.index("{", end))
+    return data, layout
+
+
+def test_charts_label_their_axes_and_name_jobs_by_sample_and_settings(report_html: tuple[Path, str]) -> None:
+    from cosmos_t2.report.charts import stage_colours
+
+    _, html = report_html
+    data, layout = plot_of(html, "chart-fidelity")
+    yaxes = [v for k, v in layout.items() if k.startswith("yaxis")]
+    xaxes = [v for k, v in layout.items() if k.startswith("xaxis")]
+    assert len(yaxes) == 2 and len(xaxes) == 2  # edge_f1 and blur_ssim, each its own labelled panel
+    for axis in yaxes:  # an explicit, shared 0..1 range with tick labels in every panel
+        assert axis["range"] == [-0.02, 1.02] and axis["showticklabels"] is True
+        assert "is better" in axis["title"]["text"]
+    assert all(axis["title"]["text"] == "control_weight" for axis in xaxes)
+    names = {trace["name"] for trace in data}
+    assert {"floor band (noise, unrelated video)", "input (ceiling)", "robot_edge (cpu-test)"} <= names
+    points = [t for t in data if t["mode"] == "markers"]
+    assert all("control_weight=" in text and "robot_" in text for t in points for text in t["text"])
+
+    data, _ = plot_of(html, "chart-stages")
+    keys = {
+        job["key"]
+        for job in json.loads((report_html[0].parent / "cpu-test" / "manifest.json").read_text())["jobs"]
+    }
+    ticks = {x for trace in data for x in trace["x"]}
+    assert ticks == {f"{s} · control_weight={w}" for s in ("robot_edge", "robot_vis") for w in (0.5, 1.0)}
+    assert not ticks & keys  # no content hashes on the axis
+    colours = {}
+    for trace in data:
+        colours.setdefault(trace["name"], trace["marker"]["color"])
+        assert colours[trace["name"]] == trace["marker"]["color"]  # one colour per stage in every facet
+    assert len(set(colours.values())) == len(colours)  # and no two stages share one
+    # a stage keeps its colour whatever else is in the chart (another report, another sweep)
+    assert stage_colours(["imports", "diffusion"])["diffusion"] == colours["diffusion"] != colours["imports"]
+    assert stage_colours(list(colours))["imports"] == stage_colours(["imports"])["imports"]
+
+
+def test_a_seed_sweep_spreads_its_points_and_colours_them_by_seed(tmp_path: Path) -> None:
+    results = make_results(tmp_path, labels=("cpu-test",), grid={"seed": [1, 2, 3]})
+    html = build_report(results, tmp_path / "r.html", ReportOptions(metric_frames=4)).read_text()
+    data, layout = plot_of(html, "chart-fidelity")
+    assert "against job" in html  # no numeric setting but the seed varies: one place per sample
+    points = [t for t in data if t["mode"] == "markers"]
+    assert {t["name"] for t in points} == {"seed 1", "seed 2", "seed 3"}
+    assert len({t["marker"]["color"] for t in points}) == 3
+    edge_x = sorted(x for t in points if t["xaxis"] == "x" for x in t["x"])
+    assert len(edge_x) == 3 and len(set(edge_x)) == 3  # one column of seeds spread apart, not stacked
+    assert layout["xaxis"]["ticktext"] == ["robot_edge"]
+    assert all("seed=" in text for t in points for text in t["text"])
+
+
+def test_every_job_card_says_what_its_fidelity_amounts_to(report_html: tuple[Path, str]) -> None:
+    _, html = report_html
+    cards = re.findall(r'<div class="card" id=.*?(?=<div class="card" id=|</section>)', html, re.S)
+    assert len(cards) == 8
+    for card in cards:
+        verdicts = re.findall(r'<p class="verdict[^"]*"><b>(\w+):</b> ([^<]+)</p>', card)
+        assert len(verdicts) == 1, card[-1500:]
+        assert (
+            verdicts[0][1].startswith(("no better than", "above the floors"))
+            or "of the way" in verdicts[0][1]
+        )
+
+
+def make_infer_outputs(folder: Path, seeds: tuple[int, ...] = (1, 2)) -> Path:
+    """What `cosmos-t2 infer` (one job, or a batch) leaves: <name>.mp4 beside its sidecar <name>.json."""
+    from cosmos_t2.video import write_video
+
+    folder.mkdir(parents=True)
+    for seed in seeds:
+        name = f"robot_edge_s{seed}"
+        write_video(folder / f"{name}.mp4", frames(seed), 16)
+        sidecar = {
+            "name": name, "label": "tiny random-weight model", "tiny": True, "seed": seed, "steps": 2,
+            "spec": {"name": name, "seed": seed, "num_steps": 2, "guidance": 3, "edge": {"control_weight": 1.0}},
+            "outputs": {"video": f"{name}.mp4"}, "seconds_per_step": 0.1,
+            "timings_s": {"load_models": 0.1, "diffusion": 0.2, "write": 0.1},
+            "startup_s": {"process_start": 0.2, "imports": 3.0}, "peak_memory_gib": {"cpu_rss": 0.5},
+            "device": {"type": "cpu", "name": "AMD EPYC", "threads": 1, "processes": 1},
+        }  # fmt: skip
+        (folder / f"{name}.json").write_text(json.dumps(sidecar))
+    return folder
+
+
+def test_report_of_plain_infer_outputs_a_batch_and_one_run_folder(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from cosmos_t2.cli import app
+
+    runner = CliRunner()
+    one = make_infer_outputs(tmp_path / "out", seeds=(7,))
+    done = runner.invoke(app, ["report", str(one), "-o", str(tmp_path / "one.html")])
+    assert done.exit_code == 0, done.output
+    html = (tmp_path / "one.html").read_text()
+    assert "out (1 jobs, CPU: AMD EPYC, 1 thread)" in html  # "1 thread", singular
+    assert 'id="out-robot_edge_s7"' in html
+    assert "&#34;control_weight&#34;: 1.0" in html  # the resolved spec, from the sidecar
+    assert 'src="data:video/mp4;base64,' in html
+
+    batch = tmp_path / "batch"
+    make_infer_outputs(batch / "a", seeds=(1, 2))
+    make_infer_outputs(batch / "b", seeds=(3,))
+    done = runner.invoke(app, ["report", str(batch), "-o", str(tmp_path / "batch.html"), "--no-metrics"])
+    assert done.exit_code == 0, done.output
+    html = (tmp_path / "batch.html").read_text()
+    assert "a (2 jobs" in html and "b (1 jobs" in html
+    assert "seed = 1" in html and "seed = 2" in html  # the setting that tells a folder's jobs apart
+    data, _ = plot_of(html, "chart-stages")
+    assert {x for trace in data for x in trace["x"]} >= {"robot_edge_s1 · seed=1", "robot_edge_s2 · seed=2"}
+
+    results = make_results(tmp_path / "wf", labels=("cpu-test",))
+    done = runner.invoke(
+        app, ["report", str(results / "cpu-test"), "-o", str(tmp_path / "run.html"), "--no-metrics"]
+    )
+    assert done.exit_code == 0, done.output
+    assert "cpu-test (4 jobs" in (tmp_path / "run.html").read_text()
+
+
+def test_demo_summary_says_what_was_made_what_it_is_and_where_the_report_is(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    results = make_results(tmp_path, labels=("cpu-test",))
+    proc = subprocess.run(
+        [sys.executable, "-m", "cosmos_t2.report.summary", str(results), str(results / "report.html")],
+        capture_output=True, text=True, timeout=120, cwd=Path(__file__).resolve().parents[1],
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.strip().splitlines()
+    assert len(lines) == 3, lines
+    assert lines[0] == f"made 4 videos in {results / 'cpu-test' / 'videos'}/"
+    assert "noise from the tiny random-weight model" in lines[1]
+    assert lines[2] == f"report: {results / 'report.html'}"

@@ -184,6 +184,10 @@ def _given_specs(opts: E2EOptions) -> list[Spec]:
     return [replace(spec, name=f"{spec.name}_{i}") if opts.jobs > 1 else spec for i in range(opts.jobs)]
 
 
+# The jobs' outputs go to a temporary folder removed when the run ends (unless --work-dir).
+TEMPORARY_NOTE = "deleted with their temporary folder (--work-dir DIR keeps them)"
+
+
 def run_e2e(opts: E2EOptions) -> dict[str, Any]:
     """Write the random model folder and inputs, run the jobs in one process, return their sidecars."""
     if opts.preset not in SOURCE_SIZE:
@@ -219,7 +223,8 @@ def run_e2e(opts: E2EOptions) -> dict[str, Any]:
                                    attn_backend=opts.attn_backend)  # fmt: skip
         options = RunOptions(out_dir=work / "out", device=opts.device, tiny=preset.tiny, model_dir=models,
                              prompt_embeddings=embeddings, progress=True, acceleration=acc,
-                             offload=opts.offload, memory_cap_gib=opts.memory_cap_gib)  # fmt: skip
+                             offload=opts.offload, memory_cap_gib=opts.memory_cap_gib,
+                             output_note=None if opts.work_dir else "(temporary, deleted after the benchmark)")  # fmt: skip
         t0 = time.perf_counter()
         batch = run_batch(Batch(specs=specs), options, force=True)
         wall = time.perf_counter() - t0
@@ -237,6 +242,7 @@ def run_e2e(opts: E2EOptions) -> dict[str, Any]:
         "builds": batch.builds,
         "modalities": modalities,
         "jobs": [_job_summary(s) for s in sidecars],
+        "outputs": str(Path(opts.work_dir) / "out") if opts.work_dir else None,
     }
     return result
 
@@ -329,6 +335,8 @@ def print_e2e(result: dict[str, Any]) -> None:
         f"{result['prepare_s']:.1f} s (not part of a job)"
     )
     console.print(f"total: {jobs[0]['total_s']:.1f} s (first job, start to finished files)")
+    where = result.get("outputs")
+    console.print(f"outputs: {where}" if where else f"outputs: {TEMPORARY_NOTE}")
 
 
 def print_diffusers(result: dict[str, Any]) -> None:

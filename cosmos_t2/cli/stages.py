@@ -220,7 +220,12 @@ def masks(
 
 @app.command()
 def report(
-    results: Annotated[Path, typer.Argument(help="The workflow's results folder (a run folder per label).")],
+    results: Annotated[
+        Path,
+        typer.Argument(
+            help="Any folder of cosmos-t2 outputs: a workflow's results (or one run folder), infer or batch outputs."
+        ),
+    ],
     out: Annotated[Path, typer.Option("-o", "--out", help="The HTML file to write.")] = Path("report.html"),
     metrics: Annotated[bool, typer.Option(help="Score outputs against their controls.")] = True,
     metric_frames: Annotated[int, typer.Option(help="Frames per video the metrics look at.")] = 16,

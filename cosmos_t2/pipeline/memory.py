@@ -124,6 +124,7 @@ class JobShape:
     text_encoder: bool = True  # False: embeddings come from a file
     guided: bool = True  # CFG: the pair runs as one batch of 2
     compiled: bool = False  # torch.compile'd blocks (infer's default on CUDA): fewer activations
+    device: str = "cuda"  # "cpu": the same tensors live in host RAM, and the ranks are CPU processes
 
     @property
     def latent_grid(self) -> tuple[int, int, int]:
@@ -136,7 +137,8 @@ class JobShape:
 
     def describe(self) -> str:
         controls = f"{self.controls} control{'s' if self.controls != 1 else ''}"
-        gpus = f"{self.gpus} GPU{'s' if self.gpus != 1 else ''}"
+        one, many = ("CPU process", "CPU processes") if self.device == "cpu" else ("GPU", "GPUs")
+        gpus = f"{self.gpus} {one if self.gpus == 1 else many}"
         network = "compiled" if self.compiled else "eager"
         return f"{self.height}x{self.width}, {self.frames} frames a chunk, {controls}, {gpus}, {network}"
 
@@ -196,7 +198,10 @@ class Estimate:
 
     def line(self) -> str:
         parts = ", ".join(f"{k} {size(v)}" for k, v in self.stages.items())
-        return f"{self.plan.describe()}: peak {size(self.peak)} ({parts})"
+        # On CPU the estimate counts the model's tensors in host RAM, which is not what the job's RSS will
+        # be (torch, the interpreter and caches come on top): say so, so it is not read as a GPU figure.
+        peak = "tensors in host RAM, estimated peak" if self.shape.device == "cpu" else "peak"
+        return f"{self.plan.describe()}: {peak} {size(self.peak)} ({parts})"
 
 
 def size(nbytes: float) -> str:
@@ -402,13 +407,14 @@ def job_shape(
     text_encoder: bool = True,
     tiny: bool = False,
     compiled: bool = False,
+    device: str = "cuda",
 ) -> JobShape:
     """The shape of a (validated, effective) spec's job: model size from the input video's header."""
     height, width = model_resolution(spec.resolution, *input_size(spec.video_path))
     return JobShape(
         height=height, width=width, frames=spec.num_video_frames_per_chunk, controls=len(spec.controls),
         gpus=gpus, tiny=tiny, dtype_bytes=dtype_bytes, text_encoder=text_encoder, guided=spec.guidance != 0,
-        compiled=compiled,
+        compiled=compiled, device=device,
     )  # fmt: skip
 
 

@@ -74,7 +74,7 @@ def plan_memory(
     if cuda_graphs:
         offload = "none"
     shape = job_shape(spec, gpus=gpus, dtype_bytes=torch.empty((), dtype=dtype).element_size(),
-                      text_encoder=text_encoder, tiny=tiny, compiled=compiled)  # fmt: skip
+                      text_encoder=text_encoder, tiny=tiny, compiled=compiled, device=device.type)  # fmt: skip
     choice = choose(shape, offload, device_budget(device, memory_cap_gib))
     if device.type == "cuda" and (memory_cap_gib is not None or choice.plan != PLANS[0]):
         choice.expandable_segments = use_expandable_segments()
@@ -188,5 +188,6 @@ def estimate_job(
     CPU, fp32), against its free memory or `memory_cap_gib`."""
     device = torch.device("cuda" if torch.cuda.is_available() and not tiny else "cpu")
     shape = job_shape(spec, gpus=gpus, dtype_bytes=4 if tiny else 2, text_encoder=text_encoder, tiny=tiny,
-                      compiled=compiled)  # fmt: skip
+                      compiled=compiled, device="cpu" if tiny else "cuda")  # fmt: skip
+    # a full-size estimate is of a GPU job even on a machine without one (its budget then says "no GPU")
     return estimate_lines(shape, offload, device_budget(device, memory_cap_gib))

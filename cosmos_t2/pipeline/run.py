@@ -98,6 +98,9 @@ class RunOptions:
     offload: str = "auto"  # auto | none | model | blocks (pipeline.memory)
     memory_cap_gib: float | None = None  # plan for (and on CUDA, hold the process to) this much memory
     first_in_process: bool = True  # False for a batch's later jobs: the process's start was paid before
+    # What the closing "done" line names instead of the output path: `bench --e2e` writes into a temporary
+    # folder it deletes, and a line naming a path that is gone by the time it is read misleads.
+    output_note: str | None = None
 
 
 @dataclass
@@ -253,8 +256,12 @@ def _run_job(spec: Spec, options: RunOptions, progress: JobProgress) -> JobResul
             net.project_text(pos.to(device)),
             net.project_text(neg.to(device)) if sampler.guided else None,
         )
-    with timer.stage("image_context"):
-        image_tokens = image_context(reference, files, net, device)
+    image_tokens = None
+    if (
+        reference is not None
+    ):  # a stage only where there is a style image: no "style reference" line otherwise
+        with timer.stage("image_context"):
+            image_tokens = image_context(reference, files, net, device)
     models = JobModels(net, vae, sampler, text_pair, image_tokens, ctx, device, residency)
 
     seeds = chunk_seeds(spec.seed, len(chunks))
@@ -328,7 +335,8 @@ def _run_job(spec: Spec, options: RunOptions, progress: JobProgress) -> JobResul
             record["startup_s"] = {k: 0.0 for k in record["startup_s"]}
         record["steady_seconds_per_step"] = round(statistics.median(intervals), 4) if intervals else None
         write_json(outputs.stage(sidecar, record=True), record)
-    progress.summary(record, paths.get("video") or paths.get("latents"))
+    shown = paths.get("video") or paths.get("latents")
+    progress.summary(record, Path(options.output_note) if options.output_note and shown else shown)
     return JobResult(
         sidecar, paths.get("video"), paths.get("latents"), inputs.num_frames, inputs.fps, timer.rounded()
     )

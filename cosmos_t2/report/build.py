@@ -25,13 +25,16 @@ from cosmos_t2.atomic import write_text_atomic
 from cosmos_t2.controls.registry import MODALITIES
 from cosmos_t2.errors import CosmosError
 from cosmos_t2.report.charts import (
+    LOWER_IS_BETTER,
     REFERENCE_NAMES,
     charts,
     device_label,
     fidelity_rows,
     fidelity_table,
+    job_labels,
     number,
     present,
+    reading,
 )
 from cosmos_t2.report.data import (
     Run,
@@ -62,7 +65,7 @@ SHORT_COLUMNS = [
     "diffuse_cpu_rss_gib",
     "diffuse_gpu_gib",
 ]
-HIDDEN_COLUMNS = {"controls", "tiny", "device_type", "threads", "processes"}
+HIDDEN_COLUMNS = {"controls", "tiny", "device_type", "threads", "processes", "setting_values"}
 UNKNOWN_MODEL = "model named in no sidecar"
 
 
@@ -111,10 +114,10 @@ def build_report(results: str | Path, out: str | Path, options: ReportOptions | 
         plotly_js=_safe(plotly.offline.get_plotlyjs()),
         jobs_table=_table(_job_columns(jobs, metric_names, short=True)),
         jobs_full_table=_table(_job_columns(jobs, metric_names, short=False)),
-        fidelity_table=_table(fidelity_table(jobs, refs)),
+        fidelity_table=_table(fidelity_table(jobs, refs), "data wrap-head wrap-last"),
         rule_table=_table(summary),
         bench_files_table=_table(bench),
-        stage_table=_table(_stage_pivot(stages)),
+        stage_table=_table(_stage_pivot(stages, jobs), "data wrap-head"),
         bench_table=_table(benches),
         charts=_render_charts(charts(summary, jobs, stages, benches, fidelity_rows(jobs, refs), model)),
         cards=[
@@ -151,24 +154,32 @@ def _safe(text: str) -> Any:
     return Markup(text)  # our own HTML (pandas/plotly output, escaped by them)
 
 
-def _table(frame: pd.DataFrame) -> Any:
+def _table(frame: pd.DataFrame, classes: str = "data") -> Any:
     if frame.empty:
         return _safe("<p class='muted'>Nothing yet.</p>")
-    html = frame.to_html(index=False, border=0, classes="data", na_rep="–", float_format=number, escape=True)
+    html = frame.to_html(index=False, border=0, classes=classes, na_rep="–", float_format=number, escape=True)
     return _safe(html)
 
 
-def _stage_pivot(stages: pd.DataFrame) -> pd.DataFrame:
-    """One row per job, one column per part of its diffuse rule's wall time, in the order they happened."""
+def _stage_pivot(stages: pd.DataFrame, jobs: pd.DataFrame) -> pd.DataFrame:
+    """One row per job (named by sample and the settings that vary, not its hash), one column per part of
+    its diffuse rule's wall time in the order they happen; the hardware column only where there are several."""
     if stages.empty:
         return stages
-    order = list(dict.fromkeys(stages["stage"]))
-    wide = stages.pivot_table(
-        index=["hardware", "sample", "job"], columns="stage", values="seconds", sort=False
+    labels = job_labels(jobs)
+    settings = {key: label.partition(" · ")[2] or "–" for key, label in labels.items()}
+    stages = stages.assign(
+        settings=[settings.get((h, j), "–") for h, j in zip(stages["hardware"], stages["job"], strict=True)]
     )
-    wide = wide[order].reset_index()
+    order = list(dict.fromkeys(stages["stage"]))
+    index = ["hardware", "sample", "settings", "job"]
+    wide = stages.pivot_table(index=index, columns="stage", values="seconds", sort=False)
+    wide = wide[order].reset_index().drop(columns="job")
+    if wide["hardware"].nunique() == 1:
+        wide = wide.drop(columns="hardware")
     wide.columns.name = None
-    return wide
+    # "vae encode" wraps in its header where "vae_encode" would not: the table then fits a 1280 px page
+    return wide.rename(columns={stage: stage.replace("_", " ") for stage in order})
 
 
 def _job_columns(jobs: pd.DataFrame, metric_names: list[str], short: bool) -> pd.DataFrame:
@@ -203,7 +214,8 @@ def _card(
     """One job's section: model, spec, settings, thumbnails of the output and every control, preview, costs."""
     paths = job["paths"]
     video = run.folder / paths["video"]
-    spec = read_json(run.folder / paths["spec"])
+    # plain infer outputs have no spec file: their sidecar holds the resolved spec (data.infer_runs)
+    spec = job.get("resolved_spec") or read_json(run.folder / paths["spec"])
     sidecar = read_json(run.folder / paths["diffuse_sidecar"]) or {}
     thumbs = []
     finished = finished_video(video)
@@ -223,6 +235,7 @@ def _card(
             "metric": m,
             "score": number(record[m]),
             "refs": {REFERENCE_NAMES[r]: number(ref[r][m]) for r in ref if m in ref[r]},
+            "verdict": reading(float(record[m]), {r: ref[r].get(m) for r in ref}, m in LOWER_IS_BETTER),
         }
         for m in (x.metric for x in MODALITIES.values() if x.metric)
         if present(record.get(m))

@@ -3,7 +3,9 @@
 A results folder holds one run folder per hardware label (`results/<label>/`), each with the
 `manifest.json` the workflow writes (jobs, their settings and files), Snakemake's benchmark TSVs
 (`benchmarks/<rule>/<key>.tsv`), the sidecars `cosmos-t2 infer` and `render` write, and any
-`cosmos-t2 bench --json-out` results. Nothing here renders HTML; see report.py.
+`cosmos-t2 bench --json-out` results. A folder of plain `cosmos-t2 infer` outputs (one job or a
+batch) has none of that: `infer_runs` makes the manifest from its sidecars, and the tables that need
+benchmark files or controls on disk stay empty. Nothing here renders HTML; see build.py.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 
 import pandas as pd
 
+from cosmos_t2.controls.registry import MODALITIES
 from cosmos_t2.errors import CosmosError
 from cosmos_t2.report.metrics import control_fidelity, reference_points
 from cosmos_t2.workflow.manifest import PATHS, check_manifest
@@ -46,12 +49,15 @@ class Run:
 
 
 def find_runs(results: Path) -> list[Run]:
-    """Every run folder under `results` (those with a manifest.json), sorted by label."""
+    """Every run under `results`, sorted by label: a workflow results folder (`<label>/manifest.json`), one
+    run folder (`manifest.json`), or, where there is no manifest, every folder of plain `cosmos-t2 infer`
+    outputs (a job or a batch: `<name>.mp4` beside its sidecar `<name>.json`), one run per folder."""
     results = Path(results)
     if not results.is_dir():
         raise CosmosError("results folder not found", file=results)
     runs = []
-    for path in sorted(results.glob("*/manifest.json")):
+    manifests = [results / "manifest.json"] if (results / "manifest.json").is_file() else []
+    for path in manifests or sorted(results.glob("*/manifest.json")):
         try:
             manifest = check_manifest(json.loads(path.read_text(encoding="utf-8")), path)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -61,9 +67,78 @@ def find_runs(results: Path) -> list[Run]:
         label = str((manifest.get("hardware") or {}).get("label") or path.parent.name)
         runs.append(Run(label, path.parent, manifest))
     if not runs:
+        runs = infer_runs(results)
+    if not runs:
         raise CosmosError(
-            "no run found: expected <label>/manifest.json (written by the workflow)", file=results
+            "no cosmos-t2 outputs found: expected a workflow's <label>/manifest.json or `cosmos-t2 infer` "
+            "outputs (<name>.mp4 beside its <name>.json)",
+            file=results,
         )
+    return runs
+
+
+def infer_sidecar(path: Path) -> dict[str, Any] | None:
+    """The sidecar `cosmos-t2 infer` writes beside its video (the resolved spec, and the video it made), or
+    None for any other JSON file."""
+    data = read_json(path)
+    if data is None or not isinstance(data.get("spec"), dict) or not isinstance(data.get("outputs"), dict):
+        return None
+    video = data["outputs"].get("video")
+    return data if isinstance(video, str) and (path.parent / video).is_file() else None
+
+
+# The spec keys a job of plain outputs is told apart by (a sweep's jobs carry their grid settings instead).
+SPEC_SETTINGS = ("seed", "num_steps", "guidance")
+
+
+def _spec_settings(spec: dict[str, Any], modalities: list[str]) -> dict[str, Any]:
+    settings = {k: spec[k] for k in SPEC_SETTINGS if isinstance(spec.get(k), (int, float, str))}
+    weights = {(spec.get(m) or {}).get("control_weight") for m in modalities}
+    if len(weights) == 1 and isinstance(next(iter(weights)), (int, float)):
+        settings["control_weight"] = next(iter(weights))
+    return settings
+
+
+def infer_runs(results: Path) -> list[Run]:
+    """Folders of plain `cosmos-t2 infer` outputs under `results` (itself included), one Run each, with the
+    manifest the workflow would have written made from the sidecars: the sidecar stands for the spec, the
+    prompt and the latents (infer keeps them inside), settings are the spec's seed, steps, guidance and
+    control weight. Only the settings that differ between a folder's jobs are kept, as a sweep's grid."""
+    found: dict[Path, list[tuple[Path, dict[str, Any]]]] = {}
+    for path in sorted(results.rglob("*.json")):
+        if "specs" in path.relative_to(results).parts:
+            continue
+        sidecar = infer_sidecar(path)
+        if sidecar is not None:
+            found.setdefault(path.parent, []).append((path, sidecar))
+    runs = []
+    for folder, sidecars in sorted(found.items()):
+        jobs = []
+        for path, sidecar in sidecars:
+            spec = sidecar["spec"]
+            modalities = [m for m in MODALITIES if isinstance(spec.get(m), dict)]
+            rel = path.name
+            jobs.append(
+                {
+                    "key": path.stem,
+                    "name": str(sidecar.get("name") or path.stem),
+                    "spec_file": rel,
+                    "settings": _spec_settings(spec, modalities),
+                    "modalities": modalities,
+                    "resolved_spec": spec,
+                    "paths": {
+                        "spec": rel, "prompt": rel, "latents": rel, "diffuse_sidecar": rel,
+                        "video": sidecar["outputs"]["video"],
+                    },
+                }
+            )  # fmt: skip
+        keys = {k for job in jobs for k in job["settings"]}
+        varying = {k for k in keys if len({str(job["settings"].get(k)) for job in jobs}) > 1}
+        for job in jobs:
+            job["settings"] = {k: v for k, v in job["settings"].items() if k in varying}
+        label = folder.resolve().name if folder == results else str(folder.relative_to(results))
+        manifest = {"version": 1, "hardware": {"label": label}, "jobs": jobs, "bench": [], "plain": True}
+        runs.append(Run(label, folder, manifest))
     return runs
 
 
@@ -202,6 +277,7 @@ def job_table(
                 "job": job["key"],
                 "spec": job["spec_file"],
                 "settings": _settings_text(job),
+                "setting_values": dict(job.get("settings", {})),  # for the charts' labels and axes
                 "controls": job["paths"].get("controls"),
                 **job_status(run, job),
                 **{k: v for k, v in job.get("settings", {}).items() if not isinstance(v, (dict, list))},
