@@ -64,7 +64,7 @@ from cosmos_t2.pipeline.output import (
 )
 from cosmos_t2.pipeline.pool import ModelPool
 from cosmos_t2.pipeline.progress import JobProgress
-from cosmos_t2.pipeline.provenance import checkpoint_hashes
+from cosmos_t2.pipeline.provenance import checkpoint_hashes, sha256_file
 from cosmos_t2.pipeline.residency import Residency, decode_tile, plan_memory
 from cosmos_t2.pipeline.sidecar import StageTimer, finish_record, job_record, write_json
 from cosmos_t2.sampling.distilled import DISTILLED_NUM_STEPS
@@ -320,6 +320,12 @@ def _run_job(spec: Spec, options: RunOptions, progress: JobProgress) -> JobResul
                 **(video_identity(video) if video is not None else {}),
             }
             record["environment"] = environment(device, record["acceleration"], video)
+            # what a batch checks before it skips the job as done (`batch.outputs_exist`)
+            record["output_files"] = {
+                final.name: output_file_record(outputs.staged(final), record["identity"].get("video_sha256")
+                                               if final == paths.get("video") else None)
+                for final in paths.values()
+            }  # fmt: skip
         record["run"] = run_record(options)
         finish_record(record, timer, spec.num_steps * len(chunks), paths, started)
         if (
@@ -332,6 +338,11 @@ def _run_job(spec: Spec, options: RunOptions, progress: JobProgress) -> JobResul
     return JobResult(
         sidecar, paths.get("video"), paths.get("latents"), inputs.num_frames, inputs.fps, timer.rounded()
     )
+
+
+def output_file_record(path: Path, sha256: str | None = None) -> dict[str, Any]:
+    """A written file's size and sha256 (`sha256` when already computed: the video's identity)."""
+    return {"bytes": path.stat().st_size, "sha256": sha256 or sha256_file(path)}
 
 
 def run_record(options: RunOptions) -> dict[str, Any]:
