@@ -345,3 +345,25 @@ def test_controls_given_as_files_get_thumbnails_and_cpu_runs_name_the_cpu(tmp_pa
         assert f"<th>{part}</th>" in stages[1]
     # 10 s rule wall time - (0.05 + 2.5 + 0.2 + 1.0 + 0.1) s of parts = 6.15 s other
     assert "<td>6.15</td>" in stages[1]
+
+
+def test_a_sidecar_field_of_another_type_is_shown_as_missing_with_one_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from cosmos_t2.report.data import read_sidecar
+
+    results = make_results(tmp_path, labels=("cpu-test",))
+    sidecars = sorted((results / "cpu-test").rglob("diffuse/*/*.json"))
+    odd = sidecars[0]
+    data = json.loads(odd.read_text())
+    data.update(peak_memory_gib=3.5, device="cpu", timings_s={"load": "fast", "diffusion": 1.0}, label=7)
+    odd.write_text(json.dumps(data))
+    with caplog.at_level("WARNING"):
+        out = build_report(results, tmp_path / "r.html", ReportOptions(metric_frames=4, metrics=False))
+    assert out.is_file()
+    warned = [r.getMessage() for r in caplog.records if str(odd) in r.getMessage()]
+    assert any("'peak_memory_gib' is a number, not an object" in w for w in warned), warned
+    assert len(warned) == len(set(warned))  # one line per file and field
+    read = read_sidecar(odd)
+    assert read["peak_memory_gib"] is None and read["device"] is None and read["label"] is None
+    assert read["timings_s"] == {"diffusion": 1.0}

@@ -43,6 +43,7 @@ from cosmos_t2.report.data import (
     finished_video,
     job_table,
     read_json,
+    read_sidecar,
     rule_summary,
     stage_timings,
 )
@@ -204,7 +205,7 @@ def _card(
     paths = job["paths"]
     video = run.folder / paths["video"]
     spec = read_json(run.folder / paths["spec"])
-    sidecar = read_json(run.folder / paths["diffuse_sidecar"]) or {}
+    sidecar = read_sidecar(run.folder / paths["diffuse_sidecar"])
     thumbs = []
     finished = finished_video(video)
     if finished:
