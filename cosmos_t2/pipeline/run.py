@@ -187,7 +187,7 @@ def _run_job(spec: Spec, options: RunOptions, progress: JobProgress) -> JobResul
     def read_inputs(spec: Spec = spec) -> tuple[JobInputs, Any]:
         inputs = load_inputs(
             spec, controls_dir=options.controls_dir, masks_dir=options.masks_dir, device=str(device),
-            models=ModelPaths.from_env(model_dir=options.model_dir),
+            models=ModelPaths.from_env(model_dir=options.model_dir, has_options=False),  # infer: no --*-model-dir
         )  # fmt: skip
         if _is_main(ctx):  # room for the outputs, now that the frame count is known
             planned = plan_chunks(
