@@ -12,7 +12,11 @@ the Hub.
 from __future__ import annotations
 
 import hashlib
+import io
+import json
 import os
+import struct
+import zipfile
 from pathlib import Path
 
 from cosmos_t2.pipeline.official import FOLDER_PATTERNS, OfficialFile, Selection, official_files
@@ -44,13 +48,28 @@ def set_ref(cache: Path, repo: str, branch: str, commit: str) -> None:
     ref.write_text(commit)
 
 
+def stand_in(source: str, name: str) -> bytes:
+    """Tiny bytes of the format `name` says (`models check` reads the header): a zip for .pt/.pth, a
+    tensorless safetensors file; deterministic, so a blob's sha256 is the same in every run."""
+    text = f"stand-in for {source}".encode()
+    if name.endswith((".pt", ".pth")):
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w") as archive:
+            archive.writestr(zipfile.ZipInfo("stand_in/data.pkl", date_time=(2020, 1, 1, 0, 0, 0)), text)
+        return buffer.getvalue()
+    if name.endswith(".safetensors"):
+        header = json.dumps({"__metadata__": {"stand_in": source}}).encode()
+        return struct.pack("<Q", len(header)) + header
+    return text
+
+
 def build_fake_hub(cache: Path, selection: Selection = EVERYTHING) -> dict[str, bytes]:
     """Every official file of `selection` in `cache`; returns slot -> the bytes stored for it (a folder
     slot: its weight file's bytes)."""
     stored: dict[str, bytes] = {}
     for item in official_files(selection):
         commit = _commit(item)
-        data = f"stand-in for {item.source}".encode()
+        data = stand_in(item.source, item.filename or "model.safetensors")
         if item.filename is not None:
             add_file(cache, item.repo, commit, item.filename, data, lfs=True)
         else:

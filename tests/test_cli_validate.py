@@ -124,3 +124,31 @@ def test_console_script_subprocess(ws: Path) -> None:
     assert proc.returncode == 2, proc.stderr
     assert f"{path}: key 'prompt': give either 'prompt' or 'prompt_path', not both" in proc.stderr
     assert "Traceback" not in proc.stderr and proc.stdout == ""
+
+
+@pytest.mark.parametrize(
+    ("args", "option"),
+    [
+        (["infer", "{spec}", "--tiny", "--memory-cap", "nan"], "--memory-cap"),
+        (["infer", "{spec}", "--tiny", "--memory-cap", "inf"], "--memory-cap"),
+        (["infer", "{spec}", "--tiny", "--memory-cap", "1e400"], "--memory-cap"),  # parses as inf
+        (["validate", "{spec}", "--estimate", "--memory-cap", "-1"], "--memory-cap"),
+        (["validate", "{spec}", "--estimate", "--gpus", "0"], "--gpus"),
+        (["validate", "{spec}", "--estimate", "--gpus", "-2"], "--gpus"),
+        (["infer", "{spec}", "--gpus", "0"], "--gpus"),
+        (["infer", "{spec}", "--server", "--server-idle", "nan"], "--server-idle"),
+        (["infer", "{spec}", "--server", "--server-idle", "0"], "--server-idle"),
+        (["infer", "{spec}", "--server", "--server-idle", "-5"], "--server-idle"),
+        (["infer", "{spec}", "--server", "--server-idle", "inf"], "--server-idle"),
+        (["serve", "--idle-timeout", "nan"], "--idle-timeout"),
+        (["bench", "--iters", "0"], "--iters"),
+    ],
+)
+def test_numeric_options_out_of_range_are_one_line_naming_the_option(
+    ws: Path, capsys: pytest.CaptureFixture[str], args: list[str], option: str
+) -> None:
+    spec = spec_file(ws)
+    code, out, err = run_cli([a.format(spec=spec) for a in args], capsys)
+    assert code == 2 and out == ""
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and option in lines[0], err

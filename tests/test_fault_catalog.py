@@ -9,8 +9,10 @@ Filesystem faults (read-only folders, full disks) are in test_faults_outputs.py.
 
 from __future__ import annotations
 
+import ast
 import json
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Callable
@@ -733,6 +735,109 @@ def _(tmp: Path, kit: Kit) -> tuple[list[str], str]:
     return ["report", str(tmp / "results"), "-o", str(tmp / "report.html")], "results"
 
 
+# --- issue 32: the server's folders and key, numeric options, files that are not what their name says -------
+
+
+def _serve_socket(tmp: Path, mode: int, key_mode: int | None = None) -> list[str]:
+    folder = tmp / "run"
+    folder.mkdir(mode=0o700)
+    if key_mode is not None:
+        (folder / "authkey").write_bytes(b"k" * 32)  # planted: its contents known to whoever wrote it
+        (folder / "authkey").chmod(key_mode)
+    folder.chmod(mode)
+    return ["serve", "--socket", str(folder / "s.sock"), "--idle-timeout", "5"]
+
+
+@case("serve/--socket in a world-writable folder")
+def _(tmp: Path, kit: Kit) -> tuple[list[str], str]:
+    return _serve_socket(tmp, 0o1777), "run: the server folder"
+
+
+@case("serve/--socket in a group-writable folder")
+def _(tmp: Path, kit: Kit) -> tuple[list[str], str]:
+    return _serve_socket(tmp, 0o770), "run: the server folder"
+
+
+@case("serve/a planted key readable by others")
+def _(tmp: Path, kit: Kit) -> tuple[list[str], str]:
+    return _serve_socket(tmp, 0o700, key_mode=0o644), "authkey"
+
+
+NUMERIC_FAULTS: list[tuple[str, list[str], str]] = [
+    # id, the command's arguments ({spec}: a good spec), the option the line names
+    ("infer --memory-cap nan", ["infer", "{spec}", *RUN, "--memory-cap", "nan"], "--memory-cap"),
+    ("infer --memory-cap 1e400", ["infer", "{spec}", *RUN, "--memory-cap", "1e400"], "--memory-cap"),
+    ("validate --gpus 0", ["validate", "{spec}", "--estimate", "--gpus", "0"], "--gpus"),
+    ("validate --gpus -2", ["validate", "{spec}", "--estimate", "--gpus", "-2"], "--gpus"),
+    ("infer --server-idle nan", ["infer", "{spec}", *RUN, "--server", "--server-idle", "nan"], "--server-idle"),
+    ("serve --idle-timeout 0", ["serve", "--idle-timeout", "0"], "--idle-timeout"),
+    ("bench --iters 0", ["bench", "--iters", "0"], "--iters"),
+]  # fmt: skip
+
+
+def _numeric_case(args: list[str], option: str) -> Case:
+    def make(tmp: Path, kit: Kit) -> tuple[list[str], str]:
+        spec = str(write_spec(tmp, kit, {}))
+        return [a.format(spec=spec) for a in args], option
+
+    return make
+
+
+for _id, _args, _option in NUMERIC_FAULTS:
+    case(f"cli/{_id}")(_numeric_case(_args, _option))
+
+
+@case("models/check a text file named edge.pt")
+def _(tmp: Path, kit: Kit) -> tuple[list[str], str]:
+    folder = _model_dir(
+        tmp, {"edge.pt": b"hello\n", "tokenizer.pth": b"<html><body>rate limited</body></html>"}
+    )
+    return ["models", "check", str(folder), "--modalities", "edge", "--no-hash"], "edge.pt"
+
+
+@case("spec/a bad line in a JSONL")
+def _(tmp: Path, kit: Kit) -> tuple[list[str], str]:
+    (tmp / "jobs.jsonl").write_text(json.dumps(kit.spec) + '\n{"name": "broken", "prompt": \n')
+    return ["validate", str(tmp / "jobs.jsonl")], "line 2"
+
+
+# Faults whose promise is a recovery, not a one-line refusal (the job goes on, is redone, or another client
+# is served): each is the test named here, which the catalog only points at.
+RECOVERIES: list[tuple[str, str]] = [
+    ("a connection that never sends is dropped; the next client is served",
+     "test_serve.py::test_a_silent_connection_is_dropped_and_never_blocks_the_next_client"),
+    ("silent connections do not keep a server past its idle timeout",
+     "test_serve.py::test_the_idle_timeout_ends_a_server_held_by_silent_connections"),
+    ("a server failing after binding: its client gets the error within seconds",
+     "test_serve.py::test_a_client_gets_the_error_of_a_server_that_fails_after_binding_within_seconds"),
+    ("the key file deleted or replaced under a live server",
+     "test_serve.py::test_a_key_file_deleted_or_replaced_under_a_live_server_is_recovered_from"),
+    ("serve --stop when the key is refused", "test_serve.py::test_serve_stop_works_from_the_pid_file_when_the_key_is_refused"),
+    ("the socket is 0600 whatever the umask", "test_serve.py::test_the_socket_is_private_whatever_the_umask"),
+    ("a bad JSONL line fails alone; the other lines run",
+     "test_batch_bookkeeping.py::test_a_bad_jsonl_line_fails_alone_and_the_other_lines_run"),
+    ("a job named 'batch' in a batch", "test_batch_bookkeeping.py::test_a_job_named_batch_cannot_clobber_the_batch_record"),
+    ("a truncated mp4 beside its sidecar is redone",
+     "test_batch_bookkeeping.py::test_a_truncated_video_beside_its_sidecar_is_redone"),
+    ("models check: files that are not what their names say (fake hub)",
+     "test_models_hub.py::test_check_opens_each_file_and_fails_one_that_is_not_what_its_name_says"),
+    ("a cache folder that cannot be written", "test_text.py::test_a_cache_that_cannot_be_written_warns_and_the_job_goes_on"),
+    ("a sidecar field of another type in the report",
+     "test_report.py::test_a_sidecar_field_of_another_type_is_shown_as_missing_with_one_warning"),
+    ("8 clients, clients and the server killed under load", "test_serve_soak.py::test_soak_short"),
+    ("messages name only options their command has",
+     "test_error_options.py::test_every_option_a_message_names_exists_on_a_command_that_prints_it"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("pointer", [p for _, p in RECOVERIES], ids=[i for i, _ in RECOVERIES])
+def test_each_recovery_points_at_a_test(pointer: str) -> None:
+    """A renamed or deleted test must not leave its fault uncovered while the catalog still lists it."""
+    file, name = pointer.split("::")
+    tree = ast.parse((Path(__file__).parent / file).read_text())
+    assert any(isinstance(n, ast.FunctionDef) and n.name == name for n in tree.body), pointer
+
+
 # --- workflow: bad sweep configs stop `snakemake` when the DAG is built -----------------------------------
 
 SNAKEMAKE = Path(sys.executable).with_name("snakemake")
@@ -786,7 +891,11 @@ def test_fault_is_one_line_naming_it_and_leaves_nothing(
     args, names = CASES[name](tmp_path, kit)
     before = _files(tmp_path)
     capsys.readouterr()
-    code, out, err = run_cli(args, capsys)
+    sigterm = signal.getsignal(signal.SIGTERM)
+    try:
+        code, out, err = run_cli(args, capsys)
+    finally:  # `serve` sets its own handler before it checks its folder
+        signal.signal(signal.SIGTERM, sigterm)
     lines = without_progress(err)  # the error is the one line left
     assert code == 2, (code, out[-2000:], err[-2000:])
     assert "Traceback" not in out + err, err[-3000:]

@@ -692,3 +692,20 @@ def test_third_party_warnings_do_not_come_before_our_error(
         ["convert-checkpoint", str(src), str(tmp_path / "o.safetensors"), "--tiny"], capsys
     )
     assert "TypedStorage" not in assert_fault(code, err, "convert-checkpoint", str(src))
+
+
+def test_a_missing_depth_model_in_infer_names_only_options_infer_has(
+    job: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for env in ("COSMOS_T2_DEPTH_MODEL_DIR", "COSMOS_T2_SAM2_MODEL_DIR", "COSMOS_T2_GROUNDING_MODEL_DIR"):
+        monkeypatch.delenv(env, raising=False)
+    spec = job.parent / "depth.json"
+    spec.write_text(json.dumps({"name": "depth", "prompt": "noise", "video_path": "input.mkv", "depth": {}}))
+    code, _, err = run_cli(["infer", str(spec), "-o", str(tmp_path / "out"), "--tiny", *FAST], capsys)
+    line = assert_fault(
+        code, err, "infer", "COSMOS_T2_DEPTH_MODEL_DIR"
+    )  # every --option named exists on infer
+    assert "--model-dir" in line and "depth_anything" in line
+    # the controls command has the option, and says so
+    code, _, err = run_cli(["controls", str(spec), "-o", str(tmp_path / "c"), "--tiny"], capsys)
+    assert "--depth-model-dir" in assert_fault(code, err, "controls", "COSMOS_T2_DEPTH_MODEL_DIR")

@@ -142,3 +142,23 @@ def test_fetch_hands_the_mirror_and_offline_choice_to_huggingface_hub(
     assert all(k["endpoint"] == "https://hub.example.internal" and k["local_files_only"] for k in seen)
     assert all(k["cache_dir"] == str(hub) for k in seen)
     assert seen[0]["revision"] == "b67b64abda3801a9aceddbff2bdb86126c06db74"  # pinned as upstream
+
+
+def test_check_opens_each_file_and_fails_one_that_is_not_what_its_name_says(
+    tmp_path: Path, hub: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "models"
+    code, _, err = fetch(folder, hub, "--modalities", "edge", "--copy", capsys=capsys)
+    assert code == 0, err
+    (folder / "edge.pt").write_bytes(b"hello\n")  # a 6-byte text file
+    (folder / "tokenizer.pth").write_bytes(b"<html><body>rate limited</body></html>")  # an error page
+    weights = next((folder / "text_encoder").rglob("*.safetensors"))
+    weights.write_bytes(b"{}")  # too short for a header
+    code, out, err = run_cli(["models", "check", str(folder), "--modalities", "edge", "--no-hash"], capsys)
+    assert code == 2
+    lines = {line.split()[1]: line for line in out.splitlines()}
+    assert lines["edge.pt"].startswith("FAIL") and "not a PyTorch checkpoint" in lines["edge.pt"]
+    assert lines["tokenizer.pth"].startswith("FAIL") and "not a PyTorch checkpoint" in lines["tokenizer.pth"]
+    assert lines["text_encoder"].startswith("FAIL") and "not a safetensors file" in lines["text_encoder"]
+    assert "accepts this folder" not in out
+    assert "edge.pt" in err and "tokenizer.pth" in err and err.count("\n") == 1

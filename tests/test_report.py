@@ -528,3 +528,25 @@ def test_demo_summary_says_what_was_made_what_it_is_and_where_the_report_is(tmp_
     assert lines[0] == f"made 4 videos in {results / 'cpu-test' / 'videos'}/"
     assert "noise from the tiny random-weight model" in lines[1]
     assert lines[2] == f"report: {results / 'report.html'}"
+
+
+def test_a_sidecar_field_of_another_type_is_shown_as_missing_with_one_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from cosmos_t2.report.data import read_sidecar
+
+    results = make_results(tmp_path, labels=("cpu-test",))
+    sidecars = sorted((results / "cpu-test").rglob("diffuse/*/*.json"))
+    odd = sidecars[0]
+    data = json.loads(odd.read_text())
+    data.update(peak_memory_gib=3.5, device="cpu", timings_s={"load": "fast", "diffusion": 1.0}, label=7)
+    odd.write_text(json.dumps(data))
+    with caplog.at_level("WARNING"):
+        out = build_report(results, tmp_path / "r.html", ReportOptions(metric_frames=4, metrics=False))
+    assert out.is_file()
+    warned = [r.getMessage() for r in caplog.records if str(odd) in r.getMessage()]
+    assert any("'peak_memory_gib' is a number, not an object" in w for w in warned), warned
+    assert len(warned) == len(set(warned))  # one line per file and field
+    read = read_sidecar(odd)
+    assert read["peak_memory_gib"] is None and read["device"] is None and read["label"] is None
+    assert read["timings_s"] == {"diffusion": 1.0}

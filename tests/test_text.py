@@ -4,6 +4,7 @@ cache, loading from a directory, and `cosmos-t2 encode-prompt`."""
 from __future__ import annotations
 
 import json
+import os
 import types
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from cosmos_t2.model.text import (
     MAX_LENGTH,
     SYSTEM_PROMPT,
     TINY_LABEL,
+    CacheWriteWarning,
     EmbeddingCache,
     PromptEncoder,
     encoder_for,
@@ -129,3 +131,35 @@ def test_encode_prompt_command(
     assert len(list((tmp_path / "cache").iterdir())) == 2
     code, _, err = run_cli(["encode-prompt", str(job), "-o", str(out)], capsys)
     assert code == 2 and "--text-encoder-dir" in err
+
+
+def test_a_cache_that_cannot_be_written_warns_and_the_job_goes_on(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    import safetensors.torch
+
+    (tmp_path / "in.mp4").write_bytes(b"")
+    job = tmp_path / "job.json"
+    job.write_text(json.dumps({"prompt": PROMPTS[0], "video_path": "in.mp4", "edge": {}}))
+    cache = tmp_path / "cache"
+    real = safetensors.torch.save_file
+
+    def full_disk(tensors: dict, filename: str, metadata: dict | None = None) -> None:
+        if Path(filename).parent == cache:  # the cache's file system is full; the output's has room
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), filename)
+        real(tensors, filename, metadata=metadata)
+
+    monkeypatch.setattr(safetensors.torch, "save_file", full_disk)
+    out = tmp_path / "job.safetensors"
+    with pytest.warns(CacheWriteWarning) as held:  # shown after the command ends (main holds warnings)
+        code, _, err = run_cli(
+            ["encode-prompt", str(job), "-o", str(out), "--tiny", "--cache-dir", str(cache)], capsys
+        )
+    assert code == 0, err
+    assert out.is_file() and read_prompt_embeddings(out)[0].shape == (1, MAX_LENGTH, 64)
+    lines = {str(w.message) for w in held if w.category is CacheWriteWarning}
+    assert len(lines) == 1  # one line, not one per prompt's traceback
+    assert "No space left on device" in lines.pop() and "Traceback" not in err
+    assert not any(p.suffix == ".safetensors" for p in cache.iterdir())  # no half-written entry

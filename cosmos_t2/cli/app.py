@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import math
 import warnings
 from pathlib import Path
 from typing import Annotated
 
+import click
 import typer
 from rich.console import Console
 from rich.markup import escape
 
 from cosmos_t2 import __version__
+from cosmos_t2.errors import CosmosError
 
 app = typer.Typer(
     name="cosmos-t2",
@@ -41,6 +44,24 @@ def _device_option(ctx: typer.Context, value: str | None) -> str | None:
     return value
 
 
+def positive(ctx: typer.Context, param: click.Parameter, value: float | None) -> float | None:
+    """Check a numeric option as it is parsed: finite and > 0, else one line naming the option.
+
+    Every count, size and duration option uses this one check, so `nan`, `inf` (also `1e400`, which
+    parses as inf), 0 and negatives never reach the library (where nan ends a server at once, and 0 GPUs
+    divides by zero)."""
+    if value is not None and not (math.isfinite(value) and value > 0):
+        raise CosmosError(f"{param.opts[0]} must be a finite number greater than 0, not {value!r}")
+    return value
+
+
+def not_negative(ctx: typer.Context, param: click.Parameter, value: float | None) -> float | None:
+    """As `positive`, where 0 means "none" (e.g. untimed warm-up steps)."""
+    if value is not None and not (math.isfinite(value) and value >= 0):
+        raise CosmosError(f"{param.opts[0]} must be a finite number of at least 0, not {value!r}")
+    return value
+
+
 MaybeDevice = Annotated[
     str | None,
     typer.Option("--device", help="cpu or cuda (default: cuda if present).", callback=_device_option),
@@ -53,7 +74,9 @@ Offload = Annotated[
 ]
 MemoryCap = Annotated[
     float | None,
-    typer.Option("--memory-cap", help="GiB: plan for (and on CUDA hold the process to) this much."),
+    typer.Option(
+        "--memory-cap", help="GiB: plan for (and on CUDA hold the process to) this much.", callback=positive
+    ),
 ]
 ModelSizeInput = Annotated[
     Path | None, typer.Option("--input", help="Model-size input (default DIR/input.mkv, else decoded).")

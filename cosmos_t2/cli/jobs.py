@@ -16,6 +16,8 @@ from cosmos_t2.cli.app import (
     app,
     default_device,
     err_console,
+    not_negative,
+    positive,
 )
 from cosmos_t2.cli.infer_job import InferArgs, run_infer
 from cosmos_t2.cli.serve import DEFAULT_IDLE_S, infer_on_server
@@ -29,11 +31,14 @@ def bench(
     preset: Annotated[
         str, typer.Option(help="Job shape: 720p93 (the job users time), 480p93, tiny.")
     ] = "720p93",
-    steps: Annotated[int, typer.Option(help="Steps for the projected total.")] = 35,
+    steps: Annotated[int, typer.Option(help="Steps for the projected total.", callback=positive)] = 35,
     controls: Annotated[
         str, typer.Option(help="Comma-separated control modalities (one branch each).")
     ] = "edge",
-    cp: Annotated[int, typer.Option("--cp", help="Context-parallel ranks (relaunches under torchrun).")] = 1,
+    cp: Annotated[
+        int,
+        typer.Option("--cp", help="Context-parallel ranks (relaunches under torchrun).", callback=positive),
+    ] = 1,
     compare: Annotated[
         str, typer.Option(help="'diffusers' also times diffusers' models in the same run.")
     ] = "",
@@ -51,16 +56,21 @@ def bench(
         ),
     ] = False,
     distilled: Annotated[bool, typer.Option(help="--e2e: the 4-step distilled edge model.")] = False,
-    jobs: Annotated[int, typer.Option(help="--e2e: this many jobs in one process (infer's batch path).")] = 1,
+    jobs: Annotated[
+        int,
+        typer.Option(help="--e2e: this many jobs in one process (infer's batch path).", callback=positive),
+    ] = 1,
     spec: Annotated[Path | None, typer.Option(help="--e2e: time this spec at full size.")] = None,
-    frames: Annotated[int | None, typer.Option(help="--e2e: input frames (185 at 720p: two chunks).")] = None,
+    frames: Annotated[
+        int | None, typer.Option(help="--e2e: input frames (185 at 720p: two chunks).", callback=positive)
+    ] = None,
     guided: Annotated[bool, typer.Option(help="--e2e: with a guided-generation mask.")] = False,
     work_dir: Annotated[
         Path | None, typer.Option(help="--e2e: keep the model folder and outputs here (default: temporary).")
     ] = None,
     vae: Annotated[bool, typer.Option("--vae/--no-vae", help="Also time VAE encode and decode.")] = False,
-    warmup: Annotated[int, typer.Option(help="Untimed steps first.")] = 2,
-    iters: Annotated[int, typer.Option(help="Timed steps (median reported).")] = 3,
+    warmup: Annotated[int, typer.Option(help="Untimed steps first.", callback=not_negative)] = 2,
+    iters: Annotated[int, typer.Option(help="Timed steps (median reported).", callback=positive)] = 3,
     device: Annotated[str, typer.Option(help="cuda or cpu (cpu only with --preset tiny).")] = "cuda",
     json_out: Annotated[
         Path | None, typer.Option("--json-out", help="Write the full result as JSON.")
@@ -76,7 +86,9 @@ def bench(
     offload: Annotated[str, typer.Option(help="--e2e: as infer --offload.")] = "auto",
     memory_cap: Annotated[
         float | None,
-        typer.Option("--memory-cap", help="--e2e: hold the GPU to this many GiB (a smaller card)."),
+        typer.Option(
+            "--memory-cap", help="--e2e: hold the GPU to this many GiB (a smaller card).", callback=positive
+        ),
     ] = None,
 ) -> None:
     """Time one denoising step of the full-size network beside its floor, or (--e2e) whole jobs (random weights)."""
@@ -151,7 +163,9 @@ def infer(
     ] = False,
     model_dir: Annotated[Path | None, typer.Option("--model-dir", help="Checkpoints, VAE, encoders.")] = None,
     device: MaybeDevice = None,
-    gpus: Annotated[int, typer.Option("--gpus", help="Processes (one GPU each) under torchrun.")] = 1,
+    gpus: Annotated[
+        int, typer.Option("--gpus", help="Processes (one GPU each) under torchrun.", callback=positive)
+    ] = 1,
     controls_dir: Annotated[
         Path | None, typer.Option("--controls-dir", help="Control videos from `cosmos-t2 controls`.")
     ] = None,
@@ -222,7 +236,11 @@ def infer(
     ] = False,
     server_idle: Annotated[
         float,
-        typer.Option("--server-idle", help="Seconds a server this starts waits for a job before it exits."),
+        typer.Option(
+            "--server-idle",
+            help="Seconds a server this starts waits for a job before it exits.",
+            callback=positive,
+        ),
     ] = DEFAULT_IDLE_S,
 ) -> None:
     """Run jobs: spec -> controls, masks, embeddings -> diffusion -> <name>.mp4 + <name>.json each.

@@ -23,7 +23,7 @@ from typing import Annotated, Any
 
 import typer
 
-from cosmos_t2.cli.app import _state, app, print_error, replay_warnings
+from cosmos_t2.cli.app import _state, app, positive, print_error, replay_warnings
 from cosmos_t2.cli.infer_job import InferArgs, run_infer
 from cosmos_t2.errors import CosmosError, error_line
 from cosmos_t2.pipeline.serve import Address, Emit, LineWriter, request, server_address, submit
@@ -111,7 +111,10 @@ def serve(
         typer.Option("--socket", help="Listen here (default: the address `infer --server` computes here)."),
     ] = None,
     idle_timeout: Annotated[
-        float, typer.Option("--idle-timeout", help="Exit after this many seconds without a request.")
+        float,
+        typer.Option(
+            "--idle-timeout", help="Exit after this many seconds without a request.", callback=positive
+        ),
     ] = DEFAULT_IDLE_S,
     status: Annotated[
         bool, typer.Option("--status", help="Print this environment's server's state.")

@@ -17,6 +17,8 @@ from cosmos_t2.cli.app import (
     SampleName,
     _device_option,
     app,
+    not_negative,
+    positive,
 )
 from cosmos_t2.destination import check_destination, check_output_file
 from cosmos_t2.errors import CosmosError
@@ -39,7 +41,9 @@ def validate(
     estimate: Annotated[
         bool, typer.Option("--estimate", help="Print each job's memory per stage and offload mode instead.")
     ] = False,
-    gpus: Annotated[int, typer.Option("--gpus", help="--estimate: GPUs the job runs on.")] = 1,
+    gpus: Annotated[
+        int, typer.Option("--gpus", help="--estimate: GPUs the job runs on.", callback=positive)
+    ] = 1,
     offload: Offload = "auto",
     memory_cap: MemoryCap = None,
     tiny: Annotated[bool, typer.Option("--tiny", help="--estimate: the tiny model (fp32 on CPU).")] = False,
@@ -228,8 +232,12 @@ def report(
     ],
     out: Annotated[Path, typer.Option("-o", "--out", help="The HTML file to write.")] = Path("report.html"),
     metrics: Annotated[bool, typer.Option(help="Score outputs against their controls.")] = True,
-    metric_frames: Annotated[int, typer.Option(help="Frames per video the metrics look at.")] = 16,
-    embed_limit_mb: Annotated[float, typer.Option(help="Inline previews up to this size.")] = 8.0,
+    metric_frames: Annotated[
+        int, typer.Option(help="Frames per video the metrics look at.", callback=positive)
+    ] = 16,
+    embed_limit_mb: Annotated[
+        float, typer.Option(help="Inline previews up to this size.", callback=not_negative)
+    ] = 8.0,
     depth_model_dir: Annotated[Path | None, typer.Option(help="Also score depth controls (si-RMSE).")] = None,
     device: Annotated[
         str, typer.Option(help="Where the depth model runs: cpu or cuda.", callback=_device_option)

@@ -48,6 +48,9 @@ class ModelPaths:
     depth_model_dir: Path | None = None
     seg_model_dir: Path | None = None
     grounding_model_dir: Path | None = None
+    # Whether the command has the --*-model-dir options (controls, masks) or only --model-dir (infer): a
+    # message recommends only options the command that prints it has.
+    has_options: bool = True
 
     @classmethod
     def from_env(
@@ -57,6 +60,7 @@ class ModelPaths:
         grounding_model_dir: str | Path | None = None,
         environ: Mapping[str, str] | None = None,
         model_dir: Path | None = None,
+        has_options: bool = True,
     ) -> ModelPaths:
         """Folders given here (CLI options) win over the COSMOS_T2_*_MODEL_DIR environment variables, and
         those over `model_dir`'s subfolders in the `models fetch` layout (FETCHED_FOLDERS), where present."""
@@ -73,7 +77,7 @@ class ModelPaths:
                 fetched = Path(model_dir).expanduser() / FETCHED_FOLDERS[field]
                 value = fetched if fetched.is_dir() else None
             values[field] = Path(value).expanduser() if value else None
-        return cls(**values)
+        return cls(**values, has_options=has_options)
 
     def require(self, field: str) -> Path:
         """The folder for `field`, or a CosmosError saying which option or variable to set."""
@@ -84,18 +88,23 @@ class ModelPaths:
         missing = [f for f in fields if getattr(self, f) is None]
         if missing:
             needs = "; ".join(
-                f"{MODEL_DIR_SOURCES[f][2]}: pass {MODEL_DIR_SOURCES[f][0]} DIR or set {MODEL_DIR_SOURCES[f][1]}"
-                f" (workflow config key {f})"
-                for f in missing
+                f"{MODEL_DIR_SOURCES[f][2]}: {self._where(f)} (workflow config key {f})" for f in missing
             )
             raise CosmosError(f"no model folder configured ({needs})")
         for field in fields:
             if not Path(getattr(self, field)).is_dir():
                 option, env, what = MODEL_DIR_SOURCES[field]
+                origin = f"{option} or {env}" if self.has_options else env
                 raise CosmosError(
-                    f"{what} model folder does not exist (from {option} or {env})", file=getattr(self, field)
+                    f"{what} model folder does not exist (from {origin})", file=getattr(self, field)
                 )
         return [Path(getattr(self, f)) for f in fields]
+
+    def _where(self, field: str) -> str:
+        option, env, _ = MODEL_DIR_SOURCES[field]
+        if self.has_options:
+            return f"pass {option} DIR or set {env}"
+        return f"set {env}, or fetch it into --model-dir DIR as DIR/{FETCHED_FOLDERS[field]} (cosmos-t2 models fetch)"
 
 
 def autocast(device: torch.device) -> torch.autocast:

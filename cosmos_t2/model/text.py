@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -246,11 +247,14 @@ class EmbeddingCache:
         path = self.path(encoder, prompt)
         if not path.is_file():
             return None
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-            if meta.get("prompt") != prompt or meta.get("encoder") != encoder.identity:
-                return None
-            return f.get_tensor("embedding")
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                meta = f.metadata() or {}
+                if meta.get("prompt") != prompt or meta.get("encoder") != encoder.identity:
+                    return None
+                return f.get_tensor("embedding")
+        except Exception:  # a damaged entry (safetensors raises its own error type) is a miss, not a failure
+            return None
 
     def encode(self, encoder: PromptEncoder, prompts: Sequence[str]) -> list[Tensor]:
         """(max_length, dim) per prompt; those not on disk are encoded in one batch and stored."""
@@ -259,9 +263,26 @@ class EmbeddingCache:
         if missing:
             for prompt, emb in zip(missing, encoder.encode(missing), strict=True):
                 meta = {"prompt": prompt, "encoder": encoder.identity, "label": encoder.label}
-                _save_atomic({"embedding": emb}, meta, self.path(encoder, prompt))
+                self._store(emb, meta, self.path(encoder, prompt))
                 found[prompt] = emb.cpu()
         return [found[p] for p in prompts]
+
+    def _store(self, emb: Tensor, meta: dict[str, str], path: Path) -> None:
+        """Best effort: a cache that cannot be written (full disk, read-only folder) costs a re-encode next
+        time, never the job, whose own output may well have room. One warning says so."""
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            _save_atomic({"embedding": emb}, meta, path)
+        except Exception as exc:  # OSError, or safetensors' own error type for a failed write
+            reason = (
+                exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc) or type(exc).__name__
+            )
+            warnings.warn(f"{path.parent}: the embedding cache was not written ({reason}); the job goes on",
+                          CacheWriteWarning, stacklevel=3)  # fmt: skip
+
+
+class CacheWriteWarning(UserWarning):
+    """A cache entry could not be written; the job that wanted it is not affected."""
 
 
 def encode_prompts(

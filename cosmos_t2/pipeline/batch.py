@@ -3,7 +3,7 @@
 Models are built (and compiled) once per model set and kept in a `pool.ModelPool` for the jobs that share it;
 the jobs run in the order given and each writes exactly what a single `infer` of it writes. A job that fails
 (bad spec file, bad input, a runtime error) is recorded and the rest go on; the caller turns the failures
-into one closing line and exit code 2. Jobs whose outputs already exist are skipped unless `force`.
+into one closing line and exit code 2. Jobs whose outputs are complete (as their sidecar records them) are skipped unless `force`.
 
 Under torchrun (`--gpus N`) every rank runs the same batch; there a failure ends the whole run (a rank that
 failed leaves its process group unusable, and its peers cannot be told to skip), as a single job does.
@@ -12,6 +12,7 @@ failed leaves its process group unusable, and its peers cannot be told to skip),
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -25,8 +26,9 @@ from cosmos_t2.distributed.launch import first_rank, under_torchrun
 from cosmos_t2.errors import CosmosError
 from cosmos_t2.pipeline.output import output_names
 from cosmos_t2.pipeline.pool import ModelPool
+from cosmos_t2.pipeline.provenance import sha256_file
 from cosmos_t2.pipeline.run import JobResult, RunOptions, run_on_ranks
-from cosmos_t2.spec.job import Spec, load_specs
+from cosmos_t2.spec.job import Spec, load_specs_each
 
 SPEC_SUFFIXES = (".json", ".jsonc", ".jsonl")
 BATCH_RECORD = "batch.json"
@@ -79,14 +81,24 @@ def load_batch_jobs(paths: Iterable[Path], overrides: dict[str, Any], *, name: s
     first_at: dict[str, Path] = {}
     for path in spec_files(paths):
         try:
-            specs = load_specs(path, overrides)
+            loaded = load_specs_each(path, overrides)
         except CosmosError as exc:
             batch.failed.append(Outcome(name=str(path), status="failed", error=str(exc)))
             continue
-        for spec in specs:
+        for spec in loaded:
+            if isinstance(spec, CosmosError):  # one bad line of a JSONL: the file's other jobs run
+                where = spec.file or str(path)
+                batch.failed.append(Outcome(name=where, status="failed", error=str(spec)))
+                continue
             if spec.name in first_at:
                 error = str(CosmosError(f"duplicate name {spec.name!r} (first in {first_at[spec.name]})",
                                         file=path, key="name"))  # fmt: skip
+                batch.failed.append(Outcome(name=spec.name, status="failed", error=error))
+                continue
+            if f"{spec.name}.json" == BATCH_RECORD:  # its sidecar would be overwritten by the record
+                error = str(CosmosError(f"the name {spec.name!r} is reserved in a batch (its sidecar would be "
+                                        f"the batch record {BATCH_RECORD}); rename the job", file=path,
+                                        key="name"))  # fmt: skip
                 batch.failed.append(Outcome(name=spec.name, status="failed", error=error))
                 continue
             first_at[spec.name] = path
@@ -99,8 +111,25 @@ def load_batch_jobs(paths: Iterable[Path], overrides: dict[str, Any], *, name: s
 
 
 def outputs_exist(spec: Spec, options: RunOptions) -> bool:
-    """Whether this job's outputs (video or latents, and the sidecar) are already in the output folder."""
-    return all((options.out_dir / f).is_file() for f in output_names(spec, options.latents_only))
+    """Whether this job is done: its sidecar (published last) records the main output file, and that file
+    is there with the recorded size and sha256. A video truncated or replaced after the job (a copy cut
+    short, a full disk) is not done, so the batch redoes it instead of skipping an unplayable file."""
+    main_name, sidecar_name = output_names(spec, options.latents_only)
+    try:
+        record = json.loads((options.out_dir / sidecar_name).read_text())
+    except (OSError, ValueError):
+        return False
+    files = record.get("output_files") if isinstance(record, dict) else None
+    expected = files.get(main_name) if isinstance(files, dict) else None
+    if not isinstance(expected, dict):  # an older sidecar, or one of a job that never finished
+        return False
+    main = options.out_dir / main_name
+    try:
+        if main.stat().st_size != expected.get("bytes"):
+            return False  # cheap first: a truncated file is found without reading it
+        return sha256_file(main) == expected.get("sha256")
+    except OSError:
+        return False
 
 
 def run_batch(

@@ -178,6 +178,38 @@ def _find_file(folder: Path, slot: str) -> Path | None:
     return None
 
 
+ZIP_MAGIC = b"PK\x03\x04"  # torch.save's archive format (PyTorch >= 1.6)
+SAFETENSORS_HEADER_MAX = 100 << 20  # safetensors itself refuses a larger header
+
+
+def format_problem(path: Path) -> str | None:
+    """Why `path` is not the kind of file its name says (None when it is), from its first bytes only.
+
+    .pt/.pth: a torch.save archive (zip), or the legacy pickle format (protocol 2-5); .safetensors: an
+    8-byte little-endian header length followed by that many bytes of JSON object. Catches a text file or
+    an HTML error page saved under a checkpoint's name, which a size or presence check passes."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+            if path.suffix in (".pt", ".pth"):
+                if head.startswith(ZIP_MAGIC) or (len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5):
+                    return None
+                return f"not a PyTorch checkpoint (a {path.suffix} file starts with a zip or pickle header)"
+            if path.suffix == ".safetensors":
+                size = path.stat().st_size
+                length = int.from_bytes(head, "little") if len(head) == 8 else 0
+                if not 2 <= length <= min(SAFETENSORS_HEADER_MAX, size - 8):
+                    return "not a safetensors file (no valid header length)"
+                try:
+                    header = json.loads(f.read(length))
+                except (ValueError, UnicodeDecodeError):
+                    header = None
+                return None if isinstance(header, dict) else "not a safetensors file (its header is not JSON)"
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror or exc})"
+    return None
+
+
 def _check_file(
     item: OfficialFile, folder: Path, manifest: dict[str, Any], cache: FileHashCache | None
 ) -> SlotReport:
@@ -186,6 +218,9 @@ def _check_file(
     if path is None:
         return SlotReport(item.slot, False, f"missing: {stem}.pt or {stem}.safetensors", source=item.source)
     size = path.stat().st_size
+    problem = format_problem(path)
+    if problem is not None:
+        return SlotReport(item.slot, False, problem, str(path), size, source=item.source)
     modality = None
     if item.modality is not None:
         modality, _ = checkpoint_identity(path)
@@ -221,6 +256,9 @@ def _check_folder_model(
     if not weights:
         return SlotReport(item.slot, False, "no weight files (*.safetensors)", str(path), source=item.source)
     size = sum(p.stat().st_size for p in weights)
+    problems = [f"{p.relative_to(path)}: {why}" for p in weights if (why := format_problem(p)) is not None]
+    if problems:
+        return SlotReport(item.slot, False, "; ".join(problems), str(path), size, source=item.source)
     known = (manifest.get(item.slot) or {}).get("files") or {}
     bad = []
     checked = 0
@@ -254,7 +292,9 @@ def check_folder(folder: Path, selection: Selection, *, hashes: bool = True) -> 
             folder, list(selection.modalities), tiny=False, need_text_encoder=selection.text_encoder,
             need_image_encoder=selection.image_encoder,
         )  # fmt: skip
-        reports.append(SlotReport("(infer)", True, "`infer --model-dir` accepts this folder"))
+        accepted = all(r.ok for r in reports)  # infer finds the files; whether they are sound is above
+        reports.append(SlotReport("(infer)", True, "`infer --model-dir` accepts this folder" if accepted else
+                                  "`infer --model-dir` finds every file here (the failures above are in them)"))  # fmt: skip
     except CosmosError as exc:
         reports.append(SlotReport("(infer)", False, exc.reason))
     return reports

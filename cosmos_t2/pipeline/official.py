@@ -109,7 +109,7 @@ IMAGE_ENCODER = OfficialFile(
 )
 DEPTH_MODEL = OfficialFile(
     slot=FETCHED_FOLDERS["depth_model_dir"],
-    what="Depth Anything V2 Small, computes depth controls (--depth-model-dir)",
+    what="Depth Anything V2 Small, computes depth controls (`controls --depth-model-dir`)",
     repo="depth-anything/Depth-Anything-V2-Small-hf",
     revision="main",
     filename=None,
@@ -117,7 +117,7 @@ DEPTH_MODEL = OfficialFile(
 )
 GROUNDING_MODEL = OfficialFile(
     slot=FETCHED_FOLDERS["grounding_model_dir"],
-    what="GroundingDINO base, boxes for seg controls and mask prompts (--grounding-model-dir)",
+    what="GroundingDINO base, boxes for seg controls and mask prompts (`controls`, `masks --grounding-model-dir`)",
     repo="IDEA-Research/grounding-dino-base",
     revision="main",
     filename=None,
@@ -125,7 +125,7 @@ GROUNDING_MODEL = OfficialFile(
 )
 SAM2_MODEL = OfficialFile(
     slot=FETCHED_FOLDERS["seg_model_dir"],
-    what="SAM2 hiera-large (transformers format), seg controls and mask prompts (--seg-model-dir)",
+    what="SAM2 hiera-large (transformers format), seg controls and mask prompts (`controls`, `masks --seg-model-dir`)",
     repo="facebook/sam2-hiera-large",
     revision="main",
     filename=None,

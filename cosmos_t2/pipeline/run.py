@@ -64,7 +64,7 @@ from cosmos_t2.pipeline.output import (
 )
 from cosmos_t2.pipeline.pool import ModelPool
 from cosmos_t2.pipeline.progress import JobProgress
-from cosmos_t2.pipeline.provenance import checkpoint_hashes
+from cosmos_t2.pipeline.provenance import checkpoint_hashes, sha256_file
 from cosmos_t2.pipeline.residency import Residency, decode_tile, plan_memory
 from cosmos_t2.pipeline.sidecar import StageTimer, finish_record, job_record, write_json
 from cosmos_t2.sampling.distilled import DISTILLED_NUM_STEPS
@@ -190,7 +190,7 @@ def _run_job(spec: Spec, options: RunOptions, progress: JobProgress) -> JobResul
     def read_inputs(spec: Spec = spec) -> tuple[JobInputs, Any]:
         inputs = load_inputs(
             spec, controls_dir=options.controls_dir, masks_dir=options.masks_dir, device=str(device),
-            models=ModelPaths.from_env(model_dir=options.model_dir),
+            models=ModelPaths.from_env(model_dir=options.model_dir, has_options=False),  # infer: no --*-model-dir
         )  # fmt: skip
         if _is_main(ctx):  # room for the outputs, now that the frame count is known
             planned = plan_chunks(
@@ -327,6 +327,12 @@ def _run_job(spec: Spec, options: RunOptions, progress: JobProgress) -> JobResul
                 **(video_identity(video) if video is not None else {}),
             }
             record["environment"] = environment(device, record["acceleration"], video)
+            # what a batch checks before it skips the job as done (`batch.outputs_exist`)
+            record["output_files"] = {
+                final.name: output_file_record(outputs.staged(final), record["identity"].get("video_sha256")
+                                               if final == paths.get("video") else None)
+                for final in paths.values()
+            }  # fmt: skip
         record["run"] = run_record(options)
         finish_record(record, timer, spec.num_steps * len(chunks), paths, started)
         if (
@@ -340,6 +346,11 @@ def _run_job(spec: Spec, options: RunOptions, progress: JobProgress) -> JobResul
     return JobResult(
         sidecar, paths.get("video"), paths.get("latents"), inputs.num_frames, inputs.fps, timer.rounded()
     )
+
+
+def output_file_record(path: Path, sha256: str | None = None) -> dict[str, Any]:
+    """A written file's size and sha256 (`sha256` when already computed: the video's identity)."""
+    return {"bytes": path.stat().st_size, "sha256": sha256 or sha256_file(path)}
 
 
 def run_record(options: RunOptions) -> dict[str, Any]:

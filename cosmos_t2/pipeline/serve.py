@@ -25,12 +25,16 @@ import fcntl
 import hashlib
 import io
 import json
+import math
 import os
 import secrets
+import signal
 import socket
+import stat
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -51,6 +55,8 @@ SERVE_DIR_ENV = "COSMOS_T2_SERVE_DIR"  # overrides the runtime folder (tests, or
 START_TIMEOUT_S = 180.0  # a cold start on a GPU node: imports and CUDA init, before the first job
 MAX_SOCKET_PATH = 100  # the kernel's limit is 108 bytes for a Unix socket path
 LOG_ROTATE_BYTES = 1 << 20
+HANDSHAKE_TIMEOUT_S = 5.0  # a connection gets this long to authenticate and send its request
+CLEANUP_LOCK_S = 2.0  # how long an exiting server waits for the start lock before it cleans up without
 CONNECT_ATTEMPTS = 3  # a server may exit between our connect and its accept: then start another
 
 Emit = Callable[[str, str], None]  # (stream "out" | "err", text) to the client
@@ -95,12 +101,23 @@ def runtime_folder(env: Mapping[str, str] | None = None) -> Path:
     else:
         folder = Path(tempfile.gettempdir()) / f"cosmos-t2-{os.getuid()}"
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-    info = folder.lstat()  # lstat: a symlink planted in /tmp must not pass for our folder
-    if info.st_uid != os.getuid() or info.st_mode & 0o077 or not folder.is_dir() or folder.is_symlink():
+    check_private_folder(folder)
+    return folder
+
+
+def check_private_folder(folder: Path) -> None:
+    """Refuse a folder for sockets and keys that is not ours alone (the default one, and `--socket`'s).
+
+    Anyone who can write there could plant the key file, and whoever knows the key runs code as us
+    (requests are pickles); lstat, so a symlink planted in /tmp does not pass for our folder."""
+    try:
+        info = folder.lstat()
+    except FileNotFoundError:
+        raise CosmosError("the server folder does not exist", file=folder) from None
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o077:
         raise CosmosError(
             "the server folder must be a folder of yours that only you can open (0700)", file=folder
         )
-    return folder
 
 
 def code_fingerprint(package: Path | None = None) -> str:
@@ -148,24 +165,47 @@ def server_address(env: Mapping[str, str] | None = None) -> Address:
 
 
 def authkey(address: Address) -> bytes:
-    """The folder's key, made on first use; linked into place whole, so a racing reader never sees half."""
+    """The folder's key, made on first use; linked into place whole, so a racing reader never sees half.
+
+    The folder and the key file are checked on every read: a key that someone else wrote, or could read,
+    is not a secret, and with it they could run code as us."""
     path = address.key_file
-    if not path.exists():
+    check_private_folder(path.parent)
+    if not os.path.lexists(path):
         fd, tmp = tempfile.mkstemp(dir=path.parent)  # mkstemp makes it 0600
         with os.fdopen(fd, "wb") as f:
             f.write(secrets.token_bytes(32))
         with contextlib.suppress(FileExistsError):
             os.link(tmp, path)
         os.unlink(tmp)
-    return path.read_bytes()
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError as exc:
+        raise CosmosError(f"cannot open the server key ({exc.strerror})", file=path) from None
+    with os.fdopen(fd, "rb") as f:
+        info = os.fstat(f.fileno())  # of the file we read, not of a name that may change meanwhile
+        if not stat.S_ISREG(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o077:
+            raise CosmosError("the server key must be a file of yours that only you can read or write "
+                              "(0600); remove it and a new one is made", file=path)  # fmt: skip
+        return f.read()
 
 
 @contextlib.contextmanager
-def locked(path: Path) -> Iterator[None]:
+def locked(path: Path, timeout: float | None = None) -> Iterator[bool]:
+    """Hold `path`'s lock; with `timeout`, give up after that many seconds (yields whether it is held)."""
     with open(path, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX if deadline is None else fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if deadline is not None and time.monotonic() >= deadline:
+                    yield False
+                    return
+                time.sleep(0.05)
         try:
-            yield
+            yield True
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
 
@@ -180,7 +220,24 @@ def _connect(address: Address) -> Connection | None:
     except (FileNotFoundError, ConnectionRefusedError, ConnectionResetError, BrokenPipeError, EOFError):
         return None
     except AuthenticationError:
-        raise CosmosError("the server there holds another key", file=address.socket) from None
+        pid = server_pid(address)
+        who = f"the server there (pid {pid})" if pid is not None else "the server there"
+        raise CosmosError(f"{who} holds another key (its key file was replaced as it answered); stop it with "
+                          "`cosmos-t2 serve --stop` and retry", file=address.socket) from None  # fmt: skip
+
+
+def server_pid(address: Address) -> int | None:
+    """The pid in the address's pid file when that process is a cosmos-t2 server of this socket, else None.
+
+    Checked against its command line, so a stale pid file never makes us signal another program."""
+    try:
+        pid = int(address.pid.read_text().strip())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        owner = Path(f"/proc/{pid}").stat().st_uid
+    except (OSError, ValueError):
+        return None
+    ours = owner == os.getuid() and b"serve" in cmdline and str(address.socket).encode() in cmdline
+    return pid if ours else None
 
 
 def _log_tail(address: Address, lines: int = 15) -> str:
@@ -257,8 +314,18 @@ def submit(address: Address, payload: Any, *, server_args: list[str], out: io.Te
 
 
 def request(address: Address, kind: str) -> Any:
-    """A "status" or "stop" answer from the address's server; None when none answers."""
-    conn = _connect(address)
+    """A "status" or "stop" answer from the address's server; None when none answers.
+
+    A "stop" that cannot authenticate (the key file was deleted or replaced under the server) falls back
+    to SIGTERM on the server named by the pid file, which ends it through its cleanup."""
+    try:
+        conn = _connect(address)
+    except CosmosError:
+        pid = server_pid(address) if kind == "stop" else None
+        if pid is None:
+            raise
+        os.kill(pid, signal.SIGTERM)
+        return {"pid": pid, "stopped_by": "SIGTERM (its key no longer matched)"}
     if conn is None:
         return None
     with conn:
@@ -298,6 +365,7 @@ Handler = Callable[[Any, Emit], int]  # (payload, emit) -> exit code
 
 
 def _bind(address: Address) -> socket.socket:
+    check_private_folder(address.socket.parent)  # `--socket` in a shared folder is refused like any other
     if address.socket.exists():
         probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
@@ -310,35 +378,78 @@ def _bind(address: Address) -> socket.socket:
             probe.close()
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(str(address.socket))
+    os.chmod(address.socket, 0o600)  # whatever the umask: only we may connect
     listener.listen(16)
     return listener
 
 
+def _handshake(sock: socket.socket, address: Address, deadline_s: float) -> tuple[Connection, Any] | None:
+    """Authenticate one accepted connection and read its request, all within `deadline_s` seconds.
+
+    A client that never sends (stopped, or stuck before its first byte) must not hold the server, which
+    runs one connection at a time: a timer shuts the socket down at the deadline, which ends any read in
+    progress. The key is read from its file each time, so a key file deleted (a tmp cleaner) and made anew
+    by the next client, or replaced by us, is the key; `authkey` refuses one that is not ours alone."""
+    conn = Connection(os.dup(sock.fileno()))  # sock stays ours, for the timer's shutdown
+    guard = threading.Lock()
+    state = {"done": False}
+
+    def expire() -> None:
+        with guard:
+            if not state["done"]:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+
+    timer = threading.Timer(deadline_s, expire)
+    timer.daemon = True
+    timer.start()
+    try:
+        key = authkey(address)
+        deliver_challenge(conn, key)
+        answer_challenge(conn, key)
+        request_ = conn.recv()
+    except BaseException:
+        conn.close()
+        raise
+    finally:
+        with guard:
+            state["done"] = True
+        timer.cancel()
+        sock.close()
+    return conn, request_
+
+
 def serve(address: Address, handle: Handler, status: Callable[[], dict[str, Any]], *, idle_timeout: float,
-          log: Callable[[str], None]) -> None:  # fmt: skip
+          log: Callable[[str], None], handshake_timeout: float = HANDSHAKE_TIMEOUT_S) -> None:  # fmt: skip
     """Answer requests one at a time until `idle_timeout` seconds pass without one, or a "stop"."""
-    key = authkey(address)
+    if not (math.isfinite(idle_timeout) and idle_timeout > 0):  # nan would end the server at once
+        raise CosmosError(f"the idle timeout must be a finite number of seconds > 0, not {idle_timeout}")
+    authkey(address)  # a refused folder or key fails here, before the socket exists
     listener = _bind(address)
     inode = address.socket.stat().st_ino
-    address.pid.write_text(f"{os.getpid()}\n")
-    log(f"pid {os.getpid()} serving on {address.socket} (idle timeout {idle_timeout:g} s)")
     try:
+        address.pid.write_text(f"{os.getpid()}\n")
+        log(f"pid {os.getpid()} serving on {address.socket} (idle timeout {idle_timeout:g} s)")
+        last_request = time.monotonic()
         while True:
-            listener.settimeout(idle_timeout)
+            # from the last request, not the last connection: dropped connections do not keep us alive
+            remaining = last_request + idle_timeout - time.monotonic()
+            if remaining <= 0:
+                log(f"no request for {idle_timeout:g} s: exiting")
+                return
+            listener.settimeout(remaining)
             try:
                 sock, _ = listener.accept()
             except TimeoutError:
-                log(f"no request for {idle_timeout:g} s: exiting")
-                return
+                continue
             sock.setblocking(True)
-            with Connection(sock.detach()) as conn:
-                try:
-                    deliver_challenge(conn, key)
-                    answer_challenge(conn, key)
-                    kind, payload = conn.recv()
-                except (EOFError, OSError, AuthenticationError) as exc:
-                    log(f"dropped a connection before its request: {type(exc).__name__}: {exc}")
-                    continue
+            try:
+                conn, (kind, payload) = _handshake(sock, address, handshake_timeout)
+            except (EOFError, OSError, AuthenticationError, CosmosError, ValueError, TypeError) as exc:
+                log(f"dropped a connection before its request: {type(exc).__name__}: {exc}")
+                continue
+            last_request = time.monotonic()
+            with conn:
                 if kind != "job":
                     with contextlib.suppress(OSError):
                         conn.send((kind, status()))
@@ -347,12 +458,17 @@ def serve(address: Address, handle: Handler, status: Callable[[], dict[str, Any]
                         return
                     continue
                 _run(conn, payload, handle, log)
+                last_request = time.monotonic()
     finally:
         listener.close()  # first: from here connecting fails, so no client waits on us
-        with locked(address.lock):
+        # The client that started us may hold the lock while it waits for us to answer: a server failing
+        # right after binding must not wait for it (both would wait out the client's start timeout).
+        # Without the lock the inode check still keeps a successor's socket.
+        with locked(address.lock, timeout=CLEANUP_LOCK_S):
             if address.socket.exists() and address.socket.stat().st_ino == inode:  # not a successor's
                 address.socket.unlink()
-            address.pid.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # the error that ended us is the one to report
+                address.pid.unlink(missing_ok=True)
 
 
 def _run(conn: Connection, payload: Any, handle: Handler, log: Callable[[str], None]) -> None:

@@ -46,6 +46,7 @@ from cosmos_t2.report.data import (
     finished_video,
     job_table,
     read_json,
+    read_sidecar,
     rule_summary,
     stage_timings,
 )
@@ -216,7 +217,7 @@ def _card(
     video = run.folder / paths["video"]
     # plain infer outputs have no spec file: their sidecar holds the resolved spec (data.infer_runs)
     spec = job.get("resolved_spec") or read_json(run.folder / paths["spec"])
-    sidecar = read_json(run.folder / paths["diffuse_sidecar"]) or {}
+    sidecar = read_sidecar(run.folder / paths["diffuse_sidecar"])
     thumbs = []
     finished = finished_video(video)
     if finished:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from cosmos_t2.errors import CosmosError
-from cosmos_t2.report.data import Run, read_json
+from cosmos_t2.report.data import Run, read_sidecar
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,7 @@ def _jobs_on_disk(run: Run) -> list[dict[str, Any]]:
     """Every diffusion job with a sidecar under the run folder (`diffuse/<job>/<name>.json`)."""
     found = []
     for sidecar in sorted((run.folder / "diffuse").glob("*/*.json")):
-        data = read_json(sidecar) or {}
+        data = read_sidecar(sidecar)
         finished = datetime.fromtimestamp(sidecar.stat().st_mtime, UTC)
         found.append(
             {

@@ -28,7 +28,13 @@ from cosmos_t2.errors import CosmosError
 from cosmos_t2.model.config import TEMPORAL_COMPRESSION, TransferConfig
 from cosmos_t2.spec.control import ControlSpec, control_block, jsonable
 from cosmos_t2.spec.fields import Fields, Source, is_integer, show
-from cosmos_t2.spec.parse import RawSample, apply_overrides, flatten_overrides, read_spec_file
+from cosmos_t2.spec.parse import (
+    RawSample,
+    apply_overrides,
+    flatten_overrides,
+    read_spec_file,
+    read_spec_samples,
+)
 
 RESOLUTIONS = ("720", "480", "tiny")
 # A name becomes file names: the longest is `<name>.latents.safetensors` (+20 bytes), written through a
@@ -289,6 +295,31 @@ def _load_located(path: Path, flat: dict[str, Any]) -> list[tuple[Spec, RawSampl
         seen[spec.name] = raw.where
         located.append((spec, raw))
     return located
+
+
+def load_specs_each(path: str | Path, overrides: dict[str, Any] | None = None) -> list[Spec | CosmosError]:
+    """Every sample of a spec file, each a Spec or the error of its line alone (for a batch: a JSONL with
+    one bad line runs the others). A file that cannot be read at all still raises."""
+    path = Path(path)
+    flat = flatten_overrides(overrides or {})
+    out: list[Spec | CosmosError] = []
+    seen: dict[str, str] = {}
+    for raw in read_spec_samples(path):
+        if isinstance(raw, CosmosError):
+            out.append(raw)
+            continue
+        try:
+            spec = _sample_spec(raw, path, flat)
+            if spec.name in seen:
+                raise CosmosError(
+                    f"duplicate name {spec.name!r} (first at {seen[spec.name]})", file=raw.where, key="name"
+                )
+        except CosmosError as exc:
+            out.append(exc)
+            continue
+        seen[spec.name] = raw.where
+        out.append(spec)
+    return out
 
 
 def load_samples(path: str | Path) -> list[tuple[Spec, RawSample]]:

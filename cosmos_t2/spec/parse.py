@@ -127,21 +127,58 @@ def read_spec_file(path: Path) -> list[RawSample]:
         _require_object(data, where)
         return [RawSample(data=data, where=where, line=None)]
 
-    samples = []
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        line_where = f"{where}:{lineno}"
-        if not line.strip():
-            raise CosmosError(
-                f"line {lineno} is empty; a JSONL file needs one JSON object per line", file=where
-            )
-        if not strip_jsonc(line).strip():
-            continue  # a line holding only a comment
-        data = parse_json_text(line, where, line_offset=lineno - 1)
-        _require_object(data, line_where)
-        samples.append(RawSample(data=data, where=line_where, line=lineno))
+    samples = read_jsonl_lines(text, where)
+    for sample in samples:
+        if isinstance(sample, CosmosError):
+            raise sample  # the first bad line: one command's input is wrong
     if not samples:
         raise CosmosError("the JSONL file holds no samples", file=where)
+    return [s for s in samples if isinstance(s, RawSample)]
+
+
+def read_jsonl_lines(text: str, where: str) -> list[RawSample | CosmosError]:
+    """Each line of a JSONL as its sample, or as the error that line alone has (a batch runs the rest)."""
+    samples: list[RawSample | CosmosError] = []
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        line_where = f"{where}:{lineno}"
+        try:
+            if not line.strip():
+                raise CosmosError(
+                    f"line {lineno} is empty; a JSONL file needs one JSON object per line", file=where
+                )
+            if not strip_jsonc(line).strip():
+                continue  # a line holding only a comment
+            data = parse_json_text(line, where, line_offset=lineno - 1)
+            _require_object(data, line_where)
+        except CosmosError as exc:
+            samples.append(exc)
+            continue
+        samples.append(RawSample(data=data, where=line_where, line=lineno))
     return samples
+
+
+def read_spec_samples(path: Path) -> list[RawSample | CosmosError]:
+    """As `read_spec_file`, but a JSONL's bad lines are errors in the list; a bad file still raises."""
+    if path.suffix.lower() not in BATCH_SUFFIXES or not path.is_file():
+        return list(read_spec_file(path))
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CosmosError(f"cannot read the spec file: {exc}", file=path) from None
+    samples = read_jsonl_lines(text, str(path))
+    if not samples:
+        raise CosmosError("the JSONL file holds no samples", file=path)
+    # each failed line is named by its line (file:N), as a batch reports it among the jobs
+    lines = [
+        i
+        for i, line in enumerate(text.splitlines(), start=1)
+        if strip_jsonc(line).strip() or not line.strip()
+    ]
+    return [
+        CosmosError(s.reason, file=f"{path}:{n}", key=s.key) if isinstance(s, CosmosError) and s.file == str(path)
+        else s
+        for s, n in zip(samples, lines, strict=True)
+    ]  # fmt: skip
 
 
 def _require_object(data: Any, where: str) -> None:
