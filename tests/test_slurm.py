@@ -3,8 +3,8 @@ before `make test`. Where `sinfo` does not answer these tests skip and say why; 
 (.ci/run) they fail instead, so a CI without its cluster never passes them silently.
 
 A small sweep (tiny model, 5 frames at 64x96, 1 step; 1 spec x 2 control weights = 2 jobs) through
-`profiles/slurm-cpu` writes the same bytes as `profiles/local`, in its own run folder, and a scancel'd job
-in it is retried; a failed job is the only one redone on rerun; Ctrl-C leaves nothing in squeue; a request
+`profiles/slurm-cpu` writes the same bytes as `profiles/local`, in its own run folder, with one allocation
+for each sample's diffuse and encode, and a scancel'd allocation in it is retried; a failed job is the only one redone on rerun; Ctrl-C leaves nothing in squeue; a request
 no node can meet is refused before anything is submitted. The pre-flight and the profile mapping are
 checked without a cluster too.
 """
@@ -121,7 +121,7 @@ def test_the_sweep_through_slurm_writes_the_local_bytes_retries_and_redoes_only_
         command("slurm-cpu", "--retries", "1"), cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT
     )
     try:
-        job_id = wait_for(tmp_path, "diffuse", "RUNNING", proc)
+        job_id = wait_for(tmp_path, "sample_diffuse", "RUNNING", proc)  # a sample's diffuse + encode
         subprocess.run(["scancel", job_id], check=True, timeout=20)  # a pre-emption, a node lost: retried
         assert proc.wait(timeout=500) == 0, (tmp_path / "snakemake.log").read_text()[-4000:]
     finally:
@@ -131,16 +131,21 @@ def test_the_sweep_through_slurm_writes_the_local_bytes_retries_and_redoes_only_
     slurm_wall = time.perf_counter() - start
     out = (tmp_path / "snakemake.log").read_text()
     assert "hardware label slurm-cpu" in out
-    assert f"SLURM-job '{job_id}' failed, SLURM status is: 'CANCELLED'" in out
+    # a grouped job's failure names the group and shows its SLURM log, which says it was cancelled
+    assert "Error in group sample" in out and re.search(rf"\*\*\* JOB {job_id} ON \S+ CANCELLED AT", out)
+    assert "Trying to restart job" in out
 
     local, slurm = outputs(tmp_path / "results" / "cpu-local"), outputs(tmp_path / "results" / "slurm-cpu")
     assert len(local) == 4 and local.keys() == slurm.keys()  # 2 latents, 2 mp4s, each in its run folder
     assert [k for k in local if local[k] != slurm[k]] == []  # byte-identical, the retried job's too
-    # every allocation kept its SLURM log (the profile keeps successful ones): one a job, 1 decode +
-    # 1 controls + 1 prompt + 2 diffuse (one of them twice) + 2 encode; spec, manifest and report run here
+    # every allocation kept its SLURM log (the profile keeps successful ones): 1 decode, 1 controls,
+    # 1 prompt and one a sample for its diffuse and encode (the profile's group; one sample's twice);
+    # spec, manifest and report run here
     logs = sorted((tmp_path / ".snakemake" / "slurm_logs").rglob("*.log"))
-    assert len(logs) == 8, logs
-    assert len(list((tmp_path / ".snakemake" / "slurm_logs" / "rule_diffuse").rglob("*.log"))) == 3
+    assert len(logs) == 6, logs
+    assert (
+        len(list((tmp_path / ".snakemake" / "slurm_logs" / "group_sample_diffuse_encode").glob("*.log"))) == 3
+    )
     assert jobs_of(tmp_path) == []
     print(
         f"small sweep: local {local_wall:.1f} s, SLURM {slurm_wall:.1f} s with a retry, {len(logs)} allocations"
