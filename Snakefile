@@ -1,6 +1,6 @@
 # cosmos-t2 sweep: specs x grid -> videos -> one HTML report. Run with
 #   snakemake --profile profiles/local          (CPU, tiny model, the bundled example)
-#   snakemake --profile profiles/slurm-h100     (SLURM, H100 nodes)
+#   snakemake --profile profiles/slurm-h100     (SLURM, H100 nodes; docs/slurm.md)
 # Each rule's shell line is one `cosmos-t2` command; cosmos_t2.workflow.sweep plans the jobs.
 from pathlib import Path
 
@@ -25,7 +25,10 @@ check_sweep_config(
     config, Path(workflow.basedir) / "workflow/schemas/config.schema.yaml", workflow.overwrite_configfiles
 )
 HARDWARE = resolve_hardware(
-    config, workflow.resource_settings.overwrite_resources, workflow.global_resources
+    config,
+    workflow.resource_settings.overwrite_resources,
+    workflow.global_resources,
+    workflow.resource_settings.default_resources,
 )
 config.update(device=HARDWARE.device, hardware_label=HARDWARE.label)
 logger.info(
@@ -73,6 +76,11 @@ rule all:
         REPORT,
         all_videos(),
         all_diffusion("latents", "diffuse_sidecar"),
+
+
+# A SLURM request that no node of its partition can meet stops the run before the first submission.
+onstart:
+    slurm_preflight()
 
 
 # A failed job (with --keep-going, after the others finished) still gets a report: it lists every job,

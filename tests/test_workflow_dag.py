@@ -118,7 +118,7 @@ def test_lint_reports_nothing(sweep_dir: Path) -> None:
     assert "Congratulations, your workflow is in a good condition!" in out
 
 
-@pytest.mark.parametrize("profile", ["local", "local-gpu", "slurm-h100", "slurm-h200"])
+@pytest.mark.parametrize("profile", ["local", "local-gpu", "slurm-h100", "slurm-h200", "slurm-cpu"])
 def test_each_profile_dry_runs(sweep_dir: Path, profile: str) -> None:
     extra = ["--executor", "slurm"] if profile.startswith("slurm") else []
     if profile == "local-gpu":  # two GPUs for one diffusion job: context parallel under torchrun
@@ -129,9 +129,17 @@ def test_each_profile_dry_runs(sweep_dir: Path, profile: str) -> None:
     label = {"local": "cpu-local"}.get(profile, profile)
     assert f"results/{label}/diffuse/" in out
     if profile.startswith("slurm"):
+        # the rules say what a stage needs, the profile only where it goes: the GPU model for GPU stages only
         gpu = profile.removeprefix("slurm-")
         diffuse = out.split("rule diffuse:", 1)[1].split("rule ", 1)[0]
-        assert f"gpu=1, gpu_model={gpu}" in diffuse and "slurm_partition=gpu" in diffuse
+        decode = out.split("rule decode:", 1)[1].split("rule ", 1)[0]
+        if gpu == "cpu":
+            assert ", gpu=0," in diffuse and "gpu_model=," in diffuse and "slurm_partition=cpu" in diffuse
+        else:
+            assert (
+                f"gpu_model={gpu}," in diffuse and ", gpu=1," in diffuse and "slurm_partition=gpu" in diffuse
+            )
+        assert ", gpu=0," in decode and "gpu_model=," in decode and "mem_mb=3000" in diffuse  # tiny's needs
     # CPU, two GPUs a job, and a cluster's allocations: each diffuse job in its own processes
     assert re.search(r" infer .* --latents-only ", out) and "--server" not in out
     if profile == "local-gpu":

@@ -11,9 +11,7 @@ rule bench:
     benchmark:
         f"{RUN}/benchmarks/bench/{{preset}}.tsv"
     resources:
-        gpu=gpus_if_device,
-        mem_mb=64000,
-        runtime=60,
+        **needs("bench"),
     conda:
         "../envs/cosmos-t2.yaml"
     shell:

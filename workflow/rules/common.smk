@@ -143,8 +143,49 @@ def aux_model_args(*dir_keys):
     return (["--tiny"] if config["tiny"] else []) + dir_args(*dir_keys)
 
 
-def gpus_if_device(wildcards):
-    return 1 if GPU_DEVICE else 0
+# What each stage needs, declared here once: whether it runs on the GPU (when the sweep's device is cuda),
+# host memory (MB) and CPUs with the 2B model, and minutes. The tiny model needs TINY_NEEDS instead. A profile
+# only maps these to its site (partition, GPU model, account in its default-resources; hardware.py), and
+# `--set-resources rule:key=value` still overrides one.
+STAGE_NEEDS = {  # stage: (GPU stage, mem_mb, cpus_per_task, runtime)
+    "decode": (False, 16000, 4, 30),
+    "controls": (True, 64000, 8, 60),
+    "masks": (True, 64000, 8, 60),
+    "prompt": (True, 64000, 8, 30),
+    "diffuse": (True, 128000, 16, 120),
+    "encode": (True, 64000, 8, 60),
+    "bench": (True, 128000, 16, 60),
+}
+TINY_NEEDS = {"mem_mb": 3000, "cpus_per_task": 1, "runtime": 15}  # peak RSS of a tiny job: under 2 GB
+
+
+def needs(stage):
+    """The resources of a stage's rule. Only GPU stages on a cuda sweep get `gpu` and the site's
+    `gpu_model` (a CPU job given a model would ask SLURM for `--gpus=<model>:0`)."""
+    gpu_stage, mem_mb, cpus, minutes = STAGE_NEEDS[stage]
+    gpus = 1 if gpu_stage and GPU_DEVICE else 0
+    resources = {"gpu": gpus, "gpu_model": HARDWARE.gpu_model if gpus else ""}
+    resources.update(mem_mb=mem_mb, cpus_per_task=cpus, runtime=minutes)
+    return resources | (TINY_NEEDS if config["tiny"] and stage != "bench" else {})
+
+
+
+def slurm_preflight():
+    """Before anything is submitted to SLURM: refuse, in one line, a job whose request (its rule's needs with
+    the profile's and the command line's resources) no node of its partition can meet; it would pend
+    forever. Not on the nodes' own job steps, not for local rules, not on a dry run (onstart runs for none)."""
+    plugin = workflow.executor_plugin
+    if workflow.remote_exec or plugin is None or plugin.name != "slurm":
+        return
+    from cosmos_t2.workflow.slurm import preflight
+
+    jobs = [j for j in workflow.dag.needrun_jobs() if not j.is_local]
+    try:
+        refusal = preflight((j.rule.name, j.resources) for j in jobs)
+    except CosmosError as exc:
+        raise WorkflowError(str(exc)) from None
+    if refusal:
+        raise WorkflowError(f"cosmos-t2: {refusal}; nothing was submitted")
 
 
 def all_videos():

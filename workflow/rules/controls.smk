@@ -16,9 +16,7 @@ rule controls:
     benchmark:
         f"{RUN}/benchmarks/controls/{{key}}.tsv"
     resources:
-        gpu=gpus_if_device,
-        mem_mb=16000,
-        runtime=60,
+        **needs("controls"),
     conda:
         "../envs/cosmos-t2.yaml"
     shell:

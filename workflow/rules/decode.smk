@@ -15,8 +15,7 @@ rule decode:
     benchmark:
         f"{RUN}/benchmarks/decode/{{key}}.tsv"
     resources:
-        mem_mb=8000,
-        runtime=30,
+        **needs("decode"),
     conda:
         "../envs/cosmos-t2.yaml"
     shell:

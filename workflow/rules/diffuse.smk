@@ -17,9 +17,7 @@ rule diffuse:
     benchmark:
         f"{RUN}/benchmarks/diffuse/{{job}}/{{name}}.tsv"
     resources:
-        gpu=gpus_if_device,
-        mem_mb=32000,
-        runtime=120,
+        **needs("diffuse"),
     conda:
         "../envs/cosmos-t2.yaml"
     shell:

@@ -22,9 +22,7 @@ rule encode:
     benchmark:
         f"{RUN}/benchmarks/encode/{{job}}/{{name}}.tsv"
     resources:
-        gpu=gpus_if_device,
-        mem_mb=32000,
-        runtime=60,
+        **needs("encode"),
     conda:
         "../envs/cosmos-t2.yaml"
     shell:

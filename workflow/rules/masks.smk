@@ -15,9 +15,7 @@ rule masks:
     benchmark:
         f"{RUN}/benchmarks/masks/{{key}}.tsv"
     resources:
-        gpu=gpus_if_device,
-        mem_mb=16000,
-        runtime=60,
+        **needs("masks"),
     conda:
         "../envs/cosmos-t2.yaml"
     shell:

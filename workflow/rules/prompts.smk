@@ -15,9 +15,7 @@ rule prompt:
     benchmark:
         f"{RUN}/benchmarks/prompt/{{key}}.tsv"
     resources:
-        gpu=gpus_if_device,
-        mem_mb=32000,
-        runtime=30,
+        **needs("prompt"),
     conda:
         "../envs/cosmos-t2.yaml"
     shell:
