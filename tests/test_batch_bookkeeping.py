@@ -4,6 +4,7 @@ sidecar, and a job whose name is the batch record's. Tiny model on CPU, 5 frames
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -66,3 +67,25 @@ def test_a_truncated_video_beside_its_sidecar_is_redone(
     assert (out / "b.mp4").stat().st_mtime_ns == b_before
     sidecar = json.loads((out / "a.json").read_text())
     assert sidecar["output_files"]["a.mp4"]["bytes"] == len(whole)
+    assert "redid a: a.mp4 is not the file its record describes" in stdout
+
+
+def test_a_batch_rerun_with_other_settings_redoes_the_jobs_and_says_why(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 33: a finished job is skipped only when its record was made from the same resolved spec."""
+    frames = np.stack([np.full((64, 64, 3), 10 + 12 * i, dtype=np.uint8) for i in range(5)])
+    write_video(tmp_path / "input.mkv", frames, 12.0, lossless=True)
+    job = {"name": "ramp", "prompt": "a grey ramp", "video_path": "input.mkv", "seed": 1, "edge": {}}
+    (tmp_path / "jobs.jsonl").write_text(json.dumps(job) + "\n")
+    args = ["infer", str(tmp_path / "jobs.jsonl"), "-o", str(tmp_path / "out"), *FAST]
+    assert run_cli(args, capsys)[0] == 0
+    code, stdout, _ = run_cli(args, capsys)  # the same settings: done, and the record shows it
+    assert code == 0 and "skipped ramp" in stdout
+    code, stdout, _ = run_cli([*args, "--set", "num_steps=2", "--set", "seed=99"], capsys)
+    assert code == 0 and "skipped ramp" not in stdout
+    assert "redid ramp: its settings changed: num_steps 1 -> 2, seed 1 -> 99" in stdout
+    sidecar = json.loads((tmp_path / "out" / "ramp.json").read_text())
+    assert sidecar["spec"]["num_steps"] == 2 and sidecar["spec"]["seed"] == 99
+    code, stdout, _ = run_cli([*args, "--set", "num_steps=2", "--set", "seed=99"], capsys)
+    assert code == 0 and "skipped ramp" in stdout  # and the new record holds for the new settings

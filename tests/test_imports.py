@@ -22,8 +22,9 @@ LAYERS: list[set[str]] = [
         "atomic",
         "destination",
         "reproducible",
+        "stable_safetensors",
     },  # foundation: version, the one error type,
-    # atomic writes, the CPU / encoder pins
+    # atomic writes, the CPU / encoder pins, safetensors files with stable bytes
     {"video"},  # media I/O
     {"model"},  # network, VAE, encoders, checkpoints
     {"controls"},  # the modality registry, control videos, masks

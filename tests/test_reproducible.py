@@ -215,3 +215,25 @@ def test_reproduce_names_a_replaced_model_file(tmp_path: Path) -> None:
     assert lines[0].startswith("different: latents differ from the record")
     assert any(re.match(r"  latents: largest absolute difference [0-9.e+-]+$", line) for line in lines)
     assert any(line.startswith("  model file edge: sha256 ") for line in lines), done.stdout
+
+
+def test_a_safetensors_file_with_metadata_has_the_same_bytes_in_every_process(tmp_path: Path) -> None:
+    """safetensors keeps metadata in a hash map (another key order each process): embedding files and
+    converted checkpoints go through `stable_safetensors`, whose files repeat byte for byte."""
+    script = (
+        "import sys, torch\n"
+        "from pathlib import Path\n"
+        "from cosmos_t2 import stable_safetensors\n"
+        "meta = {k: str(i) for i, k in enumerate(['model', 'prompt', 'length', 'dtype', 'encoder', 'layers'])}\n"
+        "stable_safetensors.save_file({'b': torch.arange(6.0), 'a': torch.ones(2, 3)}, Path(sys.argv[1]), meta)\n"
+    )
+    files = [tmp_path / f"{i}.safetensors" for i in range(3)]
+    for f in files:
+        done = subprocess.run([sys.executable, "-c", script, str(f)], capture_output=True, text=True, timeout=120,
+                              env={**os.environ, "PYTHONPATH": str(REPO)})  # fmt: skip
+        assert done.returncode == 0, done.stderr
+    assert len({f.read_bytes() for f in files}) == 1
+    from safetensors import safe_open
+
+    with safe_open(str(files[0]), "pt") as read:
+        assert read.metadata()["layers"] == "5" and torch.equal(read.get_tensor("b"), torch.arange(6.0))

@@ -138,20 +138,20 @@ def test_a_cache_that_cannot_be_written_warns_and_the_job_goes_on(
 ) -> None:
     import errno
 
-    import safetensors.torch
+    from cosmos_t2 import stable_safetensors
 
     (tmp_path / "in.mp4").write_bytes(b"")
     job = tmp_path / "job.json"
     job.write_text(json.dumps({"prompt": PROMPTS[0], "video_path": "in.mp4", "edge": {}}))
     cache = tmp_path / "cache"
-    real = safetensors.torch.save_file
+    real = stable_safetensors.write_bytes_atomic
 
-    def full_disk(tensors: dict, filename: str, metadata: dict | None = None) -> None:
-        if Path(filename).parent == cache:  # the cache's file system is full; the output's has room
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), filename)
-        real(tensors, filename, metadata=metadata)
+    def full_disk(path: Path, data: bytes) -> Path:
+        if Path(path).parent == cache:  # the cache's file system is full; the output's has room
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        return real(path, data)
 
-    monkeypatch.setattr(safetensors.torch, "save_file", full_disk)
+    monkeypatch.setattr(stable_safetensors, "write_bytes_atomic", full_disk)
     out = tmp_path / "job.safetensors"
     with pytest.warns(CacheWriteWarning) as held:  # shown after the command ends (main holds warnings)
         code, _, err = run_cli(

@@ -129,6 +129,8 @@ def run_infer(args: InferArgs, *, pool: ModelPool | None = None, first_in_proces
         elif outcome.status == "skipped":
             typer.echo(f"skipped {outcome.name} (outputs exist; --force reruns it)")
         else:
+            if outcome.redone_because:
+                typer.echo(f"redid {outcome.name}: {outcome.redone_because}")
             for path in (outcome.result.video, outcome.result.latents, outcome.result.sidecar):
                 if path is not None:
                     typer.echo(str(path))

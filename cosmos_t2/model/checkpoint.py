@@ -20,10 +20,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
-from cosmos_t2.atomic import atomic_path
+from cosmos_t2 import stable_safetensors
 from cosmos_t2.errors import CosmosError
 from cosmos_t2.model.control import TransferNet
 
@@ -214,6 +214,6 @@ def convert_checkpoint(
         ptr = value.untyped_storage().data_ptr()
         out[key] = value.clone() if ptr in seen else value.contiguous()
         seen.add(ptr)
-    with atomic_path(dst) as tmp:
-        save_file(out, str(tmp), metadata={"format": "pt", "source": src.name, "producer": "cosmos-t2"})
-    return dst
+    return stable_safetensors.save_file(
+        out, dst, metadata={"format": "pt", "source": src.name, "producer": "cosmos-t2"}
+    )

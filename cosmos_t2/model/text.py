@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from cosmos_t2.atomic import atomic_path
+from cosmos_t2 import stable_safetensors
 from cosmos_t2.errors import CosmosError
 
 SYSTEM_PROMPT = "You are a helpful assistant who will provide prompts to an image generator."
@@ -217,10 +217,8 @@ def directory_identity(path: Path) -> str:
 
 
 def _save_atomic(tensors: dict[str, Tensor], metadata: dict[str, str], path: Path) -> None:
-    from safetensors.torch import save_file
-
-    with atomic_path(path) as tmp:
-        save_file({k: v.contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+    # the metadata keys in sorted order: the same prompt gives the same file in every process
+    stable_safetensors.save_file({k: v.contiguous().cpu() for k, v in tensors.items()}, path, metadata)
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,7 @@ class Outcome:
     name: str  # the job's name, or the spec file's path when the file itself did not load
     status: str  # "done" | "skipped" | "failed"
     error: str | None = None
+    redone_because: str | None = None  # a job whose earlier outputs were there but no longer hold
     seconds: float = 0.0
     result: JobResult | None = None
 
@@ -110,26 +111,59 @@ def load_batch_jobs(paths: Iterable[Path], overrides: dict[str, Any], *, name: s
     return batch
 
 
-def outputs_exist(spec: Spec, options: RunOptions) -> bool:
-    """Whether this job is done: its sidecar (published last) records the main output file, and that file
-    is there with the recorded size and sha256. A video truncated or replaced after the job (a copy cut
-    short, a full disk) is not done, so the batch redoes it instead of skipping an unplayable file."""
+def redo_reason(spec: Spec, options: RunOptions) -> str | None:
+    """None when this job is done with these settings, else why it runs (again).
+
+    Done means: its sidecar (published last) records the main output file, that file is there with the
+    recorded size and sha256 (a video truncated or replaced after the job is redone, not skipped as an
+    unplayable file), and the record was made from the same resolved spec and model choice (a batch rerun
+    with `--set num_steps=7` redoes the job rather than keep outputs of another setting)."""
     main_name, sidecar_name = output_names(spec, options.latents_only)
     try:
         record = json.loads((options.out_dir / sidecar_name).read_text())
     except (OSError, ValueError):
-        return False
+        return "no outputs yet"
     files = record.get("output_files") if isinstance(record, dict) else None
     expected = files.get(main_name) if isinstance(files, dict) else None
     if not isinstance(expected, dict):  # an older sidecar, or one of a job that never finished
-        return False
+        return "its record does not list a finished output"
     main = options.out_dir / main_name
-    try:
-        if main.stat().st_size != expected.get("bytes"):
-            return False  # cheap first: a truncated file is found without reading it
-        return sha256_file(main) == expected.get("sha256")
+    try:  # size first: a truncated file is found without reading it
+        if main.stat().st_size != expected.get("bytes") or sha256_file(main) != expected.get("sha256"):
+            return f"{main_name} is not the file its record describes"
     except OSError:
-        return False
+        return f"{main_name} is missing"
+    return settings_change(spec, options, record)
+
+
+def settings_change(spec: Spec, options: RunOptions, record: dict[str, Any]) -> str | None:
+    """What differs between the job as asked now and as its record says it ran, or None."""
+    if bool(record.get("tiny")) != bool(options.tiny):
+        return (
+            "the model changed (tiny then, full now)"
+            if record.get("tiny")
+            else "the model changed (tiny now)"
+        )
+    recorded = record.get("spec")
+    if not isinstance(recorded, dict):
+        return "its record holds no spec"
+    changed = record.get("changed_by_mode")
+    # the record holds the spec as run; a mode (tiny, distilled) may have changed some keys, kept as asked
+    asked_then = {**recorded, **(changed if isinstance(changed, dict) else {})}
+    asked_now = json.loads(json.dumps(spec.to_dict(), default=str))  # as JSON holds it: lists, not tuples
+    differing = sorted(
+        k for k in asked_then.keys() | asked_now.keys() if asked_then.get(k) != asked_now.get(k)
+    )
+    if not differing:
+        return None
+    shown = [f"{k} {_short(asked_then.get(k))} -> {_short(asked_now.get(k))}" for k in differing[:3]]
+    more = f" and {len(differing) - 3} more" if len(differing) > 3 else ""
+    return f"its settings changed: {', '.join(shown)}{more}"
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value, default=str)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def run_batch(
@@ -174,11 +208,14 @@ def _ranks_joined(device: str) -> Iterator[None]:
 def _run_one(spec: Spec, options: RunOptions, *, force: bool, distributed: bool) -> Outcome:
     """One job of the batch: skipped, done, or failed with its one line (re-raised under torchrun)."""
     started = time.perf_counter()
-    if not force and outputs_exist(spec, options):
+    reason = None if force else redo_reason(spec, options)
+    if not force and reason is None:
         outcome = Outcome(spec.name, "skipped")
     else:
         try:
             outcome = Outcome(spec.name, "done", result=run_on_ranks(spec, options))
+            if reason is not None and reason != "no outputs yet":
+                outcome.redone_because = reason
         except CosmosError as exc:
             if distributed:
                 raise

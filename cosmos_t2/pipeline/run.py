@@ -327,7 +327,7 @@ def _run_job(spec: Spec, options: RunOptions, progress: JobProgress) -> JobResul
                 **(video_identity(video) if video is not None else {}),
             }
             record["environment"] = environment(device, record["acceleration"], video)
-            # what a batch checks before it skips the job as done (`batch.outputs_exist`)
+            # what a batch checks before it skips the job as done (`batch.redo_reason`)
             record["output_files"] = {
                 final.name: output_file_record(outputs.staged(final), record["identity"].get("video_sha256")
                                                if final == paths.get("video") else None)
