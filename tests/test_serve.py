@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import socket
 import stat
 import subprocess
@@ -23,6 +22,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from _serve_env import private_serve_env
 
 from cosmos_t2.errors import CosmosError
 from cosmos_t2.pipeline.serve import (
@@ -46,31 +46,9 @@ VOLATILE = {"created_unix", "timings_s", "seconds_per_step", "steady_seconds_per
 
 
 @pytest.fixture
-def serve_env(tmp_path: Path) -> Iterator[dict[str, str]]:
-    """An environment whose servers live in a fresh folder (short: a socket path must stay < 100 chars)."""
-    folder = Path(tempfile.mkdtemp(prefix="ct2-", dir="/tmp"))
-    repo = str(Path(__file__).resolve().parents[1])
-    pythonpath = os.pathsep.join(p for p in (repo, os.environ.get("PYTHONPATH")) if p)
-    env = {**os.environ, SERVE_DIR_ENV: str(folder), "PYTHONPATH": pythonpath}
-    yield env
-    for pid_file in folder.glob("*.pid"):
-        _kill(int(pid_file.read_text()))
-    shutil.rmtree(folder, ignore_errors=True)
-
-
-def _kill(pid: int) -> None:
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.1)
-    os.kill(pid, signal.SIGKILL)
+def serve_env() -> Iterator[dict[str, str]]:
+    with private_serve_env() as env:
+        yield env
 
 
 @pytest.fixture(scope="module")

@@ -21,11 +21,9 @@ import json
 import os
 import queue
 import random
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -34,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _serve_env import private_serve_env
 
 from cosmos_t2.pipeline.serve import SERVE_DIR_ENV
 from cosmos_t2.video import write_video
@@ -77,29 +76,8 @@ class Figures:
 
 @pytest.fixture
 def serve_env() -> Iterator[dict[str, str]]:
-    folder = Path(tempfile.mkdtemp(prefix="ct2-", dir="/tmp"))  # short: a socket path stays < 100 chars
-    repo = str(Path(__file__).resolve().parents[1])
-    pythonpath = os.pathsep.join(p for p in (repo, os.environ.get("PYTHONPATH")) if p)
-    yield {**os.environ, SERVE_DIR_ENV: str(folder), "PYTHONPATH": pythonpath}
-    for pid_file in folder.glob("*.pid"):
-        with_pid = pid_file.read_text().strip()
-        if with_pid.isdigit():
-            _end(int(with_pid))
-    shutil.rmtree(folder, ignore_errors=True)
-
-
-def _end(pid: int) -> None:
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    for _ in range(100):
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.1)
-    os.kill(pid, signal.SIGKILL)
+    with private_serve_env() as env:
+        yield env
 
 
 def _command(*args: str) -> list[str]:
