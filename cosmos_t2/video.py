@@ -159,6 +159,8 @@ def write_video(
         try:
             # faststart puts the index first, so the HTML report's <video> starts before the file is read
             options = {"movflags": "+faststart"} if path.suffix.lower() in {".mp4", ".mov"} else {}
+            if lossless:  # Matroska draws a random segment UID per file unless told to be bit-exact
+                options["fflags"] = "+bitexact"
             with av.open(str(tmp), "w", options=options) as container:
                 if lossless:
                     stream = container.add_stream("ffv1", rate=rate)

@@ -57,8 +57,8 @@ def test_infer_on_cuda_resolves_to_compiled_blocks_and_the_auto_kernel(
     spec = repo_root / "examples/robot/edge.json"
     acc = _captured_options(monkeypatch, ["--device", "cuda"], spec).acceleration
     assert acc == Acceleration(
-        compile=True, compile_mode=None, attn_backend="auto", inference_mode=True, cudnn_benchmark=True,
-        compile_cache=tmp_path / "torch-compile", prefetch_inputs=True,
+        compile=True, compile_mode=None, attn_backend="auto", inference_mode=True, cudnn_benchmark=False,
+        compile_cache=tmp_path / "torch-compile", prefetch_inputs=True, deterministic=True,
     )  # fmt: skip
     record = acc.record(torch.device("cuda"))
     assert record["compile"] and record["compile_mode"] == "default"
@@ -70,11 +70,23 @@ def test_infer_on_cuda_resolves_to_compiled_blocks_and_the_auto_kernel(
     off = _captured_options(monkeypatch, ["--device", "cuda", "--no-compile"], spec).acceleration
     assert not off.compile and off.attn_backend == "auto" and off.inference_mode
 
+    fast = _captured_options(monkeypatch, ["--device", "cuda", "--no-deterministic"], spec).acceleration
+    assert (
+        fast.cudnn_benchmark and not fast.deterministic
+    )  # cuDNN times its convolutions: other bits per process
+
     chosen = _captured_options(
         monkeypatch, ["--device", "cuda", "--attn-backend", "cudnn", "--compile-mode", "max-autotune"], spec
     ).acceleration
     assert chosen.attn_backend == "cudnn" and chosen.compile_mode == "max-autotune"
     assert chosen.record(torch.device("cuda"))["attention_kernel"] == "cudnn"
+    assert not chosen.deterministic  # an autotuning mode asked for: not deterministic unless told to be
+
+
+def test_deterministic_with_an_autotuning_compile_mode_is_refused() -> None:
+    with pytest.raises(CosmosError, match="--deterministic needs another mode") as info:
+        resolve_acceleration("cuda", compile_mode="max-autotune", deterministic=True, use_compile_cache=False)
+    assert info.value.key == "--compile-mode"
 
 
 def test_cpu_stays_plain_unless_asked(repo_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:

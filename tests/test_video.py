@@ -67,6 +67,14 @@ def test_lossless_round_trip_is_bit_exact(tmp_path: Path, fps: float) -> None:
     assert video.fps == pytest.approx(fps, abs=1e-9)
 
 
+def test_a_lossless_cache_has_the_same_bytes_every_time(tmp_path: Path) -> None:
+    """The stage caches (input.mkv, control videos) are files a resume compares and a sweep's record hashes:
+    Matroska's random segment UID would make each write another file."""
+    clip = textured_clip(frames=3)
+    first = write_video(tmp_path / "a.mkv", clip, 8, lossless=True).read_bytes()
+    assert write_video(tmp_path / "b.mkv", clip, 8, lossless=True).read_bytes() == first
+
+
 def test_max_frames_reads_the_first_frames(tmp_path: Path) -> None:
     clip = textured_clip(frames=8)
     path = write_video(tmp_path / "c.mkv", clip, 16, lossless=True)

@@ -35,8 +35,9 @@ from cosmos_t2.model.compile import compile_blocks, default_compile_cache_dir, e
 from cosmos_t2.model.control import TransferNet
 from cosmos_t2.model.device import cuda_index
 
-# Whether CUDA jobs are deterministic unless asked otherwise: chosen by its measured cost (docs/benchmarks.md).
-DETERMINISTIC_DEFAULT = False
+# Whether CUDA jobs are deterministic unless asked otherwise: chosen by its measured cost (docs/benchmarks.md,
+# 2026-12-07, one H100: +0.3% per steady step at full size, +1.8 s on a 4-step distilled job).
+DETERMINISTIC_DEFAULT = True
 CUBLAS_WORKSPACE = ":4096:8"  # the setting PyTorch documents for deterministic cuBLAS
 AUTOTUNED_COMPILE_MODES = ("max-autotune", "max-autotune-no-cudagraphs")
 
@@ -79,7 +80,8 @@ def resolve_acceleration(
     deterministic: bool | None = None,
 ) -> Acceleration:
     """`compile=None`: on for CUDA, off for CPU. `compile_cache=None`: `default_compile_cache_dir()`.
-    `deterministic=None`: DETERMINISTIC_DEFAULT on CUDA; CPU runs are always deterministic."""
+    `deterministic=None`: DETERMINISTIC_DEFAULT on CUDA, except with an autotuning compile mode (asking for one
+    is asking for kernels timed in each process); CPU runs are always deterministic."""
     cuda = torch.device(device).type == "cuda"
     if attn_backend not in BACKENDS:
         raise CosmosError(
@@ -87,8 +89,10 @@ def resolve_acceleration(
             key="--attn-backend",
         )
     compiled = cuda if compile is None else compile
-    exact = not cuda or (DETERMINISTIC_DEFAULT if deterministic is None else deterministic)
-    if exact and cuda and compile_mode in AUTOTUNED_COMPILE_MODES:
+    autotuned = compile_mode in AUTOTUNED_COMPILE_MODES
+    default = DETERMINISTIC_DEFAULT and not autotuned
+    exact = not cuda or (default if deterministic is None else deterministic)
+    if exact and cuda and autotuned:
         raise CosmosError(
             f"--compile-mode {compile_mode} times kernels in each process; --deterministic needs another mode",
             key="--compile-mode",
