@@ -18,7 +18,7 @@ Left alone, three choices follow the machine rather than the job, and each chang
   oneDNN's loops still use every core, and a tiny job ran no slower), and caps ATen and oneDNN at AVX2.
   Then 1 and 2 threads gave bit-identical latents. That path computes a GEMM's rows in blocks of 8 and the
   rest otherwise, so a row's bits depend on where it falls: on CPU the CFG pair runs as two batches of one
-  (`pipeline.diffuse`), as `--gpus 2` runs it, and a chunked MLP slices at multiples of 8 rows (`model.dit`). These pins cost a CPU-side GEMM of a GPU
+  (`job.diffuse`), as `--gpus 2` runs it, and a chunked MLP slices at multiples of 8 rows (`model.dit`). These pins cost a CPU-side GEMM of a GPU
   job (a text encoder that did not fit on the GPU) up to ~8x, so they are set only for a process that sees
   no NVIDIA GPU or is told `--device cpu`; there the CPU path is the job. They must be set before torch
   first computes anything: the CLI's entry point does it. A value the user set in the environment is kept

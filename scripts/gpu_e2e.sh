@@ -96,7 +96,7 @@ case ${1:-} in
   # Where a process's start goes: infer's imports, twice (cold then warm file cache), and the heaviest ones.
   for i in 1 2; do
     TIMEFORMAT="imports ($i): %R s"
-    { time python3 -X importtime -c 'import torch, cosmos_t2.cli.app, cosmos_t2.pipeline.run, cosmos_t2.pipeline.batch' \
+    { time python3 -X importtime -c 'import torch, cosmos_t2.cli.app, cosmos_t2.job.run, cosmos_t2.service.batch' \
       2>"$R/importtime$i.txt"; } 2>&1 | tee -a "$SUMMARY"
   done
   sort -t'|' -k2 -n "$R/importtime2.txt" | tail -n 8

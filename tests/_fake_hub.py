@@ -19,7 +19,7 @@ import struct
 import zipfile
 from pathlib import Path
 
-from cosmos_t2.pipeline.official import FOLDER_PATTERNS, OfficialFile, Selection, official_files
+from cosmos_t2.weights.official import FOLDER_PATTERNS, OfficialFile, Selection, official_files
 
 EVERYTHING = Selection(distilled=True, image_encoder=True)
 FAKE_MAIN_COMMIT = "0123456789abcdef0123456789abcdef01234567"

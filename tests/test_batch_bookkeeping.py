@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from _cli import run_cli
 
-from cosmos_t2.pipeline.batch import BATCH_RECORD
+from cosmos_t2.service.batch import BATCH_RECORD
 from cosmos_t2.video import write_video
 
 FAST = ["--tiny", "--device", "cpu", "--quiet", "--set", "num_steps=1", "--set", "max_frames=5",

@@ -10,9 +10,10 @@ import torch
 from _cli import run_cli
 
 from cosmos_t2.bench.e2e import write_prompt_embeddings, write_random_models
-from cosmos_t2.pipeline.context import check_prompt_embeddings
-from cosmos_t2.pipeline.models import build_net, locate_models
-from cosmos_t2.spec.job import load_job
+from cosmos_t2.job.conditioning import check_prompt_embeddings
+from cosmos_t2.jobspec.job import load_job
+from cosmos_t2.runtime.build import build_net
+from cosmos_t2.weights.locate import locate_models
 
 
 def test_tiny_e2e_on_cpu_prints_the_stages_and_a_total(

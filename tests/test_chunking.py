@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cosmos_t2.pipeline.chunking import (
+from cosmos_t2.job.chunking import (
     Chunk,
     carried_frames,
     conditioning_video,

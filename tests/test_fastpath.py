@@ -21,12 +21,12 @@ from _cli import run_cli
 
 from cosmos_t2.controls.blur import BLUR_PRESETS, _bicubic_down_up, blur_video
 from cosmos_t2.errors import CosmosError
-from cosmos_t2.pipeline import batch as batch_module
-from cosmos_t2.pipeline import pool as pool_module
-from cosmos_t2.pipeline import run as run_module
-from cosmos_t2.pipeline.acceleration import Acceleration, resolve_acceleration
-from cosmos_t2.pipeline.run import RunOptions, run_job
-from cosmos_t2.spec.job import load_job
+from cosmos_t2.job import run as run_module
+from cosmos_t2.job.run import RunOptions, run_job
+from cosmos_t2.jobspec.job import load_job
+from cosmos_t2.runtime import pool as pool_module
+from cosmos_t2.runtime.acceleration import Acceleration, resolve_acceleration
+from cosmos_t2.service import batch as batch_module
 from cosmos_t2.video import read_video, write_video
 
 FAST = ["--set", "num_steps=1", "--set", "max_frames=5", "--set", "num_video_frames_per_chunk=5"]

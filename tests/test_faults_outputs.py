@@ -37,7 +37,7 @@ from cosmos_t2.cli import app
 from cosmos_t2.errors import CosmosError
 from cosmos_t2.model.control import TransferNet
 from cosmos_t2.model.vae import load_vae
-from cosmos_t2.pipeline.models import TINY_LABEL
+from cosmos_t2.runtime.build import TINY_LABEL
 from cosmos_t2.sampling.base import ChunkConditioning
 from cosmos_t2.sampling.distilled import DistilledSampler
 from cosmos_t2.sampling.guard import NonFiniteLatent, guarded_sample
@@ -97,9 +97,9 @@ def no_models(monkeypatch: pytest.MonkeyPatch) -> None:
     def built(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("a model was built before the destination was checked")
 
-    monkeypatch.setattr("cosmos_t2.pipeline.run.prompt_embeddings", built)
+    monkeypatch.setattr("cosmos_t2.job.run.prompt_embeddings", built)
     for name in ("net", "vae", "text_encoder"):
-        monkeypatch.setattr(f"cosmos_t2.pipeline.pool.ModelPool.{name}", built)
+        monkeypatch.setattr(f"cosmos_t2.runtime.pool.ModelPool.{name}", built)
 
 
 def fail_at(

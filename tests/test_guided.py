@@ -17,12 +17,12 @@ import torch.nn.functional as F
 from _cli import run_cli
 
 from cosmos_t2.errors import CosmosError
-from cosmos_t2.pipeline import pool as model_pool
-from cosmos_t2.pipeline.chunking import plan_chunks
-from cosmos_t2.pipeline.guided import chunk_guide, load_guided_mask
-from cosmos_t2.pipeline.run import RunOptions, run_job
-from cosmos_t2.pipeline.sidecar import load_latents
-from cosmos_t2.spec.job import load_job
+from cosmos_t2.job.chunking import plan_chunks
+from cosmos_t2.job.guided import chunk_guide, load_guided_mask
+from cosmos_t2.job.record import load_latents
+from cosmos_t2.job.run import RunOptions, run_job
+from cosmos_t2.jobspec.job import load_job
+from cosmos_t2.runtime import pool as model_pool
 from cosmos_t2.video import write_video
 
 FRAMES, SIZE = 9, 64

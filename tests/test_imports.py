@@ -28,10 +28,13 @@ LAYERS: list[set[str]] = [
     {"video"},  # media I/O
     {"model"},  # network, VAE, encoders, checkpoints
     {"controls"},  # the modality registry, control videos, masks
-    {"spec"},  # job specs (read the registry for each modality's keys)
+    {"jobspec"},  # job specs (read the registry for each modality's keys)
     {"sampling"},  # samplers
     {"distributed"},  # ranks, sequence-parallel attention, torchrun
-    {"pipeline"},  # one job: spec -> video
+    {"weights"},  # the model folder: locate, identify, official files, hub, hashes
+    {"runtime"},  # build the net, memory plan, residency, model pool, acceleration, software provenance
+    {"job"},  # one job: inputs -> conditioning -> diffuse per chunk -> decode -> outputs, its record
+    {"service"},  # many jobs: a batch in one process, the server
     {"workflow"},  # the sweep planner
     {"report"},  # the HTML report and its metrics
     {"bench"},  # benchmarks
@@ -125,8 +128,8 @@ def package_of(module: str) -> str:
 def test_the_walk_sees_imports_inside_functions() -> None:
     graph = import_graph()
     # the CLI imports its commands' libraries inside the command functions (to keep --help light)
-    assert "cosmos_t2.pipeline.run" in graph["cosmos_t2.cli.infer_job"]
-    assert "cosmos_t2.spec.job" in graph["cosmos_t2.cli.stages"]
+    assert "cosmos_t2.job.run" in graph["cosmos_t2.cli.infer_job"]
+    assert "cosmos_t2.jobspec.job" in graph["cosmos_t2.cli.stages"]
 
 
 def test_a_cycle_is_found() -> None:

@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 from _cli import run_cli
 
-from cosmos_t2.pipeline import pool as model_pool
-from cosmos_t2.pipeline import run as pipeline_run
-from cosmos_t2.pipeline.progress import JobProgress
+from cosmos_t2.job import run as pipeline_run
+from cosmos_t2.job.progress import JobProgress
+from cosmos_t2.runtime import pool as model_pool
 from cosmos_t2.video import read_video, write_video
 
 FAST = ["--tiny", "--device", "cpu", "--set", "num_steps=2", "--set", "num_video_frames_per_chunk=9"]

@@ -18,16 +18,16 @@ import torch
 from _cli import run_cli
 
 from cosmos_t2.errors import CosmosError
+from cosmos_t2.job.run import RunOptions, run_job
+from cosmos_t2.jobspec.job import load_job
 from cosmos_t2.model import offload as offload_module
 from cosmos_t2.model.config import TransferConfig
 from cosmos_t2.model.control import ControlInput, TransferNet
 from cosmos_t2.model.offload import BlockStreamer, ModelSwap, set_mlp_chunks
-from cosmos_t2.pipeline import memory
-from cosmos_t2.pipeline.memory import GIB, PLANS, Budget, JobShape, Plan, choose, estimate
-from cosmos_t2.pipeline.models import randomize
-from cosmos_t2.pipeline.pool import ModelPool
-from cosmos_t2.pipeline.run import RunOptions, run_job
-from cosmos_t2.spec.job import load_job
+from cosmos_t2.runtime import memory
+from cosmos_t2.runtime.build import randomize
+from cosmos_t2.runtime.memory import GIB, PLANS, Budget, JobShape, Plan, choose, estimate
+from cosmos_t2.runtime.pool import ModelPool
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "robot"
 
@@ -116,10 +116,10 @@ def test_tight_budgets_switch_the_allocator_to_expandable_segments(
     """A capped or offloaded CUDA job grows allocator segments in place (fixed ones fragmented into OOMs at 12
     and 16 GiB caps on the H200); an uncapped resident job, or a user's own PYTORCH_CUDA_ALLOC_CONF, is left
     alone."""
-    from cosmos_t2.pipeline import residency
-    from cosmos_t2.pipeline.memory import Budget
-    from cosmos_t2.pipeline.run import effective_spec
-    from cosmos_t2.spec.job import load_job
+    from cosmos_t2.job.run import effective_spec
+    from cosmos_t2.jobspec.job import load_job
+    from cosmos_t2.runtime import residency
+    from cosmos_t2.runtime.memory import Budget
 
     settings: list[str] = []
     monkeypatch.setattr(torch.cuda.memory, "_set_allocator_settings", settings.append)
@@ -386,9 +386,9 @@ def test_the_budget_and_the_cap_name_the_gpu_by_index(monkeypatch: pytest.Monkey
     call gets the index, here the current device's."""
     from types import SimpleNamespace
 
-    from cosmos_t2.pipeline.acceleration import Background
-    from cosmos_t2.pipeline.memory import device_budget
-    from cosmos_t2.pipeline.residency import apply_memory_cap
+    from cosmos_t2.runtime.acceleration import Background
+    from cosmos_t2.runtime.memory import device_budget
+    from cosmos_t2.runtime.residency import apply_memory_cap
 
     calls: list[str] = []
 
@@ -427,7 +427,7 @@ def test_a_pool_drops_the_least_recently_used_models_a_job_needs_the_room_of(
     import gc
     import weakref
 
-    from cosmos_t2.pipeline import pool as pool_module
+    from cosmos_t2.runtime import pool as pool_module
 
     sizes: dict[int, int] = {}
     monkeypatch.setattr(pool_module, "_gpu_bytes", lambda model: sizes[id(model)])

@@ -17,8 +17,8 @@ from cosmos_t2.controls.models import ModelPaths
 from cosmos_t2.controls.registry import MODALITIES
 from cosmos_t2.controls.run import compute_missing_controls
 from cosmos_t2.errors import CosmosError
+from cosmos_t2.jobspec.job import load_job
 from cosmos_t2.report.metrics import control_fidelity
-from cosmos_t2.spec.job import load_job
 from cosmos_t2.video import INTERPOLATIONS, read_video, write_video
 from cosmos_t2.workflow.sweep import ModelSettings, job_keys, point_overrides, stable_hash
 
@@ -52,7 +52,7 @@ def test_released_entries_are_consistent() -> None:
 
 
 def test_spec_validation_does_not_import_the_heavy_stack() -> None:
-    code = "import sys, cosmos_t2.spec.job; print(sorted({'torch', 'cv2', 'numpy'} & set(sys.modules)))"
+    code = "import sys, cosmos_t2.jobspec.job; print(sorted({'torch', 'cv2', 'numpy'} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 

@@ -11,8 +11,8 @@ import pytest
 from _cli import run_cli
 from _fake_hub import build_fake_hub
 
-from cosmos_t2.pipeline.hub import MANIFEST
-from cosmos_t2.pipeline.models import checkpoint_identity, locate_models
+from cosmos_t2.weights.hub import MANIFEST
+from cosmos_t2.weights.locate import checkpoint_identity, locate_models
 
 ALL = ["--distilled", "--image-encoder"]
 

@@ -15,16 +15,17 @@ import torch
 from safetensors.torch import save_file
 
 from cosmos_t2.errors import CosmosError
+from cosmos_t2.job import diffuse
+from cosmos_t2.job import run as pipeline
+from cosmos_t2.job.run import RunOptions, effective_spec, run_job
+from cosmos_t2.jobspec.job import load_job
 from cosmos_t2.model.config import TransferConfig
 from cosmos_t2.model.control import TransferNet
-from cosmos_t2.pipeline import diffuse
-from cosmos_t2.pipeline import pool as model_pool
-from cosmos_t2.pipeline import run as pipeline
-from cosmos_t2.pipeline.models import build_net, locate_models, randomize
-from cosmos_t2.pipeline.run import RunOptions, effective_spec, run_job
+from cosmos_t2.runtime import pool as model_pool
+from cosmos_t2.runtime.build import build_net, randomize
 from cosmos_t2.sampling.distilled import SELECTED_TIMES, sample_distilled, trigflow_times
-from cosmos_t2.spec.job import load_job
 from cosmos_t2.video import write_video
+from cosmos_t2.weights.locate import locate_models
 
 FRAMES, SIZE = 9, 64
 
@@ -246,9 +247,9 @@ def test_style_reference_tokens(folder: Path) -> None:
 
 
 def test_panels_are_masked_controls_then_input_then_output(folder: Path) -> None:
-    from cosmos_t2.pipeline.chunking import plan_chunks
-    from cosmos_t2.pipeline.inputs import JobInputs
-    from cosmos_t2.pipeline.output import panels_for_chunk
+    from cosmos_t2.job.chunking import plan_chunks
+    from cosmos_t2.job.inputs import JobInputs
+    from cosmos_t2.job.output import panels_for_chunk
 
     frames = torch.full((FRAMES, 4, 4, 3), 7, dtype=torch.uint8)
     edge = torch.full((FRAMES, 4, 4, 3), 200, dtype=torch.uint8)

@@ -11,21 +11,22 @@ from pathlib import Path
 
 import pytest
 
-from cosmos_t2.pipeline import provenance as prov
-from cosmos_t2.pipeline.models import ModelFiles
+from cosmos_t2.runtime import provenance as prov
+from cosmos_t2.weights import hashes
+from cosmos_t2.weights.locate import ModelFiles
 
 
 @pytest.fixture
 def counted(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
     """Every file actually read for hashing."""
     calls: list[Path] = []
-    real = prov.sha256_file
+    real = hashes.sha256_file
 
     def counting(path: Path, chunk: int = 1 << 23) -> str:
         calls.append(Path(path))
         return real(path, chunk)
 
-    monkeypatch.setattr(prov, "sha256_file", counting)
+    monkeypatch.setattr(hashes, "sha256_file", counting)
     return calls
 
 
@@ -34,11 +35,11 @@ def test_a_file_is_hashed_once_then_served_from_the_cache(tmp_path: Path, counte
     weights.write_bytes(b"weights" * 1000)
     cache_file = tmp_path / "cache" / "file-hashes.json"
     want = hashlib.sha256(weights.read_bytes()).hexdigest()
-    assert prov.FileHashCache(cache_file).sha256(weights) == want
-    assert prov.FileHashCache(cache_file).sha256(weights) == want  # a new process: the JSON cache
+    assert hashes.FileHashCache(cache_file).sha256(weights) == want
+    assert hashes.FileHashCache(cache_file).sha256(weights) == want  # a new process: the JSON cache
     assert counted == [weights.resolve()]
     weights.write_bytes(b"other" * 1000)  # new size and mtime: hashed again
-    assert prov.FileHashCache(cache_file).sha256(weights) == hashlib.sha256(b"other" * 1000).hexdigest()
+    assert hashes.FileHashCache(cache_file).sha256(weights) == hashlib.sha256(b"other" * 1000).hexdigest()
     assert len(counted) == 2
 
 
@@ -48,7 +49,7 @@ def test_hard_links_share_one_hash(tmp_path: Path, counted: list[Path]) -> None:
     weights.write_bytes(b"weights" * 1000)
     link = tmp_path / "vis.pt"
     os.link(weights, link)
-    cache = prov.FileHashCache(tmp_path / "hashes.json")
+    cache = hashes.FileHashCache(tmp_path / "hashes.json")
     assert cache.sha256(weights) == cache.sha256(link) == hashlib.sha256(b"weights" * 1000).hexdigest()
     assert counted == [weights.resolve()]
 
@@ -56,7 +57,7 @@ def test_hard_links_share_one_hash(tmp_path: Path, counted: list[Path]) -> None:
 def test_same_size_but_new_mtime_is_hashed_again(tmp_path: Path, counted: list[Path]) -> None:
     weights = tmp_path / "vae.pth"
     weights.write_bytes(b"a" * 64)
-    cache = prov.FileHashCache(tmp_path / "hashes.json")
+    cache = hashes.FileHashCache(tmp_path / "hashes.json")
     cache.sha256(weights)
     weights.write_bytes(b"b" * 64)
     stat = weights.stat()
@@ -76,8 +77,8 @@ def test_checkpoint_hashes_cover_every_slot_and_folder_weights(
     (encoder / "model-00001-of-00002.safetensors").write_bytes(b"one")
     (encoder / "model-00002-of-00002.safetensors").write_bytes(b"two")
     files = ModelFiles({"edge": tmp_path / "edge.pt"}, tmp_path / "tokenizer.pth", encoder, None, False)
-    hashes = prov.checkpoint_hashes(files)
-    assert hashes == {
+    found = hashes.checkpoint_hashes(files)
+    assert found == {
         "edge": hashlib.sha256(b"edge").hexdigest(),
         "vae": hashlib.sha256(b"vae").hexdigest(),
         "text_encoder": {
@@ -85,8 +86,8 @@ def test_checkpoint_hashes_cover_every_slot_and_folder_weights(
             "model-00002-of-00002.safetensors": hashlib.sha256(b"two").hexdigest(),
         },
     }
-    assert (tmp_path / "cosmos-cache" / prov.HASH_CACHE_NAME).is_file()
-    assert prov.checkpoint_hashes(ModelFiles({}, None, None, None, False)) is None  # tiny: no files
+    assert (tmp_path / "cosmos-cache" / hashes.HASH_CACHE_NAME).is_file()
+    assert hashes.checkpoint_hashes(ModelFiles({}, None, None, None, False)) is None  # tiny: no files
 
 
 @pytest.mark.skipif(shutil.which("git") is None, reason="needs git")

@@ -22,11 +22,10 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from cosmos_t2.job.reproduce import DIFFERENT_EXPLAINED, IDENTICAL
 from cosmos_t2.model.config import TransferConfig
 from cosmos_t2.model.control import TransferNet
 from cosmos_t2.model.vae import VAEConfig, build_vae
-from cosmos_t2.pipeline.models import randomize
-from cosmos_t2.pipeline.reproduce import DIFFERENT_EXPLAINED, IDENTICAL
 from cosmos_t2.reproducible import (
     CPU_PINS,
     X264_THREADS,
@@ -36,6 +35,7 @@ from cosmos_t2.reproducible import (
     pin_cpu_numerics,
     sees_nvidia_gpu,
 )
+from cosmos_t2.runtime.build import randomize
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts"))

@@ -25,7 +25,7 @@ import pytest
 from _serve_env import private_serve_env
 
 from cosmos_t2.errors import CosmosError
-from cosmos_t2.pipeline.serve import (
+from cosmos_t2.service.serve import (
     SERVE_DIR_ENV,
     Address,
     authkey,

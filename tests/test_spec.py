@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from cosmos_t2.errors import CosmosError
-from cosmos_t2.spec.job import (
+from cosmos_t2.jobspec.job import (
     DEFAULT_NEGATIVE_PROMPT,
     MODALITIES,
     RESOLUTIONS,
@@ -22,7 +22,7 @@ from cosmos_t2.spec.job import (
     normalized_control_weights,
     write_job_spec,
 )
-from cosmos_t2.spec.parse import parse_set_options, strip_jsonc
+from cosmos_t2.jobspec.parse import parse_set_options, strip_jsonc
 
 # The multi-control example of NVIDIA's inference guide (docs/inference.md), paths shortened: JSONC with
 # comments, output_dir in the file, no name, and a trailing comma before a comment-only line.

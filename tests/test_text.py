@@ -13,6 +13,7 @@ import torch
 from _cli import run_cli
 
 from cosmos_t2.errors import CosmosError
+from cosmos_t2.jobspec.job import DEFAULT_NEGATIVE_PROMPT
 from cosmos_t2.model.text import (
     MAX_LENGTH,
     SYSTEM_PROMPT,
@@ -23,7 +24,6 @@ from cosmos_t2.model.text import (
     encoder_for,
     read_prompt_embeddings,
 )
-from cosmos_t2.spec.job import DEFAULT_NEGATIVE_PROMPT
 
 PROMPTS = ["A robot arm folds a blue cloth on a yellow cushion.", "ünïcødé and a long one " * 60]
 

@@ -67,7 +67,7 @@ def test_point_overrides_reach_only_the_controls_a_sample_has() -> None:
 
 
 def test_set_args_round_trip_through_the_spec_parser() -> None:
-    from cosmos_t2.spec.parse import parse_set_options
+    from cosmos_t2.jobspec.parse import parse_set_options
 
     overrides = {"seed": 7, "edge.control_weight": 0.5, "prompt": "123", "vis.preset_blur_strength": "low"}
     args = format_set_args(overrides)

@@ -4,7 +4,7 @@ It writes a model folder of random weights in the official key layout (one netwo
 into every modality's slot, or `edge_distilled.safetensors` for `--distilled`; the Wan2.1 VAE as
 `tokenizer.safetensors`), random prompt embeddings of the official shape (so no 7B text encoder is needed:
 `infer --prompt-embeddings`), and a synthetic input video (moving shapes over a checkerboard, so Canny finds
-edges and the blur has something to smooth), then runs the real `pipeline.run.run_job` through the batch path
+edges and the blur has something to smooth), then runs the real `job.run.run_job` through the batch path
 `infer` uses (`--jobs N`: N jobs in one process). Speed and memory do not depend on weight values.
 
 Printed: every stage of every job (the sidecar's timings), seconds per step, the job's total, peak memory
@@ -30,13 +30,13 @@ from cosmos_t2.atomic import write_json_atomic
 from cosmos_t2.bench.diffusers import bench_diffusers
 from cosmos_t2.bench.step import PRESETS, BenchOptions, Preset
 from cosmos_t2.errors import CosmosError
+from cosmos_t2.job.run import RunOptions
+from cosmos_t2.jobspec.job import Spec, load_job, load_specs
 from cosmos_t2.model.config import TransferConfig
 from cosmos_t2.model.control import TransferNet
 from cosmos_t2.model.vae import VAEConfig, WanVAE
-from cosmos_t2.pipeline.acceleration import resolve_acceleration
-from cosmos_t2.pipeline.batch import Batch, run_batch
-from cosmos_t2.pipeline.run import RunOptions
-from cosmos_t2.spec.job import Spec, load_job, load_specs
+from cosmos_t2.runtime.acceleration import resolve_acceleration
+from cosmos_t2.service.batch import Batch, run_batch
 from cosmos_t2.video import write_video
 
 PROMPT = "A robot arm moves a box across a checkered floor in front of a brick wall, daylight."

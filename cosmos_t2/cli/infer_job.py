@@ -20,9 +20,9 @@ from cosmos_t2.cli.app import default_device, err_console
 from cosmos_t2.errors import CosmosError
 
 if TYPE_CHECKING:
-    from cosmos_t2.pipeline.batch import Outcome
-    from cosmos_t2.pipeline.pool import ModelPool
-    from cosmos_t2.pipeline.run import RunOptions
+    from cosmos_t2.job.run import RunOptions
+    from cosmos_t2.runtime.pool import ModelPool
+    from cosmos_t2.service.batch import Outcome
 
 
 @dataclass
@@ -58,9 +58,9 @@ def run_options(
     args: InferArgs, *, pool: ModelPool | None = None, first_in_process: bool = True
 ) -> RunOptions:
     """The `RunOptions` of `args` (out_dir as given: None until the spec names one)."""
+    from cosmos_t2.job.run import RunOptions
     from cosmos_t2.model.device import resolve_device
-    from cosmos_t2.pipeline.acceleration import resolve_acceleration
-    from cosmos_t2.pipeline.run import RunOptions
+    from cosmos_t2.runtime.acceleration import resolve_acceleration
 
     if args.device is not None:  # checked again: `infer --server` leaves the check to the server
         resolve_device(args.device)
@@ -96,10 +96,10 @@ def run_infer(args: InferArgs, *, pool: ModelPool | None = None, first_in_proces
     """Run `args`' job (its error is raised) or batch (failures reported, then one closing error).
 
     `pool`: models kept from earlier jobs of this process (the server's); None builds this run's own."""
-    from cosmos_t2.pipeline.batch import failure_line, load_batch_jobs, run_batch
-    from cosmos_t2.pipeline.run import run_on_ranks
-    from cosmos_t2.spec.job import load_job
-    from cosmos_t2.spec.parse import parse_set_options
+    from cosmos_t2.job.run import run_on_ranks
+    from cosmos_t2.jobspec.job import load_job
+    from cosmos_t2.jobspec.parse import parse_set_options
+    from cosmos_t2.service.batch import failure_line, load_batch_jobs, run_batch
 
     jobs, name = args.jobs, args.name
     overrides = parse_set_options(args.set_)

@@ -280,8 +280,8 @@ def render(
     ] = False,
 ) -> None:
     """Decode latents with the VAE into an mp4 (and its sidecar JSON)."""
-    from cosmos_t2.pipeline.guardrails import load_guardrails
-    from cosmos_t2.pipeline.output import render_latents
+    from cosmos_t2.job.guardrails import load_guardrails
+    from cosmos_t2.job.output import render_latents
 
     check_destination(out.parent, [out.name, out.with_suffix(".json").name])
     if out.is_dir():
@@ -302,7 +302,7 @@ def reproduce(
 ) -> None:
     """Rerun a finished job from its sidecar alone and compare the bytes: exit 0 identical, 3 different with
     the recorded difference named (model file, library, CPU, GPU), 1 different with nothing recorded differing."""
-    from cosmos_t2.pipeline.reproduce import reproduce as rerun
+    from cosmos_t2.job.reproduce import reproduce as rerun
 
     if out_dir is not None:
         check_destination(out_dir, [])

@@ -13,7 +13,7 @@ from cosmos_t2.cli.app import (
 from cosmos_t2.errors import CosmosError
 
 if TYPE_CHECKING:
-    from cosmos_t2.pipeline.official import Selection
+    from cosmos_t2.weights.official import Selection
 
 models_app = typer.Typer(
     help="Get and verify the real model folder (--model-dir): checkpoints, VAE, encoders, control models.",
@@ -44,7 +44,7 @@ def _selection(
     modalities: str, distilled: bool, text_encoder: bool, image_encoder: bool, control: bool
 ) -> Selection:
     from cosmos_t2.controls.registry import MODALITIES
-    from cosmos_t2.pipeline.official import Selection
+    from cosmos_t2.weights.official import Selection
 
     names = tuple(m.strip() for m in modalities.split(",") if m.strip())
     unknown = [m for m in names if m not in MODALITIES]
@@ -78,7 +78,7 @@ def models_fetch(
     ] = False,
 ) -> None:
     """Download the official files (or take them from a hub cache / mirror) and lay out FOLDER."""
-    from cosmos_t2.pipeline.hub import fetch_folder
+    from cosmos_t2.weights.hub import fetch_folder
 
     selection = _selection(modalities, distilled, text_encoder, image_encoder, control_models)
     done = fetch_folder(
@@ -117,7 +117,7 @@ def models_check(
     """Verify FOLDER: every file present, each checkpoint of its modality, sizes, sha256 where known."""
     import json
 
-    from cosmos_t2.pipeline.hub import check_folder, reports_json
+    from cosmos_t2.weights.hub import check_folder, reports_json
 
     selection = _selection(modalities, distilled, text_encoder, image_encoder, control_models)
     reports = check_folder(folder, selection, hashes=hashes)

@@ -26,8 +26,8 @@ import typer
 from cosmos_t2.cli.app import _state, app, positive, print_error, replay_warnings
 from cosmos_t2.cli.infer_job import InferArgs, run_infer
 from cosmos_t2.errors import CosmosError, error_line
-from cosmos_t2.pipeline.serve import Address, Emit, LineWriter, request, server_address, submit
-from cosmos_t2.pipeline.serve import serve as serve_requests
+from cosmos_t2.service.serve import Address, Emit, LineWriter, request, server_address, submit
+from cosmos_t2.service.serve import serve as serve_requests
 
 DEFAULT_IDLE_S = 600.0
 
@@ -52,7 +52,7 @@ class InferService:
     """The server's side of a job: `run_infer` on the one pool, its output streamed to the client."""
 
     def __init__(self) -> None:
-        from cosmos_t2.pipeline.pool import ModelPool
+        from cosmos_t2.runtime.pool import ModelPool
 
         self.pool = ModelPool()
         self.jobs = {"done": 0, "failed": 0}

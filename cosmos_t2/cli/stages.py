@@ -61,15 +61,15 @@ def validate(
     """Check spec files and print the resolved spec(s) as JSON (one object, or a list for several)."""
     import json
 
-    from cosmos_t2.spec.job import load_batch, write_job_spec
-    from cosmos_t2.spec.parse import parse_set_options
+    from cosmos_t2.jobspec.job import load_batch, write_job_spec
+    from cosmos_t2.jobspec.parse import parse_set_options
 
     if json_out is not None:
         check_output_file(json_out)
     resolved = load_batch(specs, parse_set_options(set_ or []), name=name)
     if estimate:
-        from cosmos_t2.pipeline.residency import estimate_job
-        from cosmos_t2.pipeline.run import effective_spec
+        from cosmos_t2.job.run import effective_spec
+        from cosmos_t2.runtime.residency import estimate_job
 
         for spec in resolved:
             typer.echo(spec.name)
@@ -101,7 +101,7 @@ def decode(
     import json
     from dataclasses import asdict
 
-    from cosmos_t2.spec.job import load_job
+    from cosmos_t2.jobspec.job import load_job
     from cosmos_t2.video import decode_to_model
 
     spec = load_job(job, name=name)
@@ -151,8 +151,8 @@ def encode_prompt(
     device: MaybeDevice = None,
 ) -> None:
     """Encode the job's prompt and negative prompt into one .safetensors file (cached per prompt)."""
+    from cosmos_t2.jobspec.job import load_job
     from cosmos_t2.model.text import EmbeddingCache, default_cache_dir, encoder_for, write_prompt_embeddings
-    from cosmos_t2.spec.job import load_job
 
     spec = load_job(job, name=name)
     check_output_file(out)
@@ -184,7 +184,7 @@ def controls(
 
     from cosmos_t2.controls.models import ModelPaths
     from cosmos_t2.controls.run import controls_for_job
-    from cosmos_t2.spec.job import load_job
+    from cosmos_t2.jobspec.job import load_job
 
     models = ModelPaths.from_env(depth_model_dir, seg_model_dir, grounding_model_dir)
     check_destination(out_dir)
@@ -211,7 +211,7 @@ def masks(
 
     from cosmos_t2.controls.masks import masks_for_job
     from cosmos_t2.controls.models import ModelPaths
-    from cosmos_t2.spec.job import load_job
+    from cosmos_t2.jobspec.job import load_job
 
     models = ModelPaths.from_env(seg_model_dir=seg_model_dir, grounding_model_dir=grounding_model_dir)
     check_destination(out_dir)

@@ -5,7 +5,7 @@ and the report all read `MODALITIES` when they run (not at import), so a new mod
 plus one compute module. The table's order is upstream's (edge, vis, depth, seg): specs list controls in
 it, and the model's control branches follow it.
 
-This module imports no numpy, torch or cv2: `cosmos_t2.spec.job` reads it, and the Snakemake workflow and
+This module imports no numpy, torch or cv2: `cosmos_t2.jobspec.job` reads it, and the Snakemake workflow and
 `cosmos-t2 validate` import that without wanting the heavy stack.
 """
 

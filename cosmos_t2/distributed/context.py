@@ -120,7 +120,7 @@ def parallel_job(
     teardown can then hang) and the message must be recorded before this rank's sockets close, so
     that the launcher sees it as the first failure.
     """
-    # Nested inside another rank body (a batch of jobs, `pipeline.batch`), the group stays up for the outer
+    # Nested inside another rank body (a batch of jobs, `service.batch`), the group stays up for the outer
     # one: torchrun's store does not host a second rendezvous of the same ranks.
     owner = not dist.is_initialized()
     with failures_recorded():

@@ -183,7 +183,7 @@ GEMM_ROW_BLOCK = 8
 class FeedForward(nn.Module):
     """`chunks` (None: off) runs the MLP on that many slices of the tokens, written into one output: the
     4x-wide hidden activation, the largest tensor of a block, then exists for one slice only. Each token's
-    MLP is independent of the others, so the result is the same (`pipeline.memory` turns it on where the
+    MLP is independent of the others, so the result is the same (`runtime.memory` turns it on where the
     activations would not fit)."""
 
     def __init__(self, dim: int, hidden: int) -> None:

@@ -6,7 +6,7 @@ are. Dynamo passes parameters to a compiled block as graph inputs and guards on 
 and strides, never on their address, so a block whose weights arrive in a fresh GPU buffer every step runs
 the same compiled graph (no recompilation) and the same kernels: the output is the resident run's, bit for bit.
 
-- `ModelSwap`: the whole module is copied in before its stage and dropped after (`pipeline.residency`: text
+- `ModelSwap`: the whole module is copied in before its stage and dropped after (`runtime.residency`: text
   encoder, VAE, network each on the GPU only for their own stages). Dropping costs nothing: the host copy
   never changed, so the GPU copy is simply released.
 - `BlockStreamer`: the DiT's and every control branch's blocks rest in host memory; two GPU slots at most are

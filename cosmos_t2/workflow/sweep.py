@@ -26,7 +26,7 @@ from typing import Any
 from cosmos_t2.atomic import write_text_atomic
 from cosmos_t2.controls.registry import MODALITIES, Modality
 from cosmos_t2.errors import CosmosError
-from cosmos_t2.spec.job import load_samples, resolve_sample
+from cosmos_t2.jobspec.job import load_samples, resolve_sample
 
 KEY_LEN = 16
 # Resolved fields the decoded input depends on (besides the video's bytes).
@@ -367,7 +367,7 @@ def check_wildcard_name(name: str, where: str) -> None:
 def plan_sweep(config: Mapping[str, Any], root: Path, hasher: Callable[[Path], str] | None = None) -> Sweep:
     """Every job of the config's sweep and one representative spec per stage key.
 
-    Samples are validated by `cosmos_t2.spec.job` (the same code `cosmos-t2 validate` runs), so a bad spec
+    Samples are validated by `cosmos_t2.jobspec.job` (the same code `cosmos-t2 validate` runs), so a bad spec
     fails when the DAG is built, and keys see the resolved values (defaults filled, paths absolute).
     """
     hasher = hasher or FileHasher()

@@ -105,7 +105,7 @@ def stop_server():
     never raised: the sweep's own outcome stands."""
     if not use_server(1) or ON_CLUSTER:
         return
-    from cosmos_t2.pipeline.serve import request, server_address
+    from cosmos_t2.service.serve import request, server_address
 
     try:
         answer = request(server_address(), "stop")

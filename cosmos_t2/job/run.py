@@ -8,9 +8,9 @@ side-by-side panels (controls | input | output, as upstream's show_control_condi
 resize back to the input size. Stages are timed; the sidecar JSON records them with the resolved spec.
 
 Every check that can fail on user input runs before any model is built: the model directory
-(`pipeline_models.locate_models`), frame counts of controls and masks and the guided-generation mask
-(`pipeline_inputs.load_inputs`), chunk length, the prompt embeddings file; guided generation with the
-distilled model (`cosmos_t2.pipeline.guided`: upstream's distilled sampler ignores it, so it is refused here).
+(`weights.locate.locate_models`), frame counts of controls and masks and the guided-generation mask
+(`job.inputs.load_inputs`), chunk length, the prompt embeddings file; guided generation with the
+distilled model (`cosmos_t2.job.guided`: upstream's distilled sampler ignores it, so it is refused here).
 On CUDA (`Acceleration.prefetch_inputs`) the inputs are read on a thread while the models load, so their
 checks end the job after the load but still before any step.
 The output folder, its names (before anything) and free space (once the frame count is known, before
@@ -39,37 +39,38 @@ from cosmos_t2.destination import check_destination, check_free_space
 from cosmos_t2.distributed.context import ParallelContext, parallel_job
 from cosmos_t2.distributed.launch import under_torchrun
 from cosmos_t2.errors import CosmosError
-from cosmos_t2.model.image_context import check_reference, reference_image
-from cosmos_t2.pipeline.acceleration import (
-    Acceleration,
-    Background,
-    accelerated,
-    prepare_process,
-    resolve_acceleration,
-)
-from cosmos_t2.pipeline.chunking import carried_frames, plan_chunks
-from cosmos_t2.pipeline.context import check_prompt_embeddings, image_context, prompt_embeddings
-from cosmos_t2.pipeline.diffuse import JobModels, diffuse_chunk, job_sampler
-from cosmos_t2.pipeline.guardrails import Guardrails, guard_panels, load_guardrails
-from cosmos_t2.pipeline.guided import refuse_distilled
-from cosmos_t2.pipeline.identity import environment, latents_sha256, video_identity
-from cosmos_t2.pipeline.inputs import JobInputs, load_inputs, to_uint8_frames
-from cosmos_t2.pipeline.models import TINY_LABEL, locate_models
-from cosmos_t2.pipeline.output import (
+from cosmos_t2.job.chunking import carried_frames, plan_chunks
+from cosmos_t2.job.conditioning import check_prompt_embeddings, image_context, prompt_embeddings
+from cosmos_t2.job.diffuse import JobModels, diffuse_chunk, job_sampler
+from cosmos_t2.job.guardrails import Guardrails, guard_panels, load_guardrails
+from cosmos_t2.job.guided import refuse_distilled
+from cosmos_t2.job.identity import environment, latents_sha256, video_identity
+from cosmos_t2.job.inputs import JobInputs, load_inputs, to_uint8_frames
+from cosmos_t2.job.output import (
     LatentPlan,
     expected_output_bytes,
     output_names,
     panels_for_chunk,
     write_outputs,
 )
-from cosmos_t2.pipeline.pool import ModelPool
-from cosmos_t2.pipeline.progress import JobProgress
-from cosmos_t2.pipeline.provenance import checkpoint_hashes, sha256_file
-from cosmos_t2.pipeline.residency import Residency, decode_tile, plan_memory
-from cosmos_t2.pipeline.sidecar import StageTimer, finish_record, job_record, write_json
+from cosmos_t2.job.progress import JobProgress
+from cosmos_t2.job.record import StageTimer, finish_record, job_record, write_json
+from cosmos_t2.jobspec.job import Spec
+from cosmos_t2.model.image_context import check_reference, reference_image
+from cosmos_t2.runtime.acceleration import (
+    Acceleration,
+    Background,
+    accelerated,
+    prepare_process,
+    resolve_acceleration,
+)
+from cosmos_t2.runtime.build import TINY_LABEL
+from cosmos_t2.runtime.pool import ModelPool
+from cosmos_t2.runtime.residency import Residency, decode_tile, plan_memory
 from cosmos_t2.sampling.distilled import DISTILLED_NUM_STEPS
 from cosmos_t2.sampling.unipc import chunk_seeds
-from cosmos_t2.spec.job import Spec
+from cosmos_t2.weights.hashes import checkpoint_hashes, sha256_file
+from cosmos_t2.weights.locate import locate_models
 
 TINY_FRAMES_PER_CHUNK = 17
 OFFICIAL_FRAMES_PER_CHUNK = 93
@@ -95,7 +96,7 @@ class RunOptions:
     parallel: ParallelContext | None = None  # this rank's, under torchrun; None: one process
     acceleration: Acceleration | None = None  # None: resolve_acceleration(device) (compiled on CUDA)
     pool: ModelPool | None = None  # models kept between the jobs of one process; None: this job's own
-    offload: str = "auto"  # auto | none | model | blocks (pipeline.memory)
+    offload: str = "auto"  # auto | none | model | blocks (runtime.memory)
     memory_cap_gib: float | None = None  # plan for (and on CUDA, hold the process to) this much memory
     first_in_process: bool = True  # False for a batch's later jobs: the process's start was paid before
     # What the closing "done" line names instead of the output path: `bench --e2e` writes into a temporary
@@ -131,7 +132,7 @@ def effective_spec(spec: Spec, tiny: bool) -> Settings:
         changed = {k: getattr(spec, k) for k, v in updates.items() if getattr(spec, k) != v}
         spec = dataclasses.replace(spec, **updates)
     # The chunk rules (1 + 4k frames, more than the conditional frames) are the spec's
-    # (`spec.job._chunk_frames`); tiny mode's 17 keeps them.
+    # (`jobspec.job._chunk_frames`); tiny mode's 17 keeps them.
     return Settings(spec=spec, changed=changed, tiny=tiny)
 
 

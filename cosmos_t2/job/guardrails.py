@@ -24,8 +24,8 @@ import numpy as np
 import torch
 
 from cosmos_t2.errors import CosmosError
-from cosmos_t2.pipeline.chunking import Chunk, stitch
-from cosmos_t2.spec.job import Spec
+from cosmos_t2.job.chunking import Chunk, stitch
+from cosmos_t2.jobspec.job import Spec
 
 PACKAGE = "cosmos_guardrail"  # the import name of the cosmos-guardrail distribution
 INSTALL_HINT = "pip install cosmos-guardrail"

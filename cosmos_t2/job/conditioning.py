@@ -10,12 +10,12 @@ import numpy as np
 import torch
 
 from cosmos_t2.errors import CosmosError
+from cosmos_t2.jobspec.job import Spec
 from cosmos_t2.model import text
 from cosmos_t2.model.config import TransferConfig
 from cosmos_t2.model.image_context import load_image_encoder, tiny_image_encoder
 from cosmos_t2.model.text import read_prompt_embeddings
-from cosmos_t2.pipeline.models import ModelFiles
-from cosmos_t2.spec.job import Spec
+from cosmos_t2.weights.locate import ModelFiles
 
 
 def check_prompt_embeddings(path: Path, spec: Spec, tiny: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -47,7 +47,7 @@ def prompt_embeddings(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(prompt (1, L, C), negative prompt (1, L, C)): those read from --prompt-embeddings, or encoded here
     (the real encoder through the embeddings cache, the tiny one directly). `make_encoder` gives the encoder
-    (a batch keeps one where that is cheap, `pipeline.pool`); by default it is built here."""
+    (a batch keeps one where that is cheap, `runtime.pool`); by default it is built here."""
     if given is not None:
         return given
     if make_encoder is None:

@@ -7,7 +7,7 @@ from the input's is an error naming the file. Sources, in order of preference:
   `cosmos-t2 controls`, else computed here from the input (`cosmos_t2.controls.compute_control`);
 - masks: `MASKS_DIR/<modality>_mask.mkv` written by `cosmos-t2 masks`, else `mask_path` (video or shapes),
   else `mask_prompt` segmented here. An all-white mask counts as no mask, as upstream;
-- the guided-generation mask (`guided_generation_mask`), as weights in [0, 1] (`cosmos_t2.pipeline.guided`).
+- the guided-generation mask (`guided_generation_mask`), as weights in [0, 1] (`cosmos_t2.job.guided`).
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from cosmos_t2.controls.masks import binarize_mask_frames, load_mask, mask_from_
 from cosmos_t2.controls.models import ModelPaths
 from cosmos_t2.controls.registry import MODALITIES
 from cosmos_t2.errors import CosmosError
-from cosmos_t2.pipeline.guided import load_guided_mask
-from cosmos_t2.spec.job import Spec
+from cosmos_t2.job.guided import load_guided_mask
+from cosmos_t2.jobspec.job import Spec
 from cosmos_t2.video import read_at_model_resolution, read_video, resize_to_model
 
 

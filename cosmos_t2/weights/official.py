@@ -1,6 +1,6 @@
 """The official files of a model folder: which Hugging Face repository each comes from, and its licence.
 
-One entry per slot of the `--model-dir` layout (`pipeline.models`) plus the depth and segmentation models
+One entry per slot of the `--model-dir` layout (`weights.locate`) plus the depth and segmentation models
 the controls stage runs. Repository ids, file names and pinned revisions are those NVIDIA's inference
 downloads (`packages/cosmos-oss/cosmos_oss/checkpoints_transfer2.py` and `checkpoints.py` in
 nvidia-cosmos/cosmos-transfer2.5); the control models are the transformers-format repositories

@@ -21,8 +21,8 @@ from typing import Any
 import av
 import torch
 
-from cosmos_t2.pipeline.provenance import sha256_file
 from cosmos_t2.reproducible import numerics_record
+from cosmos_t2.weights.hashes import sha256_file
 
 _X264_SEI = re.compile(rb"x264 - core (\d+[^ ]*(?: r\d+ [0-9a-f]+)?)")
 SEI_SEARCH_BYTES = 1 << 16  # the SEI sits in the first access unit, near the start of a faststart mp4's mdat

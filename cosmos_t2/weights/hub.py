@@ -1,7 +1,7 @@
 """`cosmos-t2 models fetch|check`: lay out a model folder from the Hugging Face Hub, and verify one.
 
 Fetching goes through `huggingface_hub` into its cache (`--cache-dir`, else HF_HUB_CACHE /
-~/.cache/huggingface/hub), then puts each file at its slot of the folder (`pipeline.official`): a symlink
+~/.cache/huggingface/hub), then puts each file at its slot of the folder (`weights.official`): a symlink
 into the cache's snapshot (so a checkpoint is stored once and its link still carries the official UUID
 name), or a copy with `--copy`. Offline (`--offline`, or HF_HUB_OFFLINE=1) it uses only what the cache
 holds; `--endpoint URL` (or HF_ENDPOINT) points at a mirror. The folder gets a manifest,
@@ -27,9 +27,9 @@ from typing import Any
 
 from cosmos_t2.atomic import write_json_atomic
 from cosmos_t2.errors import CosmosError
-from cosmos_t2.pipeline.models import CHECKPOINT_SUFFIXES, checkpoint_identity, locate_models
-from cosmos_t2.pipeline.official import FOLDER_PATTERNS, OfficialFile, Selection, official_files
-from cosmos_t2.pipeline.provenance import FileHashCache, weight_files
+from cosmos_t2.weights.hashes import FileHashCache, weight_files
+from cosmos_t2.weights.locate import CHECKPOINT_SUFFIXES, checkpoint_identity, locate_models
+from cosmos_t2.weights.official import FOLDER_PATTERNS, OfficialFile, Selection, official_files
 
 MANIFEST = "cosmos-t2-models.json"
 _SHA256 = re.compile(r"[0-9a-f]{64}")

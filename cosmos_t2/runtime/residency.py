@@ -1,4 +1,4 @@
-"""Where a job's models sit while each stage runs: the memory plan (`pipeline.memory`) applied.
+"""Where a job's models sit while each stage runs: the memory plan (`runtime.memory`) applied.
 
 `plan_memory` runs first in a job, before any model is built: it works out the job's shape from the spec and
 the input's header, reads the device's budget (free memory, `--memory-cap`), picks the plan (`--offload`,
@@ -20,18 +20,10 @@ import torch
 from torch import nn
 
 from cosmos_t2.errors import CosmosError
+from cosmos_t2.jobspec.job import Spec
 from cosmos_t2.model.device import cuda_index
 from cosmos_t2.model.offload import BlockStreamer, ModelSwap, set_mlp_chunks
-from cosmos_t2.pipeline.memory import (
-    PLANS,
-    Choice,
-    Plan,
-    choose,
-    device_budget,
-    estimate_lines,
-    job_shape,
-)
-from cosmos_t2.spec.job import Spec
+from cosmos_t2.runtime.memory import PLANS, Choice, Plan, choose, device_budget, estimate_lines, job_shape
 
 
 def apply_memory_cap(device: torch.device, cap_gib: float | None) -> None:

@@ -1,4 +1,4 @@
-"""Where a job's weights come from: the model directory, checks on its files, and the tiny random model.
+"""Where a job's weights come from: the model directory and checks on its files (nothing is built here).
 
 Model directory layout (`--model-dir DIR`):
 
@@ -17,9 +17,6 @@ for where the backbone comes from.
 A checkpoint's modality is known from its name when it carries the official checkpoint's UUID (the file
 names on Hugging Face, or the `source` a converted .safetensors records) or from a `modality` metadata
 entry; a file whose known modality differs from its slot is refused before anything is built.
-
-`--tiny`: the same network family at toy size (`TransferConfig.tiny`, `VAEConfig.tiny`) with seeded
-random weights, or tiny-shaped weights from DIR when one is given.
 """
 
 from __future__ import annotations
@@ -29,22 +26,11 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
 from cosmos_t2.controls.registry import MODALITIES
 from cosmos_t2.errors import CosmosError
-from cosmos_t2.model.checkpoint import load_checkpoint
-from cosmos_t2.model.config import TransferConfig
-from cosmos_t2.model.control import TransferNet
-from cosmos_t2.model.vae import VAEConfig, WanVAE, build_vae, load_vae
 
-TINY_NET_SEED = 0
-TINY_VAE_SEED = 1
-TINY_LABEL = "tiny random-weight model"
 CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth")
 
-# What a DMD2 (distilled) training checkpoint carries besides the student `net.*`.
-DISTILLED_EXTRA_PREFIXES = ("net_fake_score.", "net_teacher.", "discriminator.")
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
@@ -189,57 +175,3 @@ def locate_models(
         text_encoder = text_encoder if text_encoder is not None and text_encoder.is_dir() else None
         image_encoder = image_encoder if image_encoder is not None and image_encoder.is_dir() else None
     return ModelFiles(checkpoints, vae, text_encoder, image_encoder, distilled=distilled)
-
-
-@torch.no_grad()
-def randomize(net: torch.nn.Module, seed: int) -> None:
-    """Seeded random values for every parameter, including those the official init zeroes (AdaLN
-    up-projections, the control branch's before/after projections), so every path of the tiny model
-    does something: std 1/sqrt(fan_in) for matrices, small values around 1 for norms, around 0 for biases."""
-    gen = torch.Generator().manual_seed(seed)
-    for name, param in sorted(net.named_parameters()):
-        if param.ndim >= 2:
-            std = param[0].numel() ** -0.5
-            values = torch.randn(param.shape, generator=gen) * std
-        elif name.endswith("norm.weight") or ".q_norm." in name or ".k_norm." in name or "_norm." in name:
-            values = 1.0 + 0.1 * torch.randn(param.shape, generator=gen)
-        else:
-            values = 0.02 * torch.randn(param.shape, generator=gen)
-        param.copy_(values.to(param.dtype))
-
-
-def build_net(
-    files: ModelFiles,
-    modalities: list[str],
-    *,
-    tiny: bool,
-    device: torch.device,
-    dtype: torch.dtype,
-) -> tuple[TransferNet, bool]:
-    """The network with one control branch per modality; returns (net, distilled)."""
-    config = TransferConfig.tiny() if tiny else TransferConfig.full_2b()
-    branches = max(len(modalities), 1)
-    if not files.checkpoints:
-        net = TransferNet(config, num_control_branches=branches)
-        randomize(net, TINY_NET_SEED)
-        return net.to(device=device, dtype=dtype).eval().requires_grad_(False), False
-    with torch.device("meta"):
-        net = TransferNet(config, num_control_branches=branches)
-    dropped = load_checkpoint(net, [files.checkpoints[m] for m in modalities], dtype=dtype)
-    distilled = files.distilled or any(k.startswith(DISTILLED_EXTRA_PREFIXES) for k in dropped)
-    return net.to(device).eval().requires_grad_(False), distilled
-
-
-def build_tokenizer(
-    files: ModelFiles,
-    *,
-    tiny: bool,
-    device: torch.device,
-    dtype: torch.dtype,
-    channels_last: bool | None = None,
-) -> WanVAE:
-    """`channels_last=None`: on for CUDA (a VAE built in host memory for a GPU passes True)."""
-    config = VAEConfig.tiny() if tiny else VAEConfig.wan21()
-    if files.vae is None:
-        return build_vae(config, dtype=dtype, device=device, seed=TINY_VAE_SEED, channels_last=channels_last)
-    return load_vae(files.vae, config, dtype=dtype, device=device, channels_last=channels_last)

@@ -25,10 +25,11 @@ import torch
 from cosmos_t2.model.control import TransferNet
 from cosmos_t2.model.text import PromptEncoder, encoder_for
 from cosmos_t2.model.vae import WanVAE
-from cosmos_t2.pipeline.acceleration import Acceleration, accelerate
-from cosmos_t2.pipeline.memory import HEADROOM, Budget, Plan
-from cosmos_t2.pipeline.models import ModelFiles, build_net, build_tokenizer
-from cosmos_t2.pipeline.residency import build_device, offload_key, place_net, place_vae, set_net_levers
+from cosmos_t2.runtime.acceleration import Acceleration, accelerate
+from cosmos_t2.runtime.build import build_net, build_tokenizer
+from cosmos_t2.runtime.memory import HEADROOM, Budget, Plan
+from cosmos_t2.runtime.residency import build_device, offload_key, place_net, place_vae, set_net_levers
+from cosmos_t2.weights.locate import ModelFiles
 
 
 def _file_key(path: Path | None) -> tuple[str, int, int] | None:

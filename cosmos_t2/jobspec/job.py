@@ -25,16 +25,16 @@ from typing import Any
 from cosmos_t2.atomic import write_json_atomic
 from cosmos_t2.controls.registry import MODALITIES
 from cosmos_t2.errors import CosmosError
-from cosmos_t2.model.config import TEMPORAL_COMPRESSION, TransferConfig
-from cosmos_t2.spec.control import ControlSpec, control_block, jsonable
-from cosmos_t2.spec.fields import Fields, Source, is_integer, show
-from cosmos_t2.spec.parse import (
+from cosmos_t2.jobspec.control import ControlSpec, control_block, jsonable
+from cosmos_t2.jobspec.fields import Fields, Source, is_integer, show
+from cosmos_t2.jobspec.parse import (
     RawSample,
     apply_overrides,
     flatten_overrides,
     read_spec_file,
     read_spec_samples,
 )
+from cosmos_t2.model.config import TEMPORAL_COMPRESSION, TransferConfig
 
 RESOLUTIONS = ("720", "480", "tiny")
 # A name becomes file names: the longest is `<name>.latents.safetensors` (+20 bytes), written through a

@@ -24,11 +24,11 @@ from cosmos_t2.atomic import write_json_atomic
 from cosmos_t2.distributed.context import parallel_job
 from cosmos_t2.distributed.launch import first_rank, under_torchrun
 from cosmos_t2.errors import CosmosError
-from cosmos_t2.pipeline.output import output_names
-from cosmos_t2.pipeline.pool import ModelPool
-from cosmos_t2.pipeline.provenance import sha256_file
-from cosmos_t2.pipeline.run import JobResult, RunOptions, run_on_ranks
-from cosmos_t2.spec.job import Spec, load_specs_each
+from cosmos_t2.job.output import output_names
+from cosmos_t2.job.run import JobResult, RunOptions, run_on_ranks
+from cosmos_t2.jobspec.job import Spec, load_specs_each
+from cosmos_t2.runtime.pool import ModelPool
+from cosmos_t2.weights.hashes import sha256_file
 
 SPEC_SUFFIXES = (".json", ".jsonc", ".jsonl")
 BATCH_RECORD = "batch.json"

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from cosmos_t2.controls.registry import MODALITIES, Modality, SpecKey
-from cosmos_t2.spec.fields import Fields, Source, show
+from cosmos_t2.jobspec.fields import Fields, Source, show
 
 _CONTROL_KEYS = ("control_path", "control_weight", "mask_path", "mask_prompt")
 

@@ -36,9 +36,9 @@ import torch
 
 from cosmos_t2.controls.masks import mask_to_latent_grid
 from cosmos_t2.errors import CosmosError
-from cosmos_t2.pipeline.chunking import Chunk
+from cosmos_t2.job.chunking import Chunk
+from cosmos_t2.jobspec.job import Spec
 from cosmos_t2.sampling.unipc import GuidedGeneration
-from cosmos_t2.spec.job import Spec
 from cosmos_t2.video import read_at_model_resolution, resize_to_model
 
 KEY = "guided_generation_mask"

@@ -24,15 +24,15 @@ import torch
 from cosmos_t2 import __version__
 from cosmos_t2.atomic import write_bytes_atomic, write_json_atomic
 from cosmos_t2.errors import CosmosError
+from cosmos_t2.job.chunking import Chunk
+from cosmos_t2.job.guided import guided_record
+from cosmos_t2.job.inputs import JobInputs
+from cosmos_t2.job.latents_check import check_latents
+from cosmos_t2.job.startup import startup_seconds
+from cosmos_t2.jobspec.job import Spec
 from cosmos_t2.model.attention import attention_kernel
-from cosmos_t2.pipeline.chunking import Chunk
-from cosmos_t2.pipeline.guided import guided_record
-from cosmos_t2.pipeline.inputs import JobInputs
-from cosmos_t2.pipeline.latents_check import check_latents
-from cosmos_t2.pipeline.models import ModelFiles
-from cosmos_t2.pipeline.provenance import library_versions, provenance
-from cosmos_t2.pipeline.startup import startup_seconds
-from cosmos_t2.spec.job import Spec
+from cosmos_t2.runtime.provenance import library_versions, provenance
+from cosmos_t2.weights.locate import ModelFiles
 
 LATENTS_SUFFIX = ".latents.safetensors"
 _META_KEY = "cosmos_t2"
@@ -146,7 +146,7 @@ def finish_record(
 
 
 class StageListener(Protocol):
-    """Told when a timed stage starts and ends (the progress display, `pipeline.progress`)."""
+    """Told when a timed stage starts and ends (the progress display, `job.progress`)."""
 
     def stage_started(self, name: str) -> None: ...
     def stage_finished(self, name: str, seconds: float) -> None: ...

@@ -26,19 +26,13 @@ import torch
 from cosmos_t2.atomic import OutputSet, atomic_outputs, atomic_path
 from cosmos_t2.destination import check_free_space, estimate_video_bytes
 from cosmos_t2.errors import CosmosError
-from cosmos_t2.pipeline.chunking import Chunk, stitch
-from cosmos_t2.pipeline.inputs import JobInputs, to_uint8_frames
-from cosmos_t2.pipeline.models import ModelFiles, _first_file, build_tokenizer
-from cosmos_t2.pipeline.sidecar import (
-    LATENTS_SUFFIX,
-    load_latents,
-    read_json,
-    save_latents,
-    versions,
-    write_json,
-)
-from cosmos_t2.spec.job import Spec
+from cosmos_t2.job.chunking import Chunk, stitch
+from cosmos_t2.job.inputs import JobInputs, to_uint8_frames
+from cosmos_t2.job.record import LATENTS_SUFFIX, load_latents, read_json, save_latents, versions, write_json
+from cosmos_t2.jobspec.job import Spec
+from cosmos_t2.runtime.build import build_tokenizer
 from cosmos_t2.video import resize_back, write_video
+from cosmos_t2.weights.locate import ModelFiles, _first_file
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from cosmos_t2.errors import CosmosError
-from cosmos_t2.spec.parse import type_name
+from cosmos_t2.jobspec.parse import type_name
 
 
 @dataclass(frozen=True)

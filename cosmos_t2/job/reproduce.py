@@ -24,13 +24,13 @@ import numpy as np
 import torch
 
 from cosmos_t2.errors import CosmosError
-from cosmos_t2.pipeline.acceleration import resolve_acceleration
-from cosmos_t2.pipeline.models import locate_models
-from cosmos_t2.pipeline.provenance import checkpoint_hashes
-from cosmos_t2.pipeline.run import RunOptions, run_job
-from cosmos_t2.pipeline.sidecar import LATENTS_SUFFIX, load_latents, read_json
-from cosmos_t2.spec.job import Spec, load_job
+from cosmos_t2.job.record import LATENTS_SUFFIX, load_latents, read_json
+from cosmos_t2.job.run import RunOptions, run_job
+from cosmos_t2.jobspec.job import Spec, load_job
+from cosmos_t2.runtime.acceleration import resolve_acceleration
 from cosmos_t2.video import read_video
+from cosmos_t2.weights.hashes import checkpoint_hashes
+from cosmos_t2.weights.locate import locate_models
 
 IDENTICAL, DIFFERENT_UNEXPLAINED, DIFFERENT_EXPLAINED = 0, 1, 3
 IDENTITY_KEYS = ("latents_sha256", "video_sha256", "yuv_sha256")

@@ -1,7 +1,7 @@
 """One chunk of a job, from noise to its clean latent: the models every chunk shares, the chunk's controls
 encoded by the VAE (with their masks on the token grid), its conditioning (the previous chunk's last frames,
 the input latent for sigma_max and guided generation), and the sampler chosen once per job, run under the
-NaN/Inf guard. `pipeline.run` calls `diffuse_chunk` for each chunk and does everything around it.
+NaN/Inf guard. `job.run` calls `diffuse_chunk` for each chunk and does everything around it.
 """
 
 from __future__ import annotations
@@ -15,19 +15,19 @@ import torch
 from cosmos_t2.controls.masks import mask_to_latent_grid
 from cosmos_t2.distributed.context import ParallelContext
 from cosmos_t2.distributed.net import ParallelNet, parallel_velocity
+from cosmos_t2.job.chunking import Chunk, conditioning_video
+from cosmos_t2.job.guided import chunk_guide
+from cosmos_t2.job.inputs import JobInputs, to_model_video
+from cosmos_t2.job.record import StageTimer
+from cosmos_t2.jobspec.job import Spec
 from cosmos_t2.model.config import TEMPORAL_COMPRESSION
 from cosmos_t2.model.control import ControlInput, TransferNet
 from cosmos_t2.model.vae import WanVAE
-from cosmos_t2.pipeline.chunking import Chunk, conditioning_video
-from cosmos_t2.pipeline.guided import chunk_guide
-from cosmos_t2.pipeline.inputs import JobInputs, to_model_video
-from cosmos_t2.pipeline.residency import Residency, on_device
-from cosmos_t2.pipeline.sidecar import StageTimer
+from cosmos_t2.runtime.residency import Residency, on_device
 from cosmos_t2.sampling.base import ChunkConditioning, Sampler, VelocityFn
 from cosmos_t2.sampling.distilled import DistilledSampler
 from cosmos_t2.sampling.guard import guarded_sample
 from cosmos_t2.sampling.unipc import UniPCSampler, condition_mask, guided_velocity, initial_noise
-from cosmos_t2.spec.job import Spec
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,1 @@
+"""One job in the order it runs: inputs -> conditioning -> diffuse per chunk -> decode -> outputs and its record."""

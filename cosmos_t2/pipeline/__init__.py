@@ -1,1 +1,0 @@
-"""One job from a validated spec to its video: inputs -> conditioning -> chunks -> outputs + sidecar."""
