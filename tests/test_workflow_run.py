@@ -1,4 +1,4 @@
-"""Acceptance: the default sweep (config.yaml, profile local: CPU, tiny model) really runs, writes the
+"""Acceptance: the default sweep (config/config.yaml, profile local: CPU, tiny model) really runs, writes the
 report, redoes only what a deleted diffusion output needs, and plans only the affected jobs after a weight
 changes. Runs in a copy of the example so the repository's own results/ stays untouched.
 """
@@ -35,7 +35,7 @@ def snakemake(folder: Path, *args: str) -> str:
     cmd = [
         str(SNAKEMAKE),
         "-s",
-        str(REPO / "Snakefile"),
+        str(REPO / "workflow" / "Snakefile"),
         "--profile",
         str(REPO / "profiles" / "local"),
         *args,
@@ -52,7 +52,7 @@ def job_counts(output: str) -> dict[str, int]:
 
 def test_default_sweep_runs_reports_and_reruns_only_what_changed(tmp_path: Path) -> None:
     shutil.copytree(REPO / "examples" / "robot", tmp_path / "examples" / "robot")
-    shutil.copy(REPO / "config.yaml", tmp_path / "config.yaml")
+    shutil.copytree(REPO / "config", tmp_path / "config")
 
     out = snakemake(tmp_path)
     counts = job_counts(out)
@@ -96,7 +96,7 @@ def test_default_sweep_runs_reports_and_reruns_only_what_changed(tmp_path: Path)
     # it runs its own 4 jobs and none of the shared stages or of the first sweep's; then the first sweep has
     # nothing to do (a shared stage's spec follows its content key, not the sample that wrote it).
     more = tmp_path / "more.yaml"
-    more.write_text((tmp_path / "config.yaml").read_text().replace(
+    more.write_text((tmp_path / "config" / "config.yaml").read_text().replace(
         "  - examples/robot/vis.json\n", "  - examples/robot/vis.json\n  - examples/robot/batch.jsonl\n"
     ))  # fmt: skip
     counts = job_counts(snakemake(tmp_path, "--configfile", str(more)))
@@ -107,9 +107,9 @@ def test_default_sweep_runs_reports_and_reruns_only_what_changed(tmp_path: Path)
     assert set(job_counts(snakemake(tmp_path, "--dry-run"))) <= {"manifest", "report", "all"}
 
     # one weight changed: only the two jobs with that weight (and their job specs)
-    config = (tmp_path / "config.yaml").read_text()
+    config = (tmp_path / "config" / "config.yaml").read_text()
     assert "control_weight: [0.5, 1.0]" in config
-    (tmp_path / "config.yaml").write_text(
+    (tmp_path / "config" / "config.yaml").write_text(
         config.replace("control_weight: [0.5, 1.0]", "control_weight: [0.5, 0.8]")
     )
     counts = job_counts(snakemake(tmp_path, "--dry-run"))
@@ -135,8 +135,9 @@ def test_a_sweep_through_the_server_writes_the_same_latents_and_stops_it(tmp_pat
         for serve in ("True", "False"):
             folder = tmp_path / serve
             shutil.copytree(REPO / "examples" / "robot", folder / "examples" / "robot")
-            (folder / "config.yaml").write_text(config)
-            cmd = [str(SNAKEMAKE), "-s", str(REPO / "Snakefile"), "--profile", str(REPO / "profiles" / "local"),
+            (folder / "config").mkdir()
+            (folder / "config" / "config.yaml").write_text(config)
+            cmd = [str(SNAKEMAKE), "-s", str(REPO / "workflow" / "Snakefile"), "--profile", str(REPO / "profiles" / "local"),
                    "--config", f"serve={serve}", "--until", "diffuse"]  # fmt: skip
             proc = subprocess.run(cmd, cwd=folder, env=env, capture_output=True, text=True, timeout=900)
             out = proc.stdout + proc.stderr
