@@ -19,6 +19,7 @@ $(STAMP): pyproject.toml
 lint: $(STAMP)
 	$(VENV)/bin/ruff check cosmos_t2 tests scripts
 	$(VENV)/bin/ruff format --check cosmos_t2 tests scripts
+	$(VENV)/bin/snakefmt --check workflow/
 
 test: $(STAMP)
 	$(MAKE) lint
