@@ -1,6 +1,7 @@
 """Acceptance: the default sweep (config/config.yaml, profile local: CPU, tiny model) really runs, writes the
-report, redoes only what a deleted diffusion output needs, and plans only the affected jobs after a weight
-changes. Runs in a copy of the example so the repository's own results/ stays untouched.
+report (and Snakemake's report.zip), redoes only what a deleted diffusion output needs, and plans only the
+affected jobs after a weight changes. Runs in a copy of the example so the repository's own results/ stays
+untouched.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import re
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -78,9 +80,17 @@ def test_default_sweep_runs_reports_and_reruns_only_what_changed(tmp_path: Path)
     sidecar = json.loads((run_dir / first["paths"]["diffuse_sidecar"]).read_text())
     assert "snakemake" in sidecar["versions"] and sidecar["provenance"]["command"][1] == "infer"
 
-    # Snakemake's own report, with the captions
-    snakemake(tmp_path, "--report", str(tmp_path / "snakemake-report.html"))
-    assert "cosmos-t2 HTML report" in (tmp_path / "snakemake-report.html").read_text()
+    # Snakemake's own report as the catalog asks for it (`--report report.zip`): every video and the
+    # cosmos-t2 HTML report inside, with their captions
+    snakemake(tmp_path, "--report", "report.zip")
+    with zipfile.ZipFile(tmp_path / "report.zip") as archive:
+        names = archive.namelist()
+        index = archive.read("report/report.html").decode()
+    videos = {Path(n).name for n in names if n.endswith(".mp4")}
+    assert videos == {Path(j["paths"]["video"]).name for j in manifest["jobs"]}, names
+    assert len([n for n in names if n.endswith(".mp4")]) == 4, names
+    assert any(n.startswith("report/data/raw/") and n.endswith("/report.html") for n in names), names
+    assert "cosmos-t2 HTML report" in index and "Output video of sample" in index
 
     # a deleted diffusion output: that job, its video and the report
     victim = manifest["jobs"][0]
