@@ -8,15 +8,9 @@ from pathlib import Path
 import pytest
 
 from cosmos_t2.errors import CosmosError
+from cosmos_t2.workflow.keys import FileHasher, stable_hash
 from cosmos_t2.workflow.manifest import manifest
-from cosmos_t2.workflow.sweep import (
-    FileHasher,
-    format_set_args,
-    grid_points,
-    plan_sweep,
-    point_overrides,
-    stable_hash,
-)
+from cosmos_t2.workflow.sweep import format_set_args, grid_points, plan_sweep, point_overrides
 
 
 def write_example(folder: Path, video_bytes: bytes = b"video-a") -> Path:

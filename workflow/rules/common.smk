@@ -1,4 +1,4 @@
-# Input functions and the sweep plan. Keys and paths come from cosmos_t2.workflow.sweep, so the
+# Input functions and the sweep plan. Keys and paths come from cosmos_t2.workflow (keys, sweep), so the
 # rules below only wire files; see that module for what each stage's key depends on.
 import os
 import shlex
@@ -10,7 +10,8 @@ from snakemake.exceptions import WorkflowError
 
 from cosmos_t2.errors import CosmosError
 from cosmos_t2.workflow.manifest import PATHS, job_paths, manifest
-from cosmos_t2.workflow.sweep import FileHasher, plan_sweep
+from cosmos_t2.workflow.keys import FileHasher
+from cosmos_t2.workflow.sweep import plan_sweep
 
 if not config["tiny"] and not config["model_dir"]:
     raise WorkflowError(
