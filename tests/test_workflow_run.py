@@ -174,3 +174,36 @@ def test_a_sweep_through_the_server_writes_the_same_latents_and_stops_it(tmp_pat
         for pid_file in serve_dir.glob("*.pid"):
             os.kill(int(pid_file.read_text()), 15)
         shutil.rmtree(serve_dir, ignore_errors=True)
+
+
+AWKWARD_NAMES = ["run.v2", "a", "a_1", "a_1_edge", "x-y", "with space", "it's"]
+
+
+def test_awkward_sample_names_each_get_their_video(tmp_path: Path) -> None:
+    """Names with dots, dashes, digits, spaces and quotes, and names that are prefixes of one another: the
+    {name} wildcard is exactly the sweep's names, so every sample runs through every rule to its own mp4."""
+    import numpy as np
+
+    from cosmos_t2.video import write_video
+
+    frames = np.random.RandomState(0).randint(0, 255, (5, 64, 96, 3)).astype(np.uint8)
+    write_video(tmp_path / "input.mp4", frames, 8.0)
+    base = {"prompt": "a robot arm", "video_path": "input.mp4", "num_video_frames_per_chunk": 5, "edge": {}}
+    lines = [json.dumps(base | {"name": name}) for name in AWKWARD_NAMES]
+    (tmp_path / "names.jsonl").write_text("\n".join(lines) + "\n")
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "config.yaml").write_text(
+        "specs: [names.jsonl]\ngrid: {num_steps: [1]}\ntiny: true\n"
+    )
+
+    counts = job_counts(snakemake(tmp_path))
+    assert counts["diffuse"] == counts["encode"] == len(AWKWARD_NAMES) and counts["controls"] == 1
+    run_dir = tmp_path / "results" / "cpu-local"
+    jobs = json.loads((run_dir / "manifest.json").read_text())["jobs"]
+    assert sorted(j["name"] for j in jobs) == sorted(AWKWARD_NAMES)
+    for job in jobs:
+        video = run_dir / job["paths"]["video"]
+        assert video.name == f"{job['name']}.mp4" and video.stat().st_size > 0, job["name"]
+    html = (tmp_path / "results" / "report.html").read_text()
+    assert html.count('src="data:video/mp4;base64,') == len(AWKWARD_NAMES)
+    assert "Nothing to be done" in snakemake(tmp_path, "--dry-run")

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from snakemake.io import contains_wildcard
+
 from cosmos_t2.controls.registry import MODALITIES
 from cosmos_t2.errors import CosmosError
 from cosmos_t2.spec.job import load_samples, resolve_sample
@@ -42,6 +44,7 @@ __all__ = [
     "format_set_args",
     "grid_points",
     "job_keys",
+    "name_constraint",
     "plan_sweep",
     "point_overrides",
     "stable_hash",
@@ -195,8 +198,16 @@ _PERIODIC = re.compile(r"(.+?)\1{19,}$", re.DOTALL)
 
 
 def check_wildcard_name(name: str, where: str) -> None:
-    """Refuse, when the sweep is planned, a name Snakemake's periodic-wildcard check would stop the whole
-    DAG on (e.g. "run_" + 20 zeros), with the sample that has it."""
+    """Refuse, when the sweep is planned and with the sample that has it, the two kinds of name Snakemake
+    cannot take in a path: one holding a `{word}` (a wildcard to it, in static and function inputs alike),
+    and one its periodic-wildcard check would stop the whole DAG on (e.g. "run_" + 20 zeros)."""
+    if contains_wildcard(name):
+        raise CosmosError(
+            f"{name!r} holds a {{word}}, which Snakemake reads as a wildcard in every path and has no escape "
+            "for; use other brackets",
+            file=where,
+            key="name",
+        )
     found = _PERIODIC.search(name)
     if found:
         raise CosmosError(
@@ -205,6 +216,16 @@ def check_wildcard_name(name: str, where: str) -> None:
             file=where,
             key="name",
         )
+
+
+def name_constraint(names: Iterable[str]) -> str:
+    """The regex of the {name} wildcard: exactly the sweep's sample names, so a name with dots, dashes or
+    digits (`run.v2`, `a_1`), or one that is a prefix of another (`a`, `a_1`, `a_1_edge`), only ever matches
+    itself. Longest first, escaped; braces as \\x7b / \\x7d, since Snakemake reads a literal brace in a
+    constraint as the end of the wildcard (a brace that is not a {word} can be in a name)."""
+    alternatives = sorted(set(names), key=lambda n: (-len(n), n))
+    escaped = (re.escape(n).replace("\\{", r"\x7b").replace("\\}", r"\x7d") for n in alternatives)
+    return "|".join(escaped)
 
 
 def plan_sweep(config: Mapping[str, Any], root: Path, hasher: Callable[[Path], str] | None = None) -> Sweep:

@@ -11,7 +11,7 @@ from snakemake.exceptions import WorkflowError
 from cosmos_t2.errors import CosmosError
 from cosmos_t2.workflow.manifest import PATHS, job_paths, manifest
 from cosmos_t2.workflow.keys import FileHasher
-from cosmos_t2.workflow.sweep import plan_sweep
+from cosmos_t2.workflow.sweep import name_constraint, plan_sweep
 
 if not config["tiny"] and not config["model_dir"]:
     raise WorkflowError(
