@@ -19,6 +19,7 @@ $(STAMP): pyproject.toml
 lint: $(STAMP)
 	$(VENV)/bin/ruff check cosmos_t2 tests scripts
 	$(VENV)/bin/ruff format --check cosmos_t2 tests scripts
+	$(VENV)/bin/snakefmt --check workflow/
 
 test: $(STAMP)
 	$(MAKE) lint
@@ -27,7 +28,7 @@ test: $(STAMP)
 	# follows the thread count fails here.
 	OMP_NUM_THREADS=2 $(VENV)/bin/pytest -q -m "determinism and not slow and not gpu" -p no:cacheprovider --timeout 900
 
-# The default sweep (config.yaml: the bundled robot example, tiny model, CPU) -> results/report.html.
+# The default sweep (config/config.yaml: the bundled robot example, tiny model, CPU) -> results/report.html.
 # `--quiet rules host` leaves Snakemake's progress and errors but not a block per job (~450 lines); the last
 # three lines say what was made, what it is and where the report is.
 demo: $(STAMP)

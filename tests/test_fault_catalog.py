@@ -864,7 +864,8 @@ def test_bad_sweep_stops_the_dag_with_one_line(
     if config:
         lines = [ln for ln in lines if not ln.startswith(config.split(":")[0] + ":")] + [config]
     (tmp_path / "config.yaml").write_text("\n".join(lines) + "\n")
-    cmd = [str(SNAKEMAKE), "-s", str(REPO / "Snakefile"), "--cores", "1", "--dry-run", "--quiet"]
+    cmd = [str(SNAKEMAKE), "-s", str(REPO / "workflow" / "Snakefile"), "--cores", "1", "--dry-run", "--quiet"]
+    cmd += ["--configfile", "config.yaml"]  # this sweep, not the default config/config.yaml
     proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     text = proc.stdout + proc.stderr
     assert proc.returncode != 0, text[-3000:]

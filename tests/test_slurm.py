@@ -65,7 +65,8 @@ def small_sweep(folder: Path) -> None:
     write_video(folder / "input.mp4", frames, 8.0)
     base = {"prompt": "a robot arm", "video_path": "input.mp4", "num_video_frames_per_chunk": 5}
     (folder / "edge.json").write_text(json.dumps(base | {"name": "edge", "edge": {}}))
-    (folder / "config.yaml").write_text(
+    (folder / "config").mkdir()
+    (folder / "config" / "config.yaml").write_text(
         "specs: [edge.json]\ngrid: {control_weight: [0.5, 1.0], num_steps: [1]}\ntiny: true\nresults: results\n"
     )
 
@@ -74,7 +75,7 @@ def command(profile: str, *args: str) -> list[str]:
     return [
         str(SNAKEMAKE),
         "-s",
-        str(REPO / "Snakefile"),
+        str(REPO / "workflow" / "Snakefile"),
         "--profile",
         str(REPO / "profiles" / profile),
         *args,
@@ -164,8 +165,8 @@ def test_the_sweep_through_slurm_writes_the_local_bytes_retries_and_redoes_only_
         "edge": {"control_path": "short_edge.mp4"},
     }
     (tmp_path / "bad.json").write_text(json.dumps(bad))
-    config = (tmp_path / "config.yaml").read_text().replace("[edge.json]", "[edge.json, bad.json]")
-    (tmp_path / "config.yaml").write_text(config.replace("[0.5, 1.0]", "[0.5]"))
+    config = (tmp_path / "config" / "config.yaml").read_text().replace("[edge.json]", "[edge.json, bad.json]")
+    (tmp_path / "config" / "config.yaml").write_text(config.replace("[0.5, 1.0]", "[0.5]"))
     out, _ = snakemake(tmp_path, "slurm-cpu", "--keep-going", ok=False)
     assert "Error in rule diffuse" in out and job_counts(out).get("diffuse") == 1, out[-3000:]
     write_video(tmp_path / "short_edge.mp4", frames, 8.0)  # fixed

@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
 
 from cosmos_t2.errors import CosmosError
+from cosmos_t2.workflow.keys import FileHasher, stable_hash
 from cosmos_t2.workflow.manifest import manifest
 from cosmos_t2.workflow.sweep import (
-    FileHasher,
     format_set_args,
     grid_points,
+    name_constraint,
     plan_sweep,
     point_overrides,
-    stable_hash,
 )
 
 
@@ -165,6 +166,19 @@ def test_bad_configs_are_one_clear_error(tmp_path: Path) -> None:
     )
     with pytest.raises(CosmosError, match="video_path"):
         plan_sweep({"specs": ["ex/bad.json"]}, tmp_path)
+
+
+def test_name_constraint_matches_exactly_the_names_and_braces_are_refused(tmp_path: Path) -> None:
+    names = ["a", "a_1", "a_1_edge", "run.v2", "x-y", "}{", "a{b c}", "50% (v2)"]
+    pattern = re.compile(f"(?:{name_constraint(names)})$")
+    assert all(pattern.match(n) for n in names)
+    assert not any(pattern.match(n) for n in ("a_2", "runxv2", "a_1_", "b", "{"))
+    write_example(tmp_path / "ex")
+    (tmp_path / "ex" / "take.json").write_text(
+        json.dumps({"name": "take{2}", "prompt": "p", "video_path": "input.mp4", "edge": {}})
+    )
+    with pytest.raises(CosmosError, match=r"key 'name': 'take\{2\}' holds a \{word\}"):
+        plan_sweep({"specs": ["ex/take.json"]}, tmp_path)
 
 
 def test_file_hasher_remembers_digests_until_the_file_changes(tmp_path: Path) -> None:

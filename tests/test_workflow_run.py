@@ -1,6 +1,7 @@
-"""Acceptance: the default sweep (config.yaml, profile local: CPU, tiny model) really runs, writes the
-report, redoes only what a deleted diffusion output needs, and plans only the affected jobs after a weight
-changes. Runs in a copy of the example so the repository's own results/ stays untouched.
+"""Acceptance: the default sweep (config/config.yaml, profile local: CPU, tiny model) really runs, writes the
+report (and Snakemake's report.zip), redoes only what a deleted diffusion output needs, and plans only the
+affected jobs after a weight changes. Runs in a copy of the example so the repository's own results/ stays
+untouched.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import re
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -35,7 +37,7 @@ def snakemake(folder: Path, *args: str) -> str:
     cmd = [
         str(SNAKEMAKE),
         "-s",
-        str(REPO / "Snakefile"),
+        str(REPO / "workflow" / "Snakefile"),
         "--profile",
         str(REPO / "profiles" / "local"),
         *args,
@@ -52,7 +54,7 @@ def job_counts(output: str) -> dict[str, int]:
 
 def test_default_sweep_runs_reports_and_reruns_only_what_changed(tmp_path: Path) -> None:
     shutil.copytree(REPO / "examples" / "robot", tmp_path / "examples" / "robot")
-    shutil.copy(REPO / "config.yaml", tmp_path / "config.yaml")
+    shutil.copytree(REPO / "config", tmp_path / "config")
 
     out = snakemake(tmp_path)
     counts = job_counts(out)
@@ -78,9 +80,17 @@ def test_default_sweep_runs_reports_and_reruns_only_what_changed(tmp_path: Path)
     sidecar = json.loads((run_dir / first["paths"]["diffuse_sidecar"]).read_text())
     assert "snakemake" in sidecar["versions"] and sidecar["provenance"]["command"][1] == "infer"
 
-    # Snakemake's own report, with the captions
-    snakemake(tmp_path, "--report", str(tmp_path / "snakemake-report.html"))
-    assert "cosmos-t2 HTML report" in (tmp_path / "snakemake-report.html").read_text()
+    # Snakemake's own report as the catalog asks for it (`--report report.zip`): every video and the
+    # cosmos-t2 HTML report inside, with their captions
+    snakemake(tmp_path, "--report", "report.zip")
+    with zipfile.ZipFile(tmp_path / "report.zip") as archive:
+        names = archive.namelist()
+        index = archive.read("report/report.html").decode()
+    videos = {Path(n).name for n in names if n.endswith(".mp4")}
+    assert videos == {Path(j["paths"]["video"]).name for j in manifest["jobs"]}, names
+    assert len([n for n in names if n.endswith(".mp4")]) == 4, names
+    assert any(n.startswith("report/data/raw/") and n.endswith("/report.html") for n in names), names
+    assert "cosmos-t2 HTML report" in index and "Output video of sample" in index
 
     # a deleted diffusion output: that job, its video and the report
     victim = manifest["jobs"][0]
@@ -96,7 +106,7 @@ def test_default_sweep_runs_reports_and_reruns_only_what_changed(tmp_path: Path)
     # it runs its own 4 jobs and none of the shared stages or of the first sweep's; then the first sweep has
     # nothing to do (a shared stage's spec follows its content key, not the sample that wrote it).
     more = tmp_path / "more.yaml"
-    more.write_text((tmp_path / "config.yaml").read_text().replace(
+    more.write_text((tmp_path / "config" / "config.yaml").read_text().replace(
         "  - examples/robot/vis.json\n", "  - examples/robot/vis.json\n  - examples/robot/batch.jsonl\n"
     ))  # fmt: skip
     counts = job_counts(snakemake(tmp_path, "--configfile", str(more)))
@@ -107,9 +117,9 @@ def test_default_sweep_runs_reports_and_reruns_only_what_changed(tmp_path: Path)
     assert set(job_counts(snakemake(tmp_path, "--dry-run"))) <= {"manifest", "report", "all"}
 
     # one weight changed: only the two jobs with that weight (and their job specs)
-    config = (tmp_path / "config.yaml").read_text()
+    config = (tmp_path / "config" / "config.yaml").read_text()
     assert "control_weight: [0.5, 1.0]" in config
-    (tmp_path / "config.yaml").write_text(
+    (tmp_path / "config" / "config.yaml").write_text(
         config.replace("control_weight: [0.5, 1.0]", "control_weight: [0.5, 0.8]")
     )
     counts = job_counts(snakemake(tmp_path, "--dry-run"))
@@ -135,8 +145,9 @@ def test_a_sweep_through_the_server_writes_the_same_latents_and_stops_it(tmp_pat
         for serve in ("True", "False"):
             folder = tmp_path / serve
             shutil.copytree(REPO / "examples" / "robot", folder / "examples" / "robot")
-            (folder / "config.yaml").write_text(config)
-            cmd = [str(SNAKEMAKE), "-s", str(REPO / "Snakefile"), "--profile", str(REPO / "profiles" / "local"),
+            (folder / "config").mkdir()
+            (folder / "config" / "config.yaml").write_text(config)
+            cmd = [str(SNAKEMAKE), "-s", str(REPO / "workflow" / "Snakefile"), "--profile", str(REPO / "profiles" / "local"),
                    "--config", f"serve={serve}", "--until", "diffuse"]  # fmt: skip
             proc = subprocess.run(cmd, cwd=folder, env=env, capture_output=True, text=True, timeout=900)
             out = proc.stdout + proc.stderr
@@ -163,3 +174,36 @@ def test_a_sweep_through_the_server_writes_the_same_latents_and_stops_it(tmp_pat
         for pid_file in serve_dir.glob("*.pid"):
             os.kill(int(pid_file.read_text()), 15)
         shutil.rmtree(serve_dir, ignore_errors=True)
+
+
+AWKWARD_NAMES = ["run.v2", "a", "a_1", "a_1_edge", "x-y", "with space", "it's"]
+
+
+def test_awkward_sample_names_each_get_their_video(tmp_path: Path) -> None:
+    """Names with dots, dashes, digits, spaces and quotes, and names that are prefixes of one another: the
+    {name} wildcard is exactly the sweep's names, so every sample runs through every rule to its own mp4."""
+    import numpy as np
+
+    from cosmos_t2.video import write_video
+
+    frames = np.random.RandomState(0).randint(0, 255, (5, 64, 96, 3)).astype(np.uint8)
+    write_video(tmp_path / "input.mp4", frames, 8.0)
+    base = {"prompt": "a robot arm", "video_path": "input.mp4", "num_video_frames_per_chunk": 5, "edge": {}}
+    lines = [json.dumps(base | {"name": name}) for name in AWKWARD_NAMES]
+    (tmp_path / "names.jsonl").write_text("\n".join(lines) + "\n")
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "config.yaml").write_text(
+        "specs: [names.jsonl]\ngrid: {num_steps: [1]}\ntiny: true\n"
+    )
+
+    counts = job_counts(snakemake(tmp_path))
+    assert counts["diffuse"] == counts["encode"] == len(AWKWARD_NAMES) and counts["controls"] == 1
+    run_dir = tmp_path / "results" / "cpu-local"
+    jobs = json.loads((run_dir / "manifest.json").read_text())["jobs"]
+    assert sorted(j["name"] for j in jobs) == sorted(AWKWARD_NAMES)
+    for job in jobs:
+        video = run_dir / job["paths"]["video"]
+        assert video.name == f"{job['name']}.mp4" and video.stat().st_size > 0, job["name"]
+    html = (tmp_path / "results" / "report.html").read_text()
+    assert html.count('src="data:video/mp4;base64,') == len(AWKWARD_NAMES)
+    assert "Nothing to be done" in snakemake(tmp_path, "--dry-run")

@@ -15,6 +15,10 @@ from typing import Any
 
 from cosmos_t2.errors import CosmosError
 
+# The sweep read when no --configfile is given, relative to the working directory (the Snakemake
+# workflow catalog's place for it).
+DEFAULT_CONFIG = "config/config.yaml"
+
 
 def config_error(config: Mapping[str, Any], schema: Mapping[str, Any]) -> tuple[str, str] | None:
     """(key, reason) of the violation jsonschema ranks most relevant, or None when `config` passes."""
@@ -48,7 +52,7 @@ def validate_config(
     found = config_error(config, schema)
     if found is not None:
         key, reason = found
-        where = ", ".join(map(str, config_files)) or "config.yaml"
+        where = ", ".join(map(str, config_files)) or DEFAULT_CONFIG
         raise CosmosError(f"{reason} (schema: {schema_file})", file=f"sweep config {where}", key=key)
     validate(config, str(schema_file))
 

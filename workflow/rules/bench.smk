@@ -4,15 +4,15 @@
 rule bench:
     output:
         json=run_path("bench"),
-    params:
-        args=bench_args,
     log:
         f"{RUN}/logs/bench/{{preset}}.log",
     benchmark:
         f"{RUN}/benchmarks/bench/{{preset}}.tsv"
-    resources:
-        **needs("bench"),
     conda:
         "../envs/cosmos-t2.yaml"
+    resources:
+        **needs("bench"),
+    params:
+        args=bench_args,
     shell:
         "cosmos-t2 bench --preset {wildcards.preset} {params.args:q} --json-out {output.json:q} > {log:q} 2>&1"

@@ -1,4 +1,4 @@
-# Input functions and the sweep plan. Keys and paths come from cosmos_t2.workflow.sweep, so the
+# Input functions and the sweep plan. Keys and paths come from cosmos_t2.workflow (keys, sweep), so the
 # rules below only wire files; see that module for what each stage's key depends on.
 import os
 import shlex
@@ -10,10 +10,13 @@ from snakemake.exceptions import WorkflowError
 
 from cosmos_t2.errors import CosmosError
 from cosmos_t2.workflow.manifest import PATHS, job_paths, manifest
-from cosmos_t2.workflow.sweep import FileHasher, plan_sweep
+from cosmos_t2.workflow.keys import FileHasher
+from cosmos_t2.workflow.sweep import name_constraint, plan_sweep
 
 if not config["tiny"] and not config["model_dir"]:
-    raise WorkflowError("tiny is false: set model_dir (the Cosmos-Transfer2.5-2B folder), e.g. --config tiny=False model_dir=...")
+    raise WorkflowError(
+        "tiny is false: set model_dir (the Cosmos-Transfer2.5-2B folder), e.g. --config tiny=False model_dir=..."
+    )
 
 RESULTS = config["results"]
 RUN = f"{RESULTS}/{config['hardware_label']}"
@@ -73,7 +76,9 @@ def infer_args(wildcards, input, resources):
     if "masks" in input.keys():
         args += ["--masks-dir", input.masks]
     # One kernel cache for every diffuse job: only the sweep's first GPU process pays for compilation.
-    args += ["--compile-cache", config["compile_cache"]] if config["compile_cache"] else ["--no-compile-cache"]
+    args += (
+        ["--compile-cache", config["compile_cache"]] if config["compile_cache"] else ["--no-compile-cache"]
+    )
     args += ["--offload", config["offload"]]  # exact layouts: not part of the content key
     if config["deterministic"] != "auto":  # the same bits in every process on CUDA (CPU: always)
         args += ["--deterministic" if config["deterministic"] else "--no-deterministic"]
@@ -129,7 +134,9 @@ def model_args(dir_key):
     """--tiny, or the model folder the stage reads (the text encoder defaults to model_dir/text_encoder)."""
     if config["tiny"]:
         return ["--tiny"]
-    folder = config[dir_key] or (f"{config['model_dir']}/text_encoder" if dir_key == "text_encoder_dir" else "")
+    folder = config[dir_key] or (
+        f"{config['model_dir']}/text_encoder" if dir_key == "text_encoder_dir" else ""
+    )
     return [f"--{dir_key.replace('_', '-')}", folder]
 
 
@@ -169,11 +176,11 @@ def needs(stage):
     return resources | (TINY_NEEDS if config["tiny"] and stage != "bench" else {})
 
 
-
 def slurm_preflight():
     """Before anything is submitted to SLURM: refuse, in one line, a job whose request (its rule's needs with
     the profile's and the command line's resources) no node of its partition can meet; it would pend
-    forever. Not on the nodes' own job steps, not for local rules, not on a dry run (onstart runs for none)."""
+    forever. Not on the nodes' own job steps, not for local rules, not on a dry run (onstart runs for none).
+    """
     plugin = workflow.executor_plugin
     if workflow.remote_exec or plugin is None or plugin.name != "slurm":
         return
@@ -206,7 +213,14 @@ def sweep_manifest():
 
 
 def bench_args(wildcards, resources):
-    args = ["--device", config["device"], "--steps", str(config["bench_steps"]), "--controls", config["bench_controls"]]
+    args = [
+        "--device",
+        config["device"],
+        "--steps",
+        str(config["bench_steps"]),
+        "--controls",
+        config["bench_controls"],
+    ]
     if resources.gpu > 1:
         args += ["--cp", str(resources.gpu)]
     if config["bench_compare"]:

@@ -8,17 +8,17 @@ rule controls:
         video=decoded_input,
     output:
         folder=directory(run_path("controls")),
-    params:
-        device=config["device"],
-        models=aux_model_args("depth_model_dir", "seg_model_dir", "grounding_model_dir"),
     log:
         f"{RUN}/logs/controls/{{key}}.log",
     benchmark:
         f"{RUN}/benchmarks/controls/{{key}}.tsv"
-    resources:
-        **needs("controls"),
     conda:
         "../envs/cosmos-t2.yaml"
+    resources:
+        **needs("controls"),
+    params:
+        device=config["device"],
+        models=aux_model_args("depth_model_dir", "seg_model_dir", "grounding_model_dir"),
     shell:
         "cosmos-t2 controls {input.spec:q} -o {output.folder:q} --input {input.video:q}"
         " --device {params.device} {params.models:q} > {log:q} 2>&1"

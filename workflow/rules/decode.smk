@@ -7,16 +7,16 @@ rule decode:
     output:
         mkv=run_path("decoded"),
         info=f"{RUN}/decode/{{key}}/input.json",
-    params:
-        outdir=lambda wildcards, output: os.path.dirname(output.mkv),
-        model=aux_model_args(),
     log:
         f"{RUN}/logs/decode/{{key}}.log",
     benchmark:
         f"{RUN}/benchmarks/decode/{{key}}.tsv"
-    resources:
-        **needs("decode"),
     conda:
         "../envs/cosmos-t2.yaml"
+    resources:
+        **needs("decode"),
+    params:
+        outdir=lambda wildcards, output: os.path.dirname(output.mkv),
+        model=aux_model_args(),
     shell:
         "cosmos-t2 decode {input.spec:q} -o {params.outdir:q} {params.model:q} > {log:q} 2>&1"

@@ -8,17 +8,17 @@ rule diffuse:
     output:
         latents=run_path("latents"),
         sidecar=run_path("diffuse_sidecar"),
-    params:
-        launcher=launcher,
-        outdir=lambda wildcards, output: os.path.dirname(output.latents),
-        args=infer_args,
     log:
         f"{RUN}/logs/diffuse/{{job}}/{{name}}.log",
     benchmark:
         f"{RUN}/benchmarks/diffuse/{{job}}/{{name}}.tsv"
-    resources:
-        **needs("diffuse"),
     conda:
         "../envs/cosmos-t2.yaml"
+    resources:
+        **needs("diffuse"),
+    params:
+        launcher=launcher,
+        outdir=lambda wildcards, output: os.path.dirname(output.latents),
+        args=infer_args,
     shell:
         "{params.launcher} infer {input.spec:q} -o {params.outdir:q} {params.args:q} > {log:q} 2>&1"

@@ -14,17 +14,17 @@ rule encode:
         ),
         # declared so that an mp4 without it (a render cut off between the two renames) is redone
         sidecar=run_path("video_sidecar"),
-    params:
-        model=model_args("model_dir"),
-        device=config["device"],
     log:
         f"{RUN}/logs/encode/{{job}}/{{name}}.log",
     benchmark:
         f"{RUN}/benchmarks/encode/{{job}}/{{name}}.tsv"
-    resources:
-        **needs("encode"),
     conda:
         "../envs/cosmos-t2.yaml"
+    resources:
+        **needs("encode"),
+    params:
+        model=model_args("model_dir"),
+        device=config["device"],
     shell:
         "cosmos-t2 render {input.latents:q} -o {output.video:q} {params.model:q} --device {params.device}"
         " > {log:q} 2>&1"

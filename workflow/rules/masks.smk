@@ -7,17 +7,17 @@ rule masks:
         video=decoded_input,
     output:
         folder=directory(run_path("masks")),
-    params:
-        device=config["device"],
-        models=aux_model_args("seg_model_dir", "grounding_model_dir"),
     log:
         f"{RUN}/logs/masks/{{key}}.log",
     benchmark:
         f"{RUN}/benchmarks/masks/{{key}}.tsv"
-    resources:
-        **needs("masks"),
     conda:
         "../envs/cosmos-t2.yaml"
+    resources:
+        **needs("masks"),
+    params:
+        device=config["device"],
+        models=aux_model_args("seg_model_dir", "grounding_model_dir"),
     shell:
         "cosmos-t2 masks {input.spec:q} -o {output.folder:q} --input {input.video:q}"
         " --device {params.device} {params.models:q} > {log:q} 2>&1"

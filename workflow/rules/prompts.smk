@@ -7,17 +7,17 @@ rule prompt:
         spec=stage_spec("prompt"),
     output:
         embeddings=run_path("prompt"),
-    params:
-        model=model_args("text_encoder_dir"),
-        device=config["device"],
     log:
         f"{RUN}/logs/prompt/{{key}}.log",
     benchmark:
         f"{RUN}/benchmarks/prompt/{{key}}.tsv"
-    resources:
-        **needs("prompt"),
     conda:
         "../envs/cosmos-t2.yaml"
+    resources:
+        **needs("prompt"),
+    params:
+        model=model_args("text_encoder_dir"),
+        device=config["device"],
     shell:
         "cosmos-t2 encode-prompt {input.spec:q} -o {output.embeddings:q} {params.model:q}"
         " --device {params.device} > {log:q} 2>&1"

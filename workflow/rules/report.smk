@@ -5,13 +5,13 @@
 rule manifest:
     output:
         json=run_path("manifest"),
-    params:
-        jobs=sorted(SWEEP.jobs),
-        bench=BENCH,
     log:
         f"{RUN}/logs/manifest.log",
     benchmark:
         f"{RUN}/benchmarks/manifest/manifest.tsv"
+    params:
+        jobs=sorted(SWEEP.jobs),
+        bench=BENCH,
     run:
         from cosmos_t2.workflow.manifest import write_manifest
 
@@ -26,14 +26,14 @@ rule report:
         bench=all_bench(),
     output:
         html=report(REPORT, caption="../report/report.rst", category="Report"),
-    params:
-        results=lambda wildcards: RESULTS,
-        metrics=dir_args("depth_model_dir") + ["--device", config["device"]],
     log:
         f"{RUN}/logs/report.log",
     benchmark:
         f"{RUN}/benchmarks/report/report.tsv"
     conda:
         "../envs/cosmos-t2.yaml"
+    params:
+        results=lambda wildcards: RESULTS,
+        metrics=dir_args("depth_model_dir") + ["--device", config["device"]],
     shell:
         "cosmos-t2 report {params.results:q} -o {output.html:q} --sweep {input.manifest:q} {params.metrics:q} > {log:q} 2>&1"
