@@ -14,7 +14,6 @@ import json
 import shutil
 import signal
 import subprocess
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ import numpy as np
 import pytest
 import torch
 from _cli import run_cli, without_progress
+from _snakemake import snakemake_command
 from safetensors import safe_open
 from safetensors.torch import save, save_file
 
@@ -840,7 +840,6 @@ def test_each_recovery_points_at_a_test(pointer: str) -> None:
 
 # --- workflow: bad sweep configs stop `snakemake` when the DAG is built -----------------------------------
 
-SNAKEMAKE = Path(sys.executable).with_name("snakemake")
 REPO = Path(__file__).resolve().parents[1]
 WORKFLOW_FAULTS: list[tuple[str, dict[str, Any], str, str]] = [
     # id, spec changes, config lines, what the one line names
@@ -864,7 +863,7 @@ def test_bad_sweep_stops_the_dag_with_one_line(
     if config:
         lines = [ln for ln in lines if not ln.startswith(config.split(":")[0] + ":")] + [config]
     (tmp_path / "config.yaml").write_text("\n".join(lines) + "\n")
-    cmd = [str(SNAKEMAKE), "-s", str(REPO / "workflow" / "Snakefile"), "--cores", "1", "--dry-run", "--quiet"]
+    cmd = [*snakemake_command(profile=None), "--cores", "1", "--dry-run", "--quiet"]
     cmd += ["--configfile", "config.yaml"]  # this sweep, not the default config/config.yaml
     proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     text = proc.stdout + proc.stderr

@@ -17,19 +17,18 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from _snakemake import snakemake_command
 
 from cosmos_t2.video import write_video
 from cosmos_t2.workflow.hardware import resolve_hardware
 from cosmos_t2.workflow.slurm import Node, parse_gres, parse_sinfo, unmet
 
 REPO = Path(__file__).resolve().parents[1]
-SNAKEMAKE = Path(sys.executable).with_name("snakemake")
 
 
 def cluster_missing() -> str | None:
@@ -72,14 +71,7 @@ def small_sweep(folder: Path) -> None:
 
 
 def command(profile: str, *args: str) -> list[str]:
-    return [
-        str(SNAKEMAKE),
-        "-s",
-        str(REPO / "workflow" / "Snakefile"),
-        "--profile",
-        str(REPO / "profiles" / profile),
-        *args,
-    ]
+    return snakemake_command(*args, profile=profile)
 
 
 def snakemake(folder: Path, profile: str, *args: str, ok: bool = True) -> tuple[str, float]:

@@ -17,9 +17,9 @@ import time
 from pathlib import Path
 
 import pytest
+from _snakemake import snakemake_command
 
 REPO = Path(__file__).resolve().parents[1]
-SNAKEMAKE = Path(sys.executable).with_name("snakemake")
 
 # Writes what each command's contract says it writes and logs the call, in a few milliseconds, so
 # these tests exercise Snakemake's scheduling, caching and resume rather than the model.
@@ -80,7 +80,7 @@ def write_sweep(folder: Path, weights: tuple[float, ...] = (0.5, 1.0)) -> None:
 
 
 def snakemake(folder: Path, *args: str, env: dict[str, str] | None = None) -> str:
-    cmd = [str(SNAKEMAKE), "-s", str(REPO / "workflow" / "Snakefile"), "--configfile", "sweep.yaml", *args]
+    cmd = [*snakemake_command(profile=None), "--configfile", "sweep.yaml", *args]
     proc = subprocess.run(cmd, cwd=folder, capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc.stdout + proc.stderr
@@ -183,9 +183,7 @@ def run_until_killed(folder: Path, env: dict[str, str], at_infer: int) -> None:
     """Run the sweep on one core and SIGKILL Snakemake and its jobs while diffusion job `at_infer` runs."""
     env = {**env, "FAKE_HANG_AT_INFER": str(at_infer)}
     cmd = [
-        str(SNAKEMAKE),
-        "-s",
-        str(REPO / "workflow" / "Snakefile"),
+        *snakemake_command(profile=None),
         "--configfile",
         "sweep.yaml",
         "--cores",
@@ -260,9 +258,7 @@ def test_bundled_examples_and_a_mask_prompt_dry_run(tmp_path: Path) -> None:
 
 def test_bad_configs_stop_before_any_job(sweep_dir: Path) -> None:
     base = [
-        str(SNAKEMAKE),
-        "-s",
-        str(REPO / "workflow" / "Snakefile"),
+        *snakemake_command(profile=None),
         "--configfile",
         "sweep.yaml",
         "--dry-run",
@@ -290,11 +286,7 @@ def test_a_config_file_replaces_the_default_config(sweep_dir: Path) -> None:
     default.write_text(default.read_text().replace("examples/robot/", "ex/"))
     (sweep_dir / "one.yaml").write_text("specs: [ex/edge.json]\n")
     base = [
-        str(SNAKEMAKE),
-        "-s",
-        str(REPO / "workflow" / "Snakefile"),
-        "--profile",
-        str(REPO / "profiles" / "local"),
+        *snakemake_command(),
     ]
 
     def counts(*args: str) -> dict[str, int]:

@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
+from _snakemake import snakemake_command
 
 from cosmos_t2.video import write_video
 
 REPO = Path(__file__).resolve().parents[1]
-SNAKEMAKE = Path(sys.executable).with_name("snakemake")
 
 
 def test_keep_going_finishes_the_others_and_the_report_lists_the_failure(tmp_path: Path) -> None:
@@ -32,13 +31,7 @@ def test_keep_going_finishes_the_others_and_the_report_lists_the_failure(tmp_pat
     (tmp_path / "config" / "config.yaml").write_text(
         "specs: [good.json, bad.json]\ngrid: {num_steps: [1]}\ntiny: true\ndevice: cpu\nresults: results\n"
     )
-    cmd = [
-        str(SNAKEMAKE),
-        "-s",
-        str(REPO / "workflow" / "Snakefile"),
-        "--profile",
-        str(REPO / "profiles" / "local"),
-    ]
+    cmd = snakemake_command()
     proc = subprocess.run([*cmd, "--keep-going"], cwd=tmp_path, capture_output=True, text=True, timeout=900)
     output = proc.stdout + proc.stderr
     assert proc.returncode != 0, output[-3000:]  # the sweep did fail: Snakemake says so

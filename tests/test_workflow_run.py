@@ -10,14 +10,13 @@ import json
 import re
 import shutil
 import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
 import pytest
+from _snakemake import snakemake_command
 
 REPO = Path(__file__).resolve().parents[1]
-SNAKEMAKE = Path(sys.executable).with_name("snakemake")
 NEEDED = {"validate", "decode", "controls", "encode-prompt", "infer", "render", "report"}
 
 
@@ -35,11 +34,7 @@ pytestmark = pytest.mark.skipif(
 
 def snakemake(folder: Path, *args: str) -> str:
     cmd = [
-        str(SNAKEMAKE),
-        "-s",
-        str(REPO / "workflow" / "Snakefile"),
-        "--profile",
-        str(REPO / "profiles" / "local"),
+        *snakemake_command(),
         *args,
     ]
     proc = subprocess.run(cmd, cwd=folder, capture_output=True, text=True, timeout=900)
@@ -147,7 +142,7 @@ def test_a_sweep_through_the_server_writes_the_same_latents_and_stops_it(tmp_pat
             shutil.copytree(REPO / "examples" / "robot", folder / "examples" / "robot")
             (folder / "config").mkdir()
             (folder / "config" / "config.yaml").write_text(config)
-            cmd = [str(SNAKEMAKE), "-s", str(REPO / "workflow" / "Snakefile"), "--profile", str(REPO / "profiles" / "local"),
+            cmd = [*snakemake_command(),
                    "--config", f"serve={serve}", "--until", "diffuse"]  # fmt: skip
             proc = subprocess.run(cmd, cwd=folder, env=env, capture_output=True, text=True, timeout=900)
             out = proc.stdout + proc.stderr

@@ -3,13 +3,14 @@
 On CUDA `infer` runs what `cosmos-t2 bench --compile` measures, so the speed the project reports is the speed a
 job gets: every DiT block compiled (`model.compile.compile_blocks`, the default mode: max-autotune measured no
 faster, docs/benchmarks.md), the `auto` attention kernel (FlashAttention-4 where installed on Hopper, else
-cuDNN), inference mode (no autograd bookkeeping), cuDNN autotuning of the VAE's convolutions, and the CFG pair
+cuDNN), inference mode (no autograd bookkeeping), cuDNN autotuning of the VAE's convolutions (`--no-deterministic`
+only), and the CFG pair
 batched with its shared first-block work (`cfg_halves`, always on in `job.run`). Each is exact: the same
 math, summed in another order at most. Around the steps: the job's inputs (decode, controls, masks) are read
 on a thread while the text encoder and the models load (`Background`). On CPU nothing changes unless asked
 (`--compile`), so CPU runs keep their byte-identical outputs and their checks-before-models order.
 
-Deterministic mode (`--deterministic`, always on for CPU): deterministic algorithms, no cuDNN autotuning
+Deterministic mode (the CUDA default, `DETERMINISTIC_DEFAULT`; always on for CPU): deterministic algorithms, no cuDNN autotuning
 (cuDNN's own deterministic choice instead), inductor without on-device benchmarking of numerics-changing
 choices, cuBLAS on a fixed workspace; the attention kernel is what `auto` resolves to for the installed
 software (FA4 or cuDNN, both deterministic in the forward pass), recorded. Two processes on the same GPU kind
