@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from cosmos_t2.service.serve import SERVE_DIR_ENV
+from cosmos_t2.service.address import SERVE_DIR_ENV
 
 
 @contextmanager

@@ -25,16 +25,9 @@ import pytest
 from _serve_env import private_serve_env
 
 from cosmos_t2.errors import CosmosError
-from cosmos_t2.service.serve import (
-    SERVE_DIR_ENV,
-    Address,
-    authkey,
-    connect_or_start,
-    locked,
-    request,
-    serve,
-    server_key,
-)
+from cosmos_t2.service.address import SERVE_DIR_ENV, Address, authkey, locked, server_key
+from cosmos_t2.service.client import connect_or_start, request
+from cosmos_t2.service.serve import serve
 from cosmos_t2.video import write_video
 
 FAST = ["--tiny", "--device", "cpu", "--quiet", "--latents-only",
@@ -101,6 +94,26 @@ def test_two_clients_share_one_network_and_write_what_plain_infer_writes(
     state = status(serve_env, jobs)
     assert state["running"] and state["jobs"] == {"done": 2, "failed": 0}
     assert state["builds"]["net"] == 1 and state["builds"]["vae"] == 1  # built once for both jobs
+
+
+def test_a_served_job_writes_where_its_client_meant_and_records_the_clients_command(
+    jobs: Path, serve_env: dict[str, str]
+) -> None:
+    """The server runs in its own folder and never changes it: every path (the spec, -o, a --set path) is
+    the client's, resolved in the client's folder, and shown as the client wrote it."""
+    client_dir = jobs / "client"
+    client_dir.mkdir(exist_ok=True)
+    args = ["infer", "../a.json", "-o", "out", *FAST, "--set", "video_path=../input.mkv", "--server"]
+    served = cli(args, serve_env, client_dir)
+    assert served.returncode == 0, served.stderr
+    assert served.stdout.split() == ["out/a.latents.safetensors", "out/a.json"]
+    assert "done a: out/a.latents.safetensors" in served.stderr
+    assert (client_dir / "out" / "a.latents.safetensors").is_file()
+    server_dir = Path(serve_env[SERVE_DIR_ENV])  # the server's working folder (`client.start_server`)
+    assert not (server_dir / "out").exists()
+    record = json.loads((client_dir / "out" / "a.json").read_text())
+    assert record["provenance"]["command"][1:] == args  # the client's argv, not the server's
+    assert record["spec"]["video_path"] == str(jobs / "input.mkv")
 
 
 def test_a_failing_job_is_the_clients_error_and_the_server_serves_on(

@@ -34,7 +34,7 @@ import numpy as np
 import pytest
 from _serve_env import private_serve_env
 
-from cosmos_t2.service.serve import SERVE_DIR_ENV
+from cosmos_t2.service.address import SERVE_DIR_ENV
 from cosmos_t2.video import write_video
 
 CLIENTS = 8

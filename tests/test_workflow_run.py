@@ -128,7 +128,7 @@ def test_a_sweep_through_the_server_writes_the_same_latents_and_stops_it(tmp_pat
     import os
     import tempfile
 
-    from cosmos_t2.service.serve import SERVE_DIR_ENV
+    from cosmos_t2.service.address import SERVE_DIR_ENV
 
     config = (
         "specs: [examples/robot/edge.json]\ngrid: {control_weight: [0.5, 1.0], num_steps: [2]}\ntiny: true\n"

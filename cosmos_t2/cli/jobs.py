@@ -19,7 +19,7 @@ from cosmos_t2.cli.app import (
     not_negative,
     positive,
 )
-from cosmos_t2.cli.infer_job import InferArgs, run_infer
+from cosmos_t2.cli.infer_job import infer_here
 from cosmos_t2.cli.serve import DEFAULT_IDLE_S, infer_on_server
 from cosmos_t2.destination import check_destination, check_output_file
 from cosmos_t2.distributed.launch import first_rank, under_torchrun
@@ -246,13 +246,18 @@ def infer(
     """Run jobs: spec -> controls, masks, embeddings -> diffusion -> <name>.mp4 + <name>.json each.
 
     Several jobs run in one process, models built and compiled once; a failing job does not stop the others."""
+    from cosmos_t2.job.options import RunSettings
+    from cosmos_t2.service.infer import InferArgs
+
+    run = RunSettings(
+        device=device, compile=compile, compile_mode=compile_mode, attn_backend=attn_backend,
+        compile_cache=compile_cache, use_compile_cache=not no_compile_cache, deterministic=deterministic,
+        offload=offload, memory_cap_gib=memory_cap,
+    )  # fmt: skip
     args = InferArgs(
-        jobs=jobs, out_dir=out_dir, tiny=tiny, model_dir=model_dir, device=device, gpus=gpus,
+        jobs=jobs, out_dir=out_dir, run=run, tiny=tiny, model_dir=model_dir, gpus=gpus,
         controls_dir=controls_dir, masks_dir=masks_dir, prompt_embeddings=prompt_embeddings,
-        latents_only=latents_only, set_=set_ or [], name=name, quiet=quiet, guardrails=guardrails,
-        compile=compile, compile_mode=compile_mode, attn_backend=attn_backend, compile_cache=compile_cache,
-        no_compile_cache=no_compile_cache, force=force, offload=offload, memory_cap=memory_cap,
-        deterministic=deterministic,
+        latents_only=latents_only, set_=set_ or [], name=name, quiet=quiet, guardrails=guardrails, force=force,
     )  # fmt: skip
     if server:
         if gpus == 1 and not under_torchrun():
@@ -263,7 +268,7 @@ def infer(
 
     if maybe_relaunch_under_torchrun(gpus, default_device(device), sys.argv[1:]):
         return
-    run_infer(args)
+    infer_here(args)
 
 
 @app.command()

@@ -1,107 +1,92 @@
 """`cosmos-t2 serve`: the per-GPU server behind `infer --server`, and the client side of `infer --server`.
 
-The server runs each job through `infer_job.run_infer`, the function `infer` runs, with one `ModelPool` for
-its whole life: the network is built and compiled once for every job that shares a model set. The job's
-stdout and stderr (its progress lines, its output paths, its error line) go back to the client, which
-prints them and exits with the job's code, so a Snakemake log reads as if `infer` had run there.
+The server's side of a job is `service.request.InferService`. The client resolves every path of the job
+in its own folder before it sends it (the server never changes folder) and sends its command line for the
+sidecar; the job's events come back and are printed by `infer`'s printer, with the paths shown as the
+user wrote them (`AsGiven`), so a Snakemake log reads as if `infer` had run there.
 """
 
 from __future__ import annotations
 
-import contextlib
-import gc
+import dataclasses
 import json
-import os
+import re
 import signal
 import sys
 import time
-import traceback
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from cosmos_t2.cli.app import _state, app, positive, print_error, replay_warnings
-from cosmos_t2.cli.infer_job import InferArgs, run_infer
-from cosmos_t2.errors import CosmosError, error_line
-from cosmos_t2.service.serve import Address, Emit, LineWriter, request, server_address, submit
+from cosmos_t2.cli.app import _state, app, positive
+from cosmos_t2.cli.infer_job import print_event
+from cosmos_t2.job.progress import JobEvent
+from cosmos_t2.service.address import Address, server_address
+from cosmos_t2.service.client import request, submit
 from cosmos_t2.service.serve import serve as serve_requests
+
+if TYPE_CHECKING:
+    from cosmos_t2.service.infer import InferArgs
+    from cosmos_t2.service.request import InferService
 
 DEFAULT_IDLE_S = 600.0
 
 
-@dataclass
-class InferRequest:
-    """A job as `infer` parsed it, and where it was asked for (its paths are relative to `cwd`)."""
+@dataclass(frozen=True)
+class AsGiven:
+    """The job's absolute paths shown as the user wrote them: `-o out` prints `out/a.json`, as `infer` does.
 
-    args: InferArgs
-    cwd: str
-    argv: list[str]  # the client's, for the sidecar's provenance (the command that made the file)
-    debug: bool = False
+    `pairs`: (absolute, as given) for each relative path of the command line, the longest first."""
+
+    pairs: tuple[tuple[Path, Path], ...]
+    cwd: Path
+
+    @classmethod
+    def of(cls, given: InferArgs, sent: InferArgs, cwd: Path) -> AsGiven:
+        from cosmos_t2.service.infer import PATH_FIELDS
+
+        pairs = {(s, g) for g, s in zip(given.jobs, sent.jobs, strict=True) if not g.is_absolute()}
+        for g, s in [(getattr(given, name), getattr(sent, name)) for name in PATH_FIELDS] + [
+            (given.run.compile_cache, sent.run.compile_cache)
+        ]:
+            if g is not None and not g.is_absolute():
+                pairs.add((s, g))
+        return cls(tuple(sorted(pairs, key=lambda pair: -len(str(pair[0])))), cwd)
+
+    def path(self, text: str) -> str:
+        """An output path as `infer` prints it: under a folder given relative, relative again."""
+        path = Path(text)
+        for absolute, given in self.pairs:
+            if path.is_relative_to(absolute):
+                return str(given / path.relative_to(absolute))
+        return text
+
+    def text(self, text: str) -> str:
+        """A line with each absolute path of the command line shown as given. Not a path that is the
+        client's folder itself (`-o .`): the job's own absolute paths start with it too."""
+        for absolute, given in self.pairs:
+            if absolute != self.cwd:  # a whole name: `/x/out` is not the start of `/x/out2`
+                pattern = re.escape(str(absolute)) + r"(?=/|[^\w.\-]|$)"
+                text = re.sub(pattern, lambda match, given=given: str(given), text)
+        return text
+
+    def event(self, event: JobEvent) -> JobEvent:
+        shown = self.path(event.text) if event.kind == "output" else self.text(event.text)
+        return dataclasses.replace(event, text=shown)
 
 
 def infer_on_server(args: InferArgs, *, idle_timeout: float) -> int:
     """Run `args` on this environment's server (started if none answers); the job's exit code."""
-    payload = InferRequest(args=args, cwd=os.getcwd(), argv=list(sys.argv), debug=_state["debug"])
-    return submit(server_address(), payload, server_args=["--idle-timeout", str(idle_timeout)])
+    from cosmos_t2.service.request import InferRequest
 
-
-class InferService:
-    """The server's side of a job: `run_infer` on the one pool, its output streamed to the client."""
-
-    def __init__(self) -> None:
-        from cosmos_t2.runtime.pool import ModelPool
-
-        self.pool = ModelPool()
-        self.jobs = {"done": 0, "failed": 0}
-        self.started = time.time()
-
-    def status(self) -> dict[str, Any]:
-        return {"pid": os.getpid(), "jobs": dict(self.jobs), "builds": dict(self.pool.builds),
-                "up_s": round(time.time() - self.started, 1)}  # fmt: skip
-
-    def __call__(self, payload: InferRequest, emit: Emit) -> int:
-        out, err = LineWriter(emit, "out"), LineWriter(emit, "err")
-        first = sum(self.jobs.values()) == 0  # later jobs did not pay the interpreter's start
-        # warnings as `main` shows them: after a success, none after a failure
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), warnings.catch_warnings(record=True) as held:  # fmt: skip
-            code, argv = 1, sys.argv  # 1 until it succeeds: a job its client abandoned counts as failed
-            try:
-                os.chdir(payload.cwd)
-                sys.argv = payload.argv  # one job at a time: the process's argv is the job's while it runs
-                run_infer(payload.args, pool=self.pool, first_in_process=first)
-                code = 0
-            except (CosmosError, OSError) as exc:
-                if payload.debug:
-                    traceback.print_exc()
-                print_error(error_line(exc))
-                code = 2
-            except Exception:  # as an uncaught error in `infer`: the traceback and exit code 1
-                traceback.print_exc()
-                code = 1
-            finally:
-                sys.argv = argv
-                self.jobs["done" if code == 0 else "failed"] += 1
-                _release_memory(payload.args)
-            if code == 0:
-                replay_warnings(held)
-            out.flush()
-            err.flush()
-        return code
-
-
-def _release_memory(args: InferArgs) -> None:
-    """Between jobs the server holds its models and nothing else: the allocator's cache goes back."""
-    gc.collect()
-    torch = sys.modules.get("torch")
-    if torch is None or not torch.cuda.is_initialized():
-        return
-    torch.cuda.empty_cache()
-    if args.memory_cap is not None:  # a job's cap must not hold the next one
-        for index in range(torch.cuda.device_count()):
-            torch.cuda.set_per_process_memory_fraction(1.0, index)
+    cwd = Path.cwd()
+    sent = args.resolved(cwd)
+    shown = AsGiven.of(args, sent, cwd)
+    payload = InferRequest(args=sent, argv=list(sys.argv), debug=_state["debug"])
+    return submit(server_address(), payload, server_args=["--idle-timeout", str(idle_timeout)],
+                  on_event=lambda event: print_event(shown.event(event)))  # fmt: skip
 
 
 @app.command()
@@ -134,6 +119,8 @@ def serve(
         return
     # SIGTERM ends the loop through its cleanup (the socket file is removed, the lock released)
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    from cosmos_t2.service.request import InferService
+
     service = InferService()
     serve_requests(address, service, service.status, idle_timeout=idle_timeout, log=_log(service))
 

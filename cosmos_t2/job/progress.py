@@ -7,17 +7,44 @@ no print of its own) and to the sampler's per-step callback. Two ways to show it
 - "lines": one plain line per stage and a step line now and then, for logs (`--quiet`, stderr not a
   terminal, a Snakemake job's log file). Lines look like `[car_edge 12.3s] VAE encode, chunk 1/2`.
 Both end with one summary line: name, output, total seconds, seconds per step and peak memory.
+
+The lines go to the caller as `JobEvent`s through an `EventSink` where one is given (the CLI prints them,
+the server streams them to its client); without one they are printed on the stream.
 """
 
 from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, TextIO
+from typing import Any, Literal, TextIO
 
 MODES = ("auto", "bar", "lines", "off")
+
+EventKind = Literal["progress", "output", "message", "failed", "warning", "error", "traceback"]
+STDOUT_KINDS = frozenset({"output", "message"})  # what a command prints as its result; the rest is its log
+
+
+@dataclass(frozen=True)
+class JobEvent:
+    """One thing a running job (or a run of jobs) tells its caller, as text without markup.
+
+    progress: a stage, step or summary line; output: a file it wrote; message: a batch's note on a job
+    (skipped, redone); failed: a batch job that failed ("name: error"); warning: a formatted Python
+    warning; error: the line of the error that ended the run; traceback: an unexpected error's."""
+
+    kind: EventKind
+    text: str
+
+    @property
+    def stream(self) -> Literal["out", "err"]:
+        return "out" if self.kind in STDOUT_KINDS else "err"
+
+
+EventSink = Callable[[JobEvent], None]
 
 # Timer stage -> what the user is told. Stages not listed are announced by their timer name.
 STAGE_LABELS = {
@@ -66,8 +93,15 @@ def _duration(seconds: float) -> str:
 class JobProgress:
     """A job's progress display; a context manager (the bar lives while the job runs)."""
 
-    def __init__(self, name: str, mode: bool | str = "auto", stream: TextIO | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        mode: bool | str = "auto",
+        stream: TextIO | None = None,
+        events: EventSink | None = None,
+    ) -> None:
         self.stream = stream or sys.stderr
+        self.events = events
         self.mode = progress_mode(mode, self.stream)
         self.name = name
         self.started = time.perf_counter()
@@ -190,9 +224,15 @@ class JobProgress:
                 self._bar.update(self._stage_task, description=f"{self.name}: done", visible=True)
                 self._bar.stop()
                 self._bar = None
-            print(line, file=self.stream, flush=True)
+            self._emit(line)
         return line
 
     def _line(self, text: str) -> None:
         elapsed = time.perf_counter() - self.started
-        print(f"[{self.name} {elapsed:.1f}s] {text}", file=self.stream, flush=True)
+        self._emit(f"[{self.name} {elapsed:.1f}s] {text}")
+
+    def _emit(self, line: str) -> None:
+        if self.events is not None:
+            self.events(JobEvent("progress", line))
+        else:
+            print(line, file=self.stream, flush=True)

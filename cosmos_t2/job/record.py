@@ -103,6 +103,7 @@ def job_record(
     started: float,
     warnings: list[str],
     checkpoint_sha256: dict[str, Any] | None,
+    command: list[str],
 ) -> dict[str, Any]:
     """The sidecar of a job as far as it is known before the outputs are written (see `finish_record`)."""
     return {
@@ -124,7 +125,9 @@ def job_record(
         "sources": inputs.sources,
         "models": files.to_dict(),
         "versions": versions(),
-        "provenance": provenance(checkpoint_sha256),  # commit, command line, host, UTC time, hashes
+        "provenance": provenance(
+            checkpoint_sha256, command=command
+        ),  # commit, command line, host, UTC time, hashes
         "device": device_info(device, dtype, world_size),
         "created_unix": math.floor(started),
         "warnings": warnings,

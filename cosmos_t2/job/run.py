@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import statistics
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,7 +54,7 @@ from cosmos_t2.job.output import (
     panels_for_chunk,
     write_outputs,
 )
-from cosmos_t2.job.progress import JobProgress
+from cosmos_t2.job.progress import EventSink, JobProgress
 from cosmos_t2.job.record import StageTimer, finish_record, job_record, write_json
 from cosmos_t2.jobspec.job import Spec
 from cosmos_t2.model.image_context import check_reference, reference_image
@@ -102,6 +103,11 @@ class RunOptions:
     # What the closing "done" line names instead of the output path: `bench --e2e` writes into a temporary
     # folder it deletes, and a line naming a path that is gone by the time it is read misleads.
     output_note: str | None = None
+    events: EventSink | None = (
+        None  # where the job's lines go (the CLI prints, the server streams); None: stderr
+    )
+    # The command line the sidecar's provenance records: the server's job records its client's.
+    argv: list[str] = field(default_factory=lambda: list(sys.argv))
 
 
 @dataclass
@@ -139,7 +145,7 @@ def effective_spec(spec: Spec, tiny: bool) -> Settings:
 def run_job(spec: Spec, options: RunOptions) -> JobResult:
     """Run one job; rank 0 writes DIR/<name>.mp4 (or .latents.safetensors) and DIR/<name>.json."""
     mode = options.progress if _is_main(options.parallel) else False
-    with JobProgress(spec.name, mode) as progress:
+    with JobProgress(spec.name, mode, events=options.events) as progress:
         return _run_job(spec, options, progress)
 
 
@@ -308,7 +314,7 @@ def _run_job(spec: Spec, options: RunOptions, progress: JobProgress) -> JobResul
         spec, inputs, chunks, files, label=label, tiny=options.tiny, distilled=distilled,
         changed=settings.changed, seeds=seeds, device=device, dtype=dtype,
         world_size=1 if ctx is None else ctx.world_size, started=started, warnings=warnings,
-        checkpoint_sha256=checkpoint_sha256,
+        checkpoint_sha256=checkpoint_sha256, command=options.argv,
     )  # fmt: skip
     record["acceleration"] = acc.record(device)
     record["memory"] = {**memory.record(), **residency.record()}

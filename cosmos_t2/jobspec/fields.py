@@ -21,7 +21,8 @@ class Source:
 
     where: str  # the file, with ":line" in a JSONL
     base_dir: Path  # relative paths in the file resolve here
-    overridden: frozenset[str]  # dotted keys set by --set: their paths resolve against the working directory
+    overridden: frozenset[str]  # dotted keys set by --set: their paths resolve against overrides_dir
+    overrides_dir: Path | None = None  # None: the working folder (a server's job: its client's folder)
 
     def error(self, key: str | None, message: str) -> CosmosError:
         if key in self.overridden:
@@ -29,7 +30,9 @@ class Source:
         return CosmosError(message, file=self.where, key=key)
 
     def base_for(self, key: str) -> Path:
-        return Path.cwd() if key in self.overridden else self.base_dir
+        if key in self.overridden:
+            return self.overrides_dir or Path.cwd()
+        return self.base_dir
 
 
 def show(value: Any) -> str:

@@ -274,20 +274,25 @@ def validate_sample(data: dict[str, Any], src: Source, default_name: str) -> Spe
 # --- loading ---------------------------------------------------------------------------------
 
 
-def _sample_spec(raw: RawSample, path: Path, flat_overrides: dict[str, Any]) -> Spec:
+def _sample_spec(
+    raw: RawSample, path: Path, flat_overrides: dict[str, Any], overrides_dir: Path | None = None
+) -> Spec:
     overridden = frozenset(flat_overrides)
     data = apply_overrides(raw.data, flat_overrides, raw.where)
-    src = Source(where=raw.where, base_dir=path.resolve().parent, overridden=overridden)
+    src = Source(where=raw.where, base_dir=path.resolve().parent, overridden=overridden,
+                 overrides_dir=overrides_dir)  # fmt: skip
     default_name = path.stem if raw.line is None else f"{path.stem}_{raw.line}"
     return validate_sample(data, src, default_name)
 
 
-def _load_located(path: Path, flat: dict[str, Any]) -> list[tuple[Spec, RawSample]]:
+def _load_located(
+    path: Path, flat: dict[str, Any], overrides_dir: Path | None = None
+) -> list[tuple[Spec, RawSample]]:
     """Specs of one file with the raw sample each came from; names must be unique within the file."""
     located: list[tuple[Spec, RawSample]] = []
     seen: dict[str, str] = {}
     for raw in read_spec_file(path):
-        spec = _sample_spec(raw, path, flat)
+        spec = _sample_spec(raw, path, flat, overrides_dir)
         if spec.name in seen:
             raise CosmosError(
                 f"duplicate name {spec.name!r} (first at {seen[spec.name]})", file=raw.where, key="name"
@@ -297,9 +302,12 @@ def _load_located(path: Path, flat: dict[str, Any]) -> list[tuple[Spec, RawSampl
     return located
 
 
-def load_specs_each(path: str | Path, overrides: dict[str, Any] | None = None) -> list[Spec | CosmosError]:
+def load_specs_each(
+    path: str | Path, overrides: dict[str, Any] | None = None, *, overrides_dir: Path | None = None
+) -> list[Spec | CosmosError]:
     """Every sample of a spec file, each a Spec or the error of its line alone (for a batch: a JSONL with
-    one bad line runs the others). A file that cannot be read at all still raises."""
+    one bad line runs the others). A file that cannot be read at all still raises. `overrides_dir`: where
+    relative paths in `overrides` resolve (None: the working folder)."""
     path = Path(path)
     flat = flatten_overrides(overrides or {})
     out: list[Spec | CosmosError] = []
@@ -309,7 +317,7 @@ def load_specs_each(path: str | Path, overrides: dict[str, Any] | None = None) -
             out.append(raw)
             continue
         try:
-            spec = _sample_spec(raw, path, flat)
+            spec = _sample_spec(raw, path, flat, overrides_dir)
             if spec.name in seen:
                 raise CosmosError(
                     f"duplicate name {spec.name!r} (first at {seen[spec.name]})", file=raw.where, key="name"
@@ -346,22 +354,33 @@ def _pick(specs: list[Spec], name: str | None, where: str) -> list[Spec]:
 
 
 def load_specs(
-    path: str | Path, overrides: dict[str, Any] | None = None, *, name: str | None = None
+    path: str | Path,
+    overrides: dict[str, Any] | None = None,
+    *,
+    name: str | None = None,
+    overrides_dir: Path | None = None,
 ) -> list[Spec]:
     """Load a .json/.jsonc (one sample) or .jsonl (one per line) spec, or a job spec, into Specs.
 
     `overrides` maps dotted key paths to values (`{"depth.control_weight": 0.5, "seed": 7}`; nested
-    dicts are flattened the same way) and wins over the file. `name` keeps only that sample.
+    dicts are flattened the same way) and wins over the file; its relative paths resolve in `overrides_dir`
+    (None: the working folder). `name` keeps only that sample.
     Every problem is a CosmosError naming the file (and line) and the key path.
     """
     path = Path(path)
-    specs = [spec for spec, _ in _load_located(path, flatten_overrides(overrides or {}))]
+    specs = [spec for spec, _ in _load_located(path, flatten_overrides(overrides or {}), overrides_dir)]
     return _pick(specs, name, str(path))
 
 
-def load_job(path: str | Path, *, name: str | None = None, overrides: dict[str, Any] | None = None) -> Spec:
+def load_job(
+    path: str | Path,
+    *,
+    name: str | None = None,
+    overrides: dict[str, Any] | None = None,
+    overrides_dir: Path | None = None,
+) -> Spec:
     """The one sample a command works on: a job spec, a one-sample spec, or `--name` of a JSONL."""
-    specs = load_specs(path, overrides, name=name)
+    specs = load_specs(path, overrides, name=name, overrides_dir=overrides_dir)
     if len(specs) != 1:
         names = ", ".join(repr(s.name) for s in specs)
         raise CosmosError(f"{len(specs)} samples here ({names}); pick one with --name", file=path)

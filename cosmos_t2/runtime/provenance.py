@@ -1,7 +1,8 @@
 """What reproducing or comparing a result needs, recorded in every sidecar.
 
-`provenance(checkpoint_sha256)`: the project's version and git commit (with a dirty flag, when it runs from a
-checkout), the command line, the host, an ISO 8601 UTC timestamp, and the sha256 of every weight file the job
+`provenance(checkpoint_sha256, command=...)`: the project's version and git commit (with a dirty flag, when it
+runs from a checkout), the command line that asked for the job (given: a server's job was asked for by its
+client's), the host, an ISO 8601 UTC timestamp, and the sha256 of every weight file the job
 loaded (`checkpoint_hashes`). `library_versions()`: the libraries that decide the numbers (numpy, PyAV, OpenCV,
 torch, transformers, diffusers when installed, snakemake when a Snakemake job started us).
 
@@ -15,7 +16,6 @@ import os
 import platform
 import socket
 import subprocess
-import sys
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -94,13 +94,13 @@ def library_versions() -> dict[str, str]:
     return out
 
 
-def provenance(checkpoint_sha256: dict[str, Any] | None, *, argv: list[str] | None = None) -> dict[str, Any]:
+def provenance(checkpoint_sha256: dict[str, Any] | None, *, command: list[str]) -> dict[str, Any]:
     """`checkpoint_sha256`: `checkpoint_hashes` of the job's files, which the job computes on a thread while
-    the GPU works."""
+    the GPU works; `command`: the command line that asked for the job."""
     return {
         "cosmos_t2": __version__,
         "git": git_state(),
-        "command": list(sys.argv if argv is None else argv),
+        "command": list(command),
         "host": socket.gethostname(),
         "created_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "checkpoint_sha256": checkpoint_sha256,

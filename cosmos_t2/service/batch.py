@@ -76,13 +76,21 @@ def spec_files(paths: Iterable[Path]) -> list[Path]:
     return out
 
 
-def load_batch_jobs(paths: Iterable[Path], overrides: dict[str, Any], *, name: str | None = None) -> Batch:
-    """Every sample of every spec file; a file that does not load is a failed outcome, not the end."""
+def load_batch_jobs(
+    paths: Iterable[Path],
+    overrides: dict[str, Any],
+    *,
+    name: str | None = None,
+    overrides_dir: Path | None = None,
+) -> Batch:
+    """Every sample of every spec file; a file that does not load is a failed outcome, not the end.
+
+    `overrides_dir`: where relative paths in `overrides` resolve (None: the working folder)."""
     batch = Batch(specs=[])
     first_at: dict[str, Path] = {}
     for path in spec_files(paths):
         try:
-            loaded = load_specs_each(path, overrides)
+            loaded = load_specs_each(path, overrides, overrides_dir=overrides_dir)
         except CosmosError as exc:
             batch.failed.append(Outcome(name=str(path), status="failed", error=str(exc)))
             continue

@@ -110,7 +110,8 @@ def stop_server():
     never raised: the sweep's own outcome stands."""
     if not use_server(1) or ON_CLUSTER:
         return
-    from cosmos_t2.service.serve import request, server_address
+    from cosmos_t2.service.address import server_address
+    from cosmos_t2.service.client import request
 
     try:
         answer = request(server_address(), "stop")

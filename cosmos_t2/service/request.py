@@ -1,0 +1,88 @@
+"""The server's side of one `infer --server` job: the request a client sends, and what runs it.
+
+`InferService` runs each request through `service.infer.run_infer`, the function `infer` runs, with one
+`ModelPool` for the server's whole life: the network is built and compiled once for every job that shares
+a model set. The job's events (its progress lines, its output paths, its warnings, its error line) go back
+to the client as they happen, which prints them and exits with the job's code, so a Snakemake log reads as
+if `infer` had run there. The request's paths are absolute (the client resolved them in its own folder)
+and it carries the client's command line for the sidecar: nothing here depends on the server's folder or
+its own command line.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import sys
+import time
+import traceback
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+from cosmos_t2.errors import CosmosError, error_line
+from cosmos_t2.job.progress import JobEvent
+from cosmos_t2.runtime.pool import ModelPool
+from cosmos_t2.service.infer import InferArgs, run_infer
+from cosmos_t2.service.serve import Emit
+
+
+@dataclass
+class InferRequest:
+    """A job as `infer` parsed it, its paths made absolute in the client's folder (`InferArgs.resolved`)."""
+
+    args: InferArgs
+    argv: list[str]  # the client's, for the sidecar's provenance (the command that made the file)
+    debug: bool = False  # the client's --debug: a traceback with the error line
+
+
+class InferService:
+    """The server's side of a job: `run_infer` on the one pool, its events streamed to the client."""
+
+    def __init__(self) -> None:
+        self.pool = ModelPool()
+        self.jobs = {"done": 0, "failed": 0}
+        self.started = time.time()
+
+    def status(self) -> dict[str, Any]:
+        return {"pid": os.getpid(), "jobs": dict(self.jobs), "builds": dict(self.pool.builds),
+                "up_s": round(time.time() - self.started, 1)}  # fmt: skip
+
+    def __call__(self, request: InferRequest, emit: Emit) -> int:
+        first = sum(self.jobs.values()) == 0  # later jobs did not pay the interpreter's start
+        # warnings as `main` shows them: after a success, none after a failure
+        with warnings.catch_warnings(record=True) as held:
+            code = 1  # until it succeeds: a job its client abandoned counts as failed
+            try:
+                # lines, never a bar: no terminal here is the client's
+                run_infer(request.args, events=emit, argv=request.argv, pool=self.pool, first_in_process=first,
+                          progress="lines")  # fmt: skip
+                code = 0
+            except (CosmosError, OSError) as exc:
+                if request.debug:
+                    emit(JobEvent("traceback", traceback.format_exc()))
+                emit(JobEvent("error", error_line(exc)))
+                code = 2
+            except Exception:  # as an uncaught error in `infer`: the traceback and exit code 1
+                emit(JobEvent("traceback", traceback.format_exc()))
+                code = 1
+            finally:
+                self.jobs["done" if code == 0 else "failed"] += 1
+                _release_memory(request.args)
+        if code == 0:
+            for w in held:
+                text = warnings.formatwarning(w.message, w.category, w.filename, w.lineno, w.line)
+                emit(JobEvent("warning", text))
+        return code
+
+
+def _release_memory(args: InferArgs) -> None:
+    """Between jobs the server holds its models and nothing else: the allocator's cache goes back."""
+    gc.collect()
+    torch = sys.modules.get("torch")
+    if torch is None or not torch.cuda.is_initialized():
+        return
+    torch.cuda.empty_cache()
+    if args.run.memory_cap_gib is not None:  # a job's cap must not hold the next one
+        for index in range(torch.cuda.device_count()):
+            torch.cuda.set_per_process_memory_fraction(1.0, index)
