@@ -30,12 +30,11 @@ from cosmos_t2.atomic import write_json_atomic
 from cosmos_t2.bench.diffusers import bench_diffusers
 from cosmos_t2.bench.step import PRESETS, BenchOptions, Preset
 from cosmos_t2.errors import CosmosError
-from cosmos_t2.job.run import RunOptions
+from cosmos_t2.job.options import RunSettings, build_run_options
 from cosmos_t2.jobspec.job import Spec, load_job, load_specs
 from cosmos_t2.model.config import TransferConfig
 from cosmos_t2.model.control import TransferNet
 from cosmos_t2.model.vae import VAEConfig, WanVAE
-from cosmos_t2.runtime.acceleration import resolve_acceleration
 from cosmos_t2.service.batch import Batch, run_batch
 from cosmos_t2.video import write_video
 
@@ -67,6 +66,12 @@ class E2EOptions:
     work_dir: Path | None = None  # keep the model folder and outputs here (default: a temporary folder)
     offload: str = "auto"  # as infer --offload
     memory_cap_gib: float | None = None  # as infer --memory-cap: the card held to this much (a smaller GPU)
+
+    def run_settings(self) -> RunSettings:
+        """How the jobs run: as `infer` with the same options (its compile cache, attention, memory)."""
+        return RunSettings(device=self.device, compile=self.compile, compile_mode=self.compile_mode,
+                           attn_backend=self.attn_backend, offload=self.offload,
+                           memory_cap_gib=self.memory_cap_gib)  # fmt: skip
 
 
 @torch.no_grad()
@@ -219,12 +224,9 @@ def run_e2e(opts: E2EOptions) -> dict[str, Any]:
         if device.type == "cuda":  # the random-weight scratch is not part of the job
             torch.cuda.empty_cache()
         prepared = time.perf_counter() - started
-        acc = resolve_acceleration(device, compile=opts.compile, compile_mode=opts.compile_mode,
-                                   attn_backend=opts.attn_backend)  # fmt: skip
-        options = RunOptions(out_dir=work / "out", device=opts.device, tiny=preset.tiny, model_dir=models,
-                             prompt_embeddings=embeddings, progress=True, acceleration=acc,
-                             offload=opts.offload, memory_cap_gib=opts.memory_cap_gib,
-                             output_note=None if opts.work_dir else "(temporary, deleted after the benchmark)")  # fmt: skip
+        options = build_run_options(opts.run_settings(), out_dir=work / "out", tiny=preset.tiny, model_dir=models,
+                                    prompt_embeddings=embeddings, progress=True,
+                                    output_note=None if opts.work_dir else "(temporary, deleted after the benchmark)")  # fmt: skip
         t0 = time.perf_counter()
         batch = run_batch(Batch(specs=specs), options, force=True)
         wall = time.perf_counter() - t0

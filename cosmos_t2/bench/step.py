@@ -26,11 +26,12 @@ from cosmos_t2.distributed.context import ParallelContext, parallel_job
 from cosmos_t2.distributed.launch import maybe_relaunch_under_torchrun
 from cosmos_t2.distributed.net import ParallelNet, cfg_pair
 from cosmos_t2.errors import CosmosError
+from cosmos_t2.job.options import RunSettings
 from cosmos_t2.model.attention import attention, attention_kernel, fa4_unavailable_reason
-from cosmos_t2.model.compile import compile_blocks
 from cosmos_t2.model.config import TEMPORAL_COMPRESSION, TransferConfig
 from cosmos_t2.model.control import ControlInput, TransferNet
 from cosmos_t2.model.vae import VAEConfig
+from cosmos_t2.runtime.acceleration import Acceleration, accelerate, accelerated
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,13 @@ class BenchOptions:
     profile: str | None = None  # write a kernel table of one profiled step to this file
     compile_mode: str | None = None  # torch.compile mode, e.g. "max-autotune-no-cudagraphs"
     plain: bool = False  # call the network directly instead of through the context-parallel wrapper
+
+    def acceleration(self, device: torch.device) -> Acceleration:
+        """What `infer` with these options would run on `device`: attention, compile, its cache, cuDNN and
+        deterministic switches (`--compile` is off unless asked: the step is timed eager by default)."""
+        settings = RunSettings(device=str(device), compile=self.compile, compile_mode=self.compile_mode,
+                               attn_backend=self.attn_backend)  # fmt: skip
+        return settings.acceleration(str(device))
 
 
 def measure_rates(device: torch.device, tokens: int, heads: int, head_dim: int) -> dict[str, float]:
@@ -119,13 +127,13 @@ def bench_transfer(
 
     dtype = torch.bfloat16 if opts.dtype == "bf16" else torch.float32
     n_controls = len(opts.controls)
-    with torch.device("meta"):
-        net = TransferNet(cfg, num_control_branches=n_controls, attn_backend=opts.attn_backend)
+    with torch.device("meta"):  # random weights made on the device: infer's build reads weight files
+        net = TransferNet(cfg, num_control_branches=n_controls)
     net = net.to_empty(device=device).to(dtype)
     _random_init(net)
     net.eval().requires_grad_(False)
-    if opts.compile:
-        compile_blocks(net, mode=opts.compile_mode)
+    acc = opts.acceleration(device)
+    accelerate(net, acc)  # as the model pool does for infer: the same backend, compile and its cache
     x, timesteps, text, cond, controls = _inputs(cfg, preset, n_controls, device, dtype)
     model = net if opts.plain else ParallelNet(net, ctx)
     if ctx.cfg_size == 2:  # each rank group runs one CFG pass (B=1); an all-gather gives both to every rank
@@ -151,7 +159,7 @@ def bench_transfer(
         torch.cuda.reset_peak_memory_stats(device)
 
     def step() -> torch.Tensor:
-        with torch.inference_mode():
+        with accelerated(acc), torch.inference_mode():  # infer's switches (cuDNN, deterministic), even on CPU
             if ctx.cfg_size == 2:
                 return model(x, timesteps, text, condition_mask=cond, controls=controls)
             return model(x, timesteps, text, condition_mask=cond, controls=controls, cfg_halves=True)

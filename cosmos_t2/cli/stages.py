@@ -68,14 +68,20 @@ def validate(
         check_output_file(json_out)
     resolved = load_batch(specs, parse_set_options(set_ or []), name=name)
     if estimate:
+        from cosmos_t2.job.options import RunSettings
         from cosmos_t2.job.run import effective_spec
         from cosmos_t2.runtime.residency import estimate_job
 
+        # the job as infer would run it: a full-size one on a GPU (this machine may have none), tiny on CPU
+        run = RunSettings(
+            device="cpu" if tiny else "cuda", compile=compile, offload=offload, memory_cap_gib=memory_cap
+        )
+        compiled = run.acceleration(run.device).compile
         for spec in resolved:
             typer.echo(spec.name)
-            for line in estimate_job(effective_spec(spec, tiny).spec, gpus=gpus, offload=offload,
-                                     memory_cap_gib=memory_cap, tiny=tiny, text_encoder=text_encoder,
-                                     compiled=not tiny if compile is None else compile):  # fmt: skip
+            for line in estimate_job(effective_spec(spec, tiny).spec, gpus=gpus, offload=run.offload,
+                                     memory_cap_gib=run.memory_cap_gib, tiny=tiny, text_encoder=text_encoder,
+                                     compiled=compiled):  # fmt: skip
                 typer.echo(line)
         return
     if json_out is not None:
