@@ -103,9 +103,8 @@ class RunOptions:
     # What the closing "done" line names instead of the output path: `bench --e2e` writes into a temporary
     # folder it deletes, and a line naming a path that is gone by the time it is read misleads.
     output_note: str | None = None
-    events: EventSink | None = (
-        None  # where the job's lines go (the CLI prints, the server streams); None: stderr
-    )
+    # Where the job's lines go (the CLI prints them, the server streams them); None: printed on stderr.
+    events: EventSink | None = None
     # The command line the sidecar's provenance records: the server's job records its client's.
     argv: list[str] = field(default_factory=lambda: list(sys.argv))
 
