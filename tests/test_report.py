@@ -533,7 +533,7 @@ def test_demo_summary_says_what_was_made_what_it_is_and_where_the_report_is(tmp_
 def test_a_sidecar_field_of_another_type_is_shown_as_missing_with_one_warning(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from cosmos_t2.report.data import read_sidecar
+    from cosmos_t2.report.sidecars import read_sidecar
 
     results = make_results(tmp_path, labels=("cpu-test",))
     sidecars = sorted((results / "cpu-test").rglob("diffuse/*/*.json"))

@@ -30,7 +30,7 @@ from cosmos_t2.job.settings import Settings, effective_spec
 from cosmos_t2.jobspec.job import Spec
 from cosmos_t2.model.image_context import check_reference, reference_image
 from cosmos_t2.runtime.acceleration import Acceleration, Background, prepare_process, resolve_acceleration
-from cosmos_t2.runtime.memory import Choice
+from cosmos_t2.runtime.memory_choice import Choice
 from cosmos_t2.runtime.pool import ModelPool
 from cosmos_t2.runtime.residency import plan_memory
 from cosmos_t2.weights.locate import ModelFiles, locate_models

@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from cosmos_t2.errors import CosmosError
-from cosmos_t2.report.data import Run, read_sidecar
+from cosmos_t2.report.data import Run
+from cosmos_t2.report.sidecars import read_sidecar
 
 
 @dataclass(frozen=True)

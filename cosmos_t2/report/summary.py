@@ -11,7 +11,8 @@ import sys
 from pathlib import Path
 
 from cosmos_t2.errors import CosmosError, error_line
-from cosmos_t2.report.data import find_runs, finished_video, job_status, read_json
+from cosmos_t2.report.data import find_runs, finished_video, job_status
+from cosmos_t2.report.sidecars import read_json
 
 
 def summary_lines(results: str | Path, report: str | Path) -> list[str]:
