@@ -548,5 +548,5 @@ def test_a_sidecar_field_of_another_type_is_shown_as_missing_with_one_warning(
     assert any("'peak_memory_gib' is a number, not an object" in w for w in warned), warned
     assert len(warned) == len(set(warned))  # one line per file and field
     read = read_sidecar(odd)
-    assert read["peak_memory_gib"] is None and read["device"] is None and read["label"] is None
-    assert read["timings_s"] == {"diffusion": 1.0}
+    assert read.timings.peak_memory_gib == {} and read.device is None and read.label is None
+    assert read.timings.stages_s == {"diffusion": 1.0}

@@ -19,6 +19,7 @@ from cosmos_t2.job.load import Loaded
 from cosmos_t2.job.output import LatentPlan, write_outputs
 from cosmos_t2.job.prepare import Prepared
 from cosmos_t2.job.record import finish_record, job_record, write_json
+from cosmos_t2.job.sidecar import JobRecord
 from cosmos_t2.runtime.build import TINY_LABEL
 from cosmos_t2.weights.hashes import sha256_file
 
@@ -35,7 +36,7 @@ class Published:
 
     sidecar: Path
     paths: dict[str, Path]
-    record: dict[str, Any]
+    record: JobRecord
 
 
 def publish(job: Prepared, loaded: Loaded, gen: Generation, made: Generated) -> Published:
@@ -78,8 +79,9 @@ def publish(job: Prepared, loaded: Loaded, gen: Generation, made: Generated) -> 
             record["startup_s"] = {k: 0.0 for k in record["startup_s"]}
         intervals = made.intervals
         record["steady_seconds_per_step"] = round(statistics.median(intervals), 4) if intervals else None
-        write_json(outputs.stage(sidecar, record=True), record)
-    return Published(sidecar, paths, record)
+        typed = JobRecord.from_json(record)  # the versioned record (docs/record.schema.json)
+        write_json(outputs.stage(sidecar, record=True), typed.to_json())
+    return Published(sidecar, paths, typed)
 
 
 def _add_identity(

@@ -109,7 +109,9 @@ def _run_job(spec: Spec, options: RunOptions, progress: JobProgress) -> JobResul
         return JobResult(None, None, None, inputs.num_frames, inputs.fps, job.timer.rounded())
     done = publish(job, loaded, generation, made)
     shown = done.paths.get("video") or done.paths.get("latents")
-    progress.summary(done.record, Path(options.output_note) if options.output_note and shown else shown)
+    progress.summary(
+        done.record.to_json(), Path(options.output_note) if options.output_note and shown else shown
+    )
     return JobResult(
         done.sidecar, done.paths.get("video"), done.paths.get("latents"), inputs.num_frames, inputs.fps,
         job.timer.rounded(),

@@ -236,15 +236,14 @@ def _card(
         "name": job["name"],
         "hardware": run.label,
         "key": job["key"],
-        "model": sidecar.get("label") or UNKNOWN_MODEL,
-        "tiny": bool(sidecar.get("tiny")),
+        "model": sidecar.label or UNKNOWN_MODEL,
+        "tiny": bool(sidecar.tiny),
         "settings": job.get("settings", {}),
         "facts": facts,
         "fidelity": fidelity,
         "spec": json.dumps(spec if spec is not None else {"missing": paths["spec"]}, indent=2),
         "timings": {
-            k: number(float(v))
-            for k, v in {**(sidecar.get("startup_s") or {}), **(sidecar.get("timings_s") or {})}.items()
+            k: number(float(v)) for k, v in {**sidecar.timings.startup_s, **sidecar.timings.stages_s}.items()
         },
         "thumbs": [t for t in thumbs if t["src"]],
         "preview": _preview(video, page_dir, options.embed_limit_mb) if finished else None,

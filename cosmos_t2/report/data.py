@@ -21,6 +21,7 @@ import pandas as pd
 
 from cosmos_t2.controls.registry import MODALITIES
 from cosmos_t2.errors import CosmosError
+from cosmos_t2.job.sidecar import DeviceRecord, JobRecord
 from cosmos_t2.report.metrics import control_fidelity, reference_points
 from cosmos_t2.report.sidecars import read_json, read_sidecar
 from cosmos_t2.workflow.manifest import PATHS, check_manifest
@@ -78,14 +79,15 @@ def find_runs(results: Path) -> list[Run]:
     return runs
 
 
-def infer_sidecar(path: Path) -> dict[str, Any] | None:
+def infer_sidecar(path: Path) -> JobRecord | None:
     """The sidecar `cosmos-t2 infer` writes beside its video (the resolved spec, and the video it made), or
     None for any other JSON file."""
     data = read_json(path)
     if data is None or not isinstance(data.get("spec"), dict) or not isinstance(data.get("outputs"), dict):
         return None
-    video = data["outputs"].get("video")
-    return data if isinstance(video, str) and (path.parent / video).is_file() else None
+    record = JobRecord.from_json(data)
+    video = record.outputs.get("video")
+    return record if isinstance(video, str) and (path.parent / video).is_file() else None
 
 
 # The spec keys a job of plain outputs is told apart by (a sweep's jobs carry their grid settings instead).
@@ -105,7 +107,7 @@ def infer_runs(results: Path) -> list[Run]:
     manifest the workflow would have written made from the sidecars: the sidecar stands for the spec, the
     prompt and the latents (infer keeps them inside), settings are the spec's seed, steps, guidance and
     control weight. Only the settings that differ between a folder's jobs are kept, as a sweep's grid."""
-    found: dict[Path, list[tuple[Path, dict[str, Any]]]] = {}
+    found: dict[Path, list[tuple[Path, JobRecord]]] = {}
     for path in sorted(results.rglob("*.json")):
         if "specs" in path.relative_to(results).parts:
             continue
@@ -116,20 +118,20 @@ def infer_runs(results: Path) -> list[Run]:
     for folder, sidecars in sorted(found.items()):
         jobs = []
         for path, sidecar in sidecars:
-            spec = sidecar["spec"]
+            spec = sidecar.spec or {}
             modalities = [m for m in MODALITIES if isinstance(spec.get(m), dict)]
             rel = path.name
             jobs.append(
                 {
                     "key": path.stem,
-                    "name": str(sidecar.get("name") or path.stem),
+                    "name": sidecar.name or path.stem,
                     "spec_file": rel,
                     "settings": _spec_settings(spec, modalities),
                     "modalities": modalities,
                     "resolved_spec": spec,
                     "paths": {
                         "spec": rel, "prompt": rel, "latents": rel, "diffuse_sidecar": rel,
-                        "video": sidecar["outputs"]["video"],
+                        "video": sidecar.outputs["video"],
                     },
                 }
             )  # fmt: skip
@@ -276,19 +278,20 @@ def job_table(
             }
             for rule, key in job.get("benchmarks", {}).items():
                 row[f"{rule}_s"] = walls.get((run.label, rule, key), math.nan)
-            row["diffusion_steps"] = sidecar.get("diffusion_steps_total") or sidecar.get("steps")
-            row["s_per_step"] = sidecar.get("seconds_per_step")
-            row["model"] = sidecar.get("label")
-            row["tiny"] = sidecar.get("tiny")
-            row["device_type"] = (sidecar.get("device") or {}).get("type")
-            row["device"] = (sidecar.get("device") or {}).get("name")
-            row["threads"] = (sidecar.get("device") or {}).get("threads")
-            row["processes"] = (sidecar.get("device") or {}).get("processes")
-            row["attention"] = (sidecar.get("device") or {}).get("attention")
-            peak = sidecar.get("peak_memory_gib") or {}
+            row["diffusion_steps"] = sidecar.diffusion_steps_total or sidecar.steps
+            row["s_per_step"] = sidecar.timings.seconds_per_step
+            row["model"] = sidecar.label
+            row["tiny"] = sidecar.tiny
+            device = sidecar.device or DeviceRecord()
+            row["device_type"] = device.type
+            row["device"] = device.name
+            row["threads"] = device.threads
+            row["processes"] = device.processes
+            row["attention"] = device.attention
+            peak = sidecar.timings.peak_memory_gib
             row["diffuse_gpu_gib"] = peak.get("gpu_allocated")
             row["diffuse_cpu_rss_gib"] = peak.get("cpu_rss")
-            row["render_s"] = (rendered.get("render") or {}).get("seconds")
+            row["render_s"] = (rendered.render or {}).get("seconds")
             row.update(metrics.get((run.label, job["key"]), {}))
             rows.append(row)
     return pd.DataFrame(rows)
@@ -303,7 +306,7 @@ def stage_timings(runs: list[Run], bench: pd.DataFrame) -> pd.DataFrame:
     for run in runs:
         for job in run.manifest.get("jobs", []):
             sidecar = read_sidecar(run.folder / job["paths"]["diffuse_sidecar"])
-            parts = {**(sidecar.get("startup_s") or {}), **(sidecar.get("timings_s") or {})}
+            parts = {**sidecar.timings.startup_s, **sidecar.timings.stages_s}
             if not parts:
                 continue
             wall = walls.get((run.label, job.get("benchmarks", {}).get("diffuse")))

@@ -9,6 +9,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from cosmos_t2.job.sidecar import JobRecord
+
 log = logging.getLogger(__name__)
 
 
@@ -33,8 +35,8 @@ SIDECAR_FIELDS: dict[str, tuple[type, ...]] = {
 NUMBER_MAPS = ("peak_memory_gib", "timings_s", "startup_s")  # {name: number}: a non-number entry is dropped
 
 
-def read_sidecar(path: Path) -> dict[str, Any]:
-    """A job's sidecar with every field the report reads of the type it expects ({} when missing)."""
+def read_sidecar(path: Path) -> JobRecord:
+    """A job's record with every field the report reads of the type it expects (empty when missing)."""
     data = read_json(path) or {}
 
     def warn(line: str) -> None:  # once per file and field: several tables read the same sidecar
@@ -54,7 +56,7 @@ def read_sidecar(path: Path) -> dict[str, Any]:
             data[key] = {k: v for k, v in value.items() if isinstance(v, NUMBER) and not isinstance(v, bool)}
             if len(data[key]) != len(value):
                 warn(f"{path}: sidecar field {key!r} holds entries that are not numbers; they are left out")
-    return data
+    return JobRecord.from_json(data)
 
 
 _warned: set[str] = set()
