@@ -100,3 +100,12 @@ def test_a_sidecar_of_380b276s_time_loads_in_the_report(tmp_path: Path) -> None:
     assert "Cosmos-Transfer2.5-2B distilled edge (4-step)" in html  # the label, read from the old record
     assert "NVIDIA H200" in html  # its device
     assert 'id="out-' in html  # the job's section
+
+
+def test_a_damaged_sidecar_is_read_with_its_odd_fields_empty() -> None:
+    # a batch's skip check and the report read it; neither may stop on a hand-edited file
+    record = JobRecord.from_json(
+        {"name": "x", "outputs": "x.mp4", "changed_by_mode": ["a"], "schema_version": "2", "device": "cpu"}
+    )
+    assert record.outputs == {} and record.changed_by_mode == {} and record.device is None
+    assert record.schema_version == 1 and record.timings.stages_s == {}

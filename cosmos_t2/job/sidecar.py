@@ -127,8 +127,7 @@ class Timings:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Timings:
         def mapping(key: str) -> dict[str, float]:
-            value = data.get(key)
-            return dict(value) if isinstance(value, dict) else {}
+            return _mapping(data.get(key))
 
         return cls(
             stages_s=mapping("timings_s"), seconds_per_step=data.get("seconds_per_step"),
@@ -221,16 +220,16 @@ class JobRecord:
                  "steady_seconds_per_step", "render"}  # fmt: skip
         plain = {k: data[k] for k in (*_PLAIN_KEYS, *_AFTER_PARTS, "render") if k in data}
         plain.pop("name", None)
-        plain["changed_by_mode"] = dict(data.get("changed_by_mode") or {})
+        plain["changed_by_mode"] = _mapping(data.get("changed_by_mode"))
         if plain.get("warnings") is None:
             plain.pop("warnings", None)
         return cls(
             name=str(data.get("name") or ""),
-            schema_version=int(data.get("schema_version") or 1),
+            schema_version=version if isinstance(version := data.get("schema_version"), int) else 1,
             **plain,
             **{key: part.from_json(data.get(key)) for key, part in _PARTS.items()},
             timings=Timings.from_json(data),
-            outputs=dict(data.get("outputs") or {}),
+            outputs=_mapping(data.get("outputs")),
             extra={k: v for k, v in data.items() if k not in known},
         )
 
@@ -239,3 +238,8 @@ class JobRecord:
 _NONE_MEANS = frozenset({
     "guided_generation", "guardrails", "seconds_per_step", "steady_seconds_per_step", "acceleration", "memory",
 })  # fmt: skip
+
+
+def _mapping(value: Any) -> dict[str, Any]:
+    """A JSON object's copy; {} for anything else (a hand-edited or damaged sidecar is read, not refused)."""
+    return dict(value) if isinstance(value, dict) else {}
