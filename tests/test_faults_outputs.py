@@ -97,7 +97,7 @@ def no_models(monkeypatch: pytest.MonkeyPatch) -> None:
     def built(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("a model was built before the destination was checked")
 
-    monkeypatch.setattr("cosmos_t2.job.run.prompt_embeddings", built)
+    monkeypatch.setattr("cosmos_t2.job.load.prompt_embeddings", built)
     for name in ("net", "vae", "text_encoder"):
         monkeypatch.setattr(f"cosmos_t2.runtime.pool.ModelPool.{name}", built)
 

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from _cli import run_cli
 
-from cosmos_t2.job import run as pipeline_run
+from cosmos_t2.job import load as load_phase
 from cosmos_t2.job.progress import JobProgress
 from cosmos_t2.runtime import pool as model_pool
 from cosmos_t2.video import read_video, write_video
@@ -172,7 +172,7 @@ def test_a_blocked_prompt_stops_before_any_model_is_built(
         raise AssertionError("a model was built")
 
     monkeypatch.setattr(model_pool, "build_net", no_model)  # where run_job builds networks
-    monkeypatch.setattr(pipeline_run, "prompt_embeddings", no_model)
+    monkeypatch.setattr(load_phase, "prompt_embeddings", no_model)
     out = tmp_path / "out"
     code, _, err = run_cli(["infer", str(job), "-o", str(out), *FAST, "--quiet", "--guardrails"], capsys)
     assert code == 2

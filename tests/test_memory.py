@@ -26,7 +26,8 @@ from cosmos_t2.model.control import ControlInput, TransferNet
 from cosmos_t2.model.offload import BlockStreamer, ModelSwap, set_mlp_chunks
 from cosmos_t2.runtime import memory
 from cosmos_t2.runtime.build import randomize
-from cosmos_t2.runtime.memory import GIB, PLANS, Budget, JobShape, Plan, choose, estimate
+from cosmos_t2.runtime.memory import GIB, PLANS, JobShape, Plan, estimate
+from cosmos_t2.runtime.memory_choice import Budget, choose
 from cosmos_t2.runtime.pool import ModelPool
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "robot"
@@ -119,7 +120,7 @@ def test_tight_budgets_switch_the_allocator_to_expandable_segments(
     from cosmos_t2.job.run import effective_spec
     from cosmos_t2.jobspec.job import load_job
     from cosmos_t2.runtime import residency
-    from cosmos_t2.runtime.memory import Budget
+    from cosmos_t2.runtime.memory_choice import Budget
 
     settings: list[str] = []
     monkeypatch.setattr(torch.cuda.memory, "_set_allocator_settings", settings.append)
@@ -387,7 +388,7 @@ def test_the_budget_and_the_cap_name_the_gpu_by_index(monkeypatch: pytest.Monkey
     from types import SimpleNamespace
 
     from cosmos_t2.runtime.acceleration import Background
-    from cosmos_t2.runtime.memory import device_budget
+    from cosmos_t2.runtime.memory_choice import device_budget
     from cosmos_t2.runtime.residency import apply_memory_cap
 
     calls: list[str] = []

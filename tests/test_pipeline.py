@@ -16,14 +16,15 @@ from safetensors.torch import save_file
 
 from cosmos_t2.errors import CosmosError
 from cosmos_t2.job import diffuse
-from cosmos_t2.job import run as pipeline
+from cosmos_t2.job import load as load_phase
 from cosmos_t2.job.run import RunOptions, effective_spec, run_job
-from cosmos_t2.jobspec.job import load_job
+from cosmos_t2.job.settings import distilled_settings
+from cosmos_t2.jobspec.job import DEFAULT_NUM_STEPS, load_job
 from cosmos_t2.model.config import TransferConfig
 from cosmos_t2.model.control import TransferNet
 from cosmos_t2.runtime import pool as model_pool
 from cosmos_t2.runtime.build import build_net, randomize
-from cosmos_t2.sampling.distilled import SELECTED_TIMES, sample_distilled, trigflow_times
+from cosmos_t2.sampling.distilled import DISTILLED_NUM_STEPS, SELECTED_TIMES, sample_distilled, trigflow_times
 from cosmos_t2.video import write_video
 from cosmos_t2.weights.locate import locate_models
 
@@ -111,7 +112,7 @@ def test_bad_style_reference_is_refused_before_text_and_models(
     def refuse(*args: Any, **kwargs: Any) -> None:
         raise AssertionError("the prompt was encoded before the style reference was checked")
 
-    monkeypatch.setattr(pipeline, "prompt_embeddings", refuse)
+    monkeypatch.setattr(load_phase, "prompt_embeddings", refuse)
     with pytest.raises(CosmosError, match=expected):
         run_job(make_spec(folder, **extra), RunOptions(out_dir=folder / "out", tiny=True))
 
@@ -160,8 +161,19 @@ def test_a_dmd2_checkpoint_is_run_as_the_distilled_model(tmp_path: Path) -> None
     assert not files.distilled  # nothing in the name says so; the keys do
     _, distilled = build_net(files, ["edge"], tiny=True, device=torch.device("cpu"), dtype=torch.float32)
     assert distilled
-    settings = pipeline._distilled_settings(effective_spec(load_job_default(tmp_path), tiny=True))
+    settings = distilled_settings(effective_spec(load_job_default(tmp_path), tiny=True))
     assert settings.spec.num_steps == 4 and settings.changed["num_steps"] == 35
+
+
+def test_an_explicit_35_steps_stays_35_on_the_distilled_model(tmp_path: Path) -> None:
+    write_video(tmp_path / "in.mkv", np.zeros((FRAMES, SIZE, SIZE, 3), np.uint8), 16, lossless=True)
+    spec_file = tmp_path / "d.json"
+    spec_file.write_text(json.dumps({"prompt": "p", "video_path": "in.mkv", "edge": {}, "num_steps": 35}))
+    settings = distilled_settings(effective_spec(load_job(spec_file), tiny=True))
+    assert settings.spec.num_steps == DEFAULT_NUM_STEPS == 35 and "num_steps" not in settings.changed
+    # not given: the distilled model's own count, and the record says what the spec's default was
+    default = distilled_settings(effective_spec(load_job_default(tmp_path), tiny=True))
+    assert default.spec.num_steps == DISTILLED_NUM_STEPS and default.changed["num_steps"] == DEFAULT_NUM_STEPS
 
 
 def load_job_default(folder: Path) -> Any:

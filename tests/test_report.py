@@ -533,7 +533,7 @@ def test_demo_summary_says_what_was_made_what_it_is_and_where_the_report_is(tmp_
 def test_a_sidecar_field_of_another_type_is_shown_as_missing_with_one_warning(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from cosmos_t2.report.data import read_sidecar
+    from cosmos_t2.report.sidecars import read_sidecar
 
     results = make_results(tmp_path, labels=("cpu-test",))
     sidecars = sorted((results / "cpu-test").rglob("diffuse/*/*.json"))
@@ -548,5 +548,5 @@ def test_a_sidecar_field_of_another_type_is_shown_as_missing_with_one_warning(
     assert any("'peak_memory_gib' is a number, not an object" in w for w in warned), warned
     assert len(warned) == len(set(warned))  # one line per file and field
     read = read_sidecar(odd)
-    assert read["peak_memory_gib"] is None and read["device"] is None and read["label"] is None
-    assert read["timings_s"] == {"diffusion": 1.0}
+    assert read.timings.peak_memory_gib == {} and read.device is None and read.label is None
+    assert read.timings.stages_s == {"diffusion": 1.0}

@@ -31,6 +31,7 @@ from cosmos_t2.bench.diffusers import bench_diffusers
 from cosmos_t2.bench.step import PRESETS, BenchOptions, Preset
 from cosmos_t2.errors import CosmosError
 from cosmos_t2.job.options import RunSettings, build_run_options
+from cosmos_t2.job.sidecar import JobRecord
 from cosmos_t2.jobspec.job import Spec, load_job, load_specs
 from cosmos_t2.model.config import TransferConfig
 from cosmos_t2.model.control import TransferNet
@@ -233,7 +234,9 @@ def run_e2e(opts: E2EOptions) -> dict[str, Any]:
         if batch.failed:
             raise CosmosError(f"bench --e2e job failed: {batch.failed[0].name}: {batch.failed[0].error}")
         sidecars = [
-            json.loads(o.result.sidecar.read_text()) for o in batch.outcomes if o.result and o.result.sidecar
+            JobRecord.from_json(json.loads(o.result.sidecar.read_text()))
+            for o in batch.outcomes
+            if o.result and o.result.sidecar
         ]
     result: dict[str, Any] = {
         "options": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(opts).items()},
@@ -260,11 +263,21 @@ def compare_diffusers(result: dict[str, Any], opts: E2EOptions) -> dict[str, Any
     return {**result, "diffusers": _diffusers(opts, preset, modalities, device)}
 
 
-def _job_summary(sidecar: dict[str, Any]) -> dict[str, Any]:
-    keys = ("name", "label", "steps", "diffusion_steps_total", "num_frames", "model_size", "timings_s",
-            "seconds_per_step", "steady_seconds_per_step", "total_s", "peak_memory_gib", "acceleration", "device", "chunks",
-            "memory")  # fmt: skip
-    return {k: sidecar.get(k) for k in keys}
+def _job_summary(record: JobRecord) -> dict[str, Any]:
+    """What the benchmark's JSON keeps of a job's record (the sidecar's key names)."""
+
+    def part(value: Any) -> dict[str, Any] | None:
+        return None if value is None else value.to_json()
+
+    timings = record.timings
+    return {
+        "name": record.name, "label": record.label, "steps": record.steps,
+        "diffusion_steps_total": record.diffusion_steps_total, "num_frames": record.num_frames,
+        "model_size": record.model_size, "timings_s": timings.stages_s, "seconds_per_step": timings.seconds_per_step,
+        "steady_seconds_per_step": timings.steady_seconds_per_step, "total_s": timings.total_s,
+        "peak_memory_gib": timings.peak_memory_gib, "acceleration": part(record.acceleration),
+        "device": part(record.device), "chunks": record.chunks, "memory": part(record.memory),
+    }  # fmt: skip
 
 
 def _diffusers(

@@ -27,6 +27,7 @@ from cosmos_t2.distributed.launch import maybe_relaunch_under_torchrun
 from cosmos_t2.distributed.net import ParallelNet, cfg_pair
 from cosmos_t2.errors import CosmosError
 from cosmos_t2.job.options import RunSettings
+from cosmos_t2.jobspec.job import DEFAULT_NUM_STEPS
 from cosmos_t2.model.attention import attention, attention_kernel, fa4_unavailable_reason
 from cosmos_t2.model.config import TEMPORAL_COMPRESSION, TransferConfig
 from cosmos_t2.model.control import ControlInput, TransferNet
@@ -56,7 +57,7 @@ PRESETS = {
 @dataclass
 class BenchOptions:
     preset: str = "720p93"
-    steps: int = 35
+    steps: int = DEFAULT_NUM_STEPS
     controls: tuple[str, ...] = ("edge",)
     warmup: int = 2
     iters: int = 3

@@ -24,6 +24,7 @@ from cosmos_t2.cli.serve import DEFAULT_IDLE_S, infer_on_server
 from cosmos_t2.destination import check_destination, check_output_file
 from cosmos_t2.distributed.launch import first_rank, under_torchrun
 from cosmos_t2.errors import CosmosError
+from cosmos_t2.jobspec.job import DEFAULT_NUM_STEPS
 
 
 @app.command()
@@ -31,7 +32,9 @@ def bench(
     preset: Annotated[
         str, typer.Option(help="Job shape: 720p93 (the job users time), 480p93, tiny.")
     ] = "720p93",
-    steps: Annotated[int, typer.Option(help="Steps for the projected total.", callback=positive)] = 35,
+    steps: Annotated[
+        int, typer.Option(help="Steps for the projected total.", callback=positive)
+    ] = DEFAULT_NUM_STEPS,
     controls: Annotated[
         str, typer.Option(help="Comma-separated control modalities (one branch each).")
     ] = "edge",
@@ -97,7 +100,7 @@ def bench(
 
         opts = e2e_bench.E2EOptions(
             preset=preset, controls=tuple(c for c in controls.split(",") if c),
-            steps=None if steps == 35 else steps, distilled=distilled, jobs=jobs, spec=spec,
+            steps=None if steps == DEFAULT_NUM_STEPS else steps, distilled=distilled, jobs=jobs, spec=spec,
             frames=frames, guided=guided, device=device, compile=compile, compile_mode=compile_mode,
             attn_backend=attn_backend, compare_diffusers=compare == "diffusers", warmup=warmup, iters=iters,
             work_dir=work_dir, offload=offload, memory_cap_gib=memory_cap,

@@ -29,6 +29,7 @@ from cosmos_t2.errors import CosmosError
 from cosmos_t2.job.chunking import Chunk, stitch
 from cosmos_t2.job.inputs import JobInputs, to_uint8_frames
 from cosmos_t2.job.record import LATENTS_SUFFIX, load_latents, read_json, save_latents, versions, write_json
+from cosmos_t2.job.sidecar import JobRecord
 from cosmos_t2.jobspec.job import Spec
 from cosmos_t2.runtime.build import build_tokenizer
 from cosmos_t2.video import resize_back, write_video
@@ -200,8 +201,12 @@ def render_latents(
     if check_video is not None:
         video = torch.from_numpy(check_video(video.numpy()))
     sidecar_in = Path(str(latents_path).removesuffix(LATENTS_SUFFIX) + ".json")
-    record = read_json(sidecar_in) if sidecar_in.is_file() else {"name": plan.name, "label": plan.label}
-    record["render"] = {
+    job = (
+        JobRecord.from_json(read_json(sidecar_in))
+        if sidecar_in.is_file()
+        else JobRecord(plan.name, label=plan.label)
+    )
+    render = {
         "latents": str(latents_path),
         "video": out_path.name,
         "seconds": round(time.perf_counter() - started, 4),
@@ -209,8 +214,8 @@ def render_latents(
         "versions": versions(),
         "guardrail_video": None if check_video is None else "passed",
     }
-    record.setdefault("outputs", {})["video"] = out_path.name
+    record = dataclasses.replace(job, render=render, outputs={**job.outputs, "video": out_path.name})
     with atomic_outputs() as outputs:
         write_video_output(outputs.stage(out_path), video, plan)
-        write_json(outputs.stage(out_path.with_suffix(".json"), record=True), record)
-    return record
+        write_json(outputs.stage(out_path.with_suffix(".json"), record=True), record.to_json())
+    return record.to_json()

@@ -28,6 +28,7 @@ from cosmos_t2.job.chunking import Chunk
 from cosmos_t2.job.guided import guided_record
 from cosmos_t2.job.inputs import JobInputs
 from cosmos_t2.job.latents_check import check_latents
+from cosmos_t2.job.sidecar import SCHEMA_VERSION
 from cosmos_t2.job.startup import startup_seconds
 from cosmos_t2.jobspec.job import Spec
 from cosmos_t2.model.attention import attention_kernel
@@ -107,6 +108,7 @@ def job_record(
 ) -> dict[str, Any]:
     """The sidecar of a job as far as it is known before the outputs are written (see `finish_record`)."""
     return {
+        "schema_version": SCHEMA_VERSION,  # the record's (`job.sidecar.JobRecord`, docs/record.schema.json)
         "name": spec.name,
         "label": label,
         "tiny": tiny,

@@ -45,6 +45,8 @@ MAX_NAME_BYTES = 200
 # asks for gigabytes before the first step. UniPC has converged long before 1000 steps (the released model
 # runs 35, the distilled one 4); 1000 steps of the 2B model is already days per chunk.
 MAX_STEPS = 1000
+# The full model's step count, a spec's default (the distilled model's: sampling.distilled.DISTILLED_NUM_STEPS).
+DEFAULT_NUM_STEPS = 35
 # A chunk is 1 + 4k frames (the VAE packs 4 frames per latent frame) and at least 5 (two latent frames:
 # one chunk must hold more than the <= 2 frames it is conditioned on), at most what the network's RoPE
 # table covers (its max latent frames).
@@ -77,7 +79,7 @@ class Spec:
     output_dir: Path | None = None
     seed: int = 2025
     guidance: int = 3
-    num_steps: int = 35
+    num_steps: int = DEFAULT_NUM_STEPS
     resolution: str = "720"
     num_video_frames_per_chunk: int = 93
     num_conditional_frames: int = 1
@@ -91,6 +93,8 @@ class Spec:
     guided_generation_mask: Path | None = None
     guided_generation_step_threshold: int = 25
     guided_generation_foreground_labels: tuple[int, ...] | None = None
+    # Whether the spec set num_steps: a distilled model runs its own count only where it did not.
+    num_steps_given: bool = field(default=False, compare=False, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able, absolute paths; `load_specs` on this data gives back an equal Spec."""
@@ -243,7 +247,8 @@ def validate_sample(data: dict[str, Any], src: Source, default_name: str) -> Spe
         output_dir=f.path("output_dir", must_exist=False),
         seed=f.integer("seed", 2025),
         guidance=f.integer("guidance", 3, lo=0, hi=7),
-        num_steps=f.integer("num_steps", 35, lo=1, hi=MAX_STEPS),
+        num_steps=f.integer("num_steps", DEFAULT_NUM_STEPS, lo=1, hi=MAX_STEPS),
+        num_steps_given=f.given("num_steps"),
         resolution=_resolution(f),
         num_video_frames_per_chunk=chunk_frames,
         num_conditional_frames=cond_frames,

@@ -24,18 +24,7 @@ from cosmos_t2 import __version__
 from cosmos_t2.atomic import write_text_atomic
 from cosmos_t2.controls.registry import MODALITIES
 from cosmos_t2.errors import CosmosError
-from cosmos_t2.report.charts import (
-    LOWER_IS_BETTER,
-    REFERENCE_NAMES,
-    charts,
-    device_label,
-    fidelity_rows,
-    fidelity_table,
-    job_labels,
-    number,
-    present,
-    reading,
-)
+from cosmos_t2.report.charts import charts
 from cosmos_t2.report.data import (
     Run,
     bench_table,
@@ -45,12 +34,13 @@ from cosmos_t2.report.data import (
     find_runs,
     finished_video,
     job_table,
-    read_json,
-    read_sidecar,
     rule_summary,
     stage_timings,
 )
+from cosmos_t2.report.fidelity import LOWER_IS_BETTER, REFERENCE_NAMES, fidelity_rows, fidelity_table, reading
+from cosmos_t2.report.labels import device_label, job_labels, number, present
 from cosmos_t2.report.scope import sweep_scope
+from cosmos_t2.report.sidecars import read_json, read_sidecar
 from cosmos_t2.video import read_video
 
 log = logging.getLogger(__name__)
@@ -246,15 +236,14 @@ def _card(
         "name": job["name"],
         "hardware": run.label,
         "key": job["key"],
-        "model": sidecar.get("label") or UNKNOWN_MODEL,
-        "tiny": bool(sidecar.get("tiny")),
+        "model": sidecar.label or UNKNOWN_MODEL,
+        "tiny": bool(sidecar.tiny),
         "settings": job.get("settings", {}),
         "facts": facts,
         "fidelity": fidelity,
         "spec": json.dumps(spec if spec is not None else {"missing": paths["spec"]}, indent=2),
         "timings": {
-            k: number(float(v))
-            for k, v in {**(sidecar.get("startup_s") or {}), **(sidecar.get("timings_s") or {})}.items()
+            k: number(float(v)) for k, v in {**sidecar.timings.startup_s, **sidecar.timings.stages_s}.items()
         },
         "thumbs": [t for t in thumbs if t["src"]],
         "preview": _preview(video, page_dir, options.embed_limit_mb) if finished else None,

@@ -21,7 +21,9 @@ import pandas as pd
 
 from cosmos_t2.controls.registry import MODALITIES
 from cosmos_t2.errors import CosmosError
+from cosmos_t2.job.sidecar import DeviceRecord, JobRecord
 from cosmos_t2.report.metrics import control_fidelity, reference_points
+from cosmos_t2.report.sidecars import read_json, read_sidecar
 from cosmos_t2.workflow.manifest import PATHS, check_manifest
 
 log = logging.getLogger(__name__)
@@ -77,14 +79,15 @@ def find_runs(results: Path) -> list[Run]:
     return runs
 
 
-def infer_sidecar(path: Path) -> dict[str, Any] | None:
+def infer_sidecar(path: Path) -> JobRecord | None:
     """The sidecar `cosmos-t2 infer` writes beside its video (the resolved spec, and the video it made), or
     None for any other JSON file."""
     data = read_json(path)
     if data is None or not isinstance(data.get("spec"), dict) or not isinstance(data.get("outputs"), dict):
         return None
-    video = data["outputs"].get("video")
-    return data if isinstance(video, str) and (path.parent / video).is_file() else None
+    record = JobRecord.from_json(data)
+    video = record.outputs.get("video")
+    return record if isinstance(video, str) and (path.parent / video).is_file() else None
 
 
 # The spec keys a job of plain outputs is told apart by (a sweep's jobs carry their grid settings instead).
@@ -104,7 +107,7 @@ def infer_runs(results: Path) -> list[Run]:
     manifest the workflow would have written made from the sidecars: the sidecar stands for the spec, the
     prompt and the latents (infer keeps them inside), settings are the spec's seed, steps, guidance and
     control weight. Only the settings that differ between a folder's jobs are kept, as a sweep's grid."""
-    found: dict[Path, list[tuple[Path, dict[str, Any]]]] = {}
+    found: dict[Path, list[tuple[Path, JobRecord]]] = {}
     for path in sorted(results.rglob("*.json")):
         if "specs" in path.relative_to(results).parts:
             continue
@@ -115,20 +118,20 @@ def infer_runs(results: Path) -> list[Run]:
     for folder, sidecars in sorted(found.items()):
         jobs = []
         for path, sidecar in sidecars:
-            spec = sidecar["spec"]
+            spec = sidecar.spec or {}
             modalities = [m for m in MODALITIES if isinstance(spec.get(m), dict)]
             rel = path.name
             jobs.append(
                 {
                     "key": path.stem,
-                    "name": str(sidecar.get("name") or path.stem),
+                    "name": sidecar.name or path.stem,
                     "spec_file": rel,
                     "settings": _spec_settings(spec, modalities),
                     "modalities": modalities,
                     "resolved_spec": spec,
                     "paths": {
                         "spec": rel, "prompt": rel, "latents": rel, "diffuse_sidecar": rel,
-                        "video": sidecar["outputs"]["video"],
+                        "video": sidecar.outputs["video"],
                     },
                 }
             )  # fmt: skip
@@ -146,60 +149,6 @@ def finished_video(video: Path) -> bool:
     """A video whose sidecar (`render` publishes it after the video) is there too: a video without one is
     left from an interrupted job and is not shown or scored."""
     return video.is_file() and video.with_suffix(".json").is_file()
-
-
-def read_json(path: Path) -> dict[str, Any] | None:
-    """A JSON object, or None when the file is missing or unreadable (a job that has not run yet)."""
-    try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
-# The sidecar fields the report reads, and the JSON types each must have. A field of another type (a
-# hand-edited sidecar, or one of an older or newer cosmos-t2) is shown as missing ("—") with one warning
-# naming the file and field, never an AttributeError that stops the whole report.
-NUMBER = (int, float)
-SIDECAR_FIELDS: dict[str, tuple[type, ...]] = {
-    "steps": (int,), "diffusion_steps_total": (int,), "seconds_per_step": NUMBER, "label": (str,),
-    "tiny": (bool,), "device": (dict,), "peak_memory_gib": (dict,), "timings_s": (dict,),
-    "startup_s": (dict,), "render": (dict,),
-}  # fmt: skip
-NUMBER_MAPS = ("peak_memory_gib", "timings_s", "startup_s")  # {name: number}: a non-number entry is dropped
-
-
-def read_sidecar(path: Path) -> dict[str, Any]:
-    """A job's sidecar with every field the report reads of the type it expects ({} when missing)."""
-    data = read_json(path) or {}
-
-    def warn(line: str) -> None:  # once per file and field: several tables read the same sidecar
-        if line not in _warned:
-            _warned.add(line)
-            log.warning(line)
-
-    for key, types in SIDECAR_FIELDS.items():
-        value = data.get(key)
-        if value is None:
-            continue
-        if (isinstance(value, bool) and bool not in types) or not isinstance(value, types):
-            expected = " or ".join(_JSON_NAMES.get(t, t.__name__) for t in types)
-            warn(f"{path}: sidecar field {key!r} is {_json_type(value)}, not {expected}; shown as —")
-            data[key] = None
-        elif key in NUMBER_MAPS:
-            data[key] = {k: v for k, v in value.items() if isinstance(v, NUMBER) and not isinstance(v, bool)}
-            if len(data[key]) != len(value):
-                warn(f"{path}: sidecar field {key!r} holds entries that are not numbers; they are left out")
-    return data
-
-
-_warned: set[str] = set()
-_JSON_NAMES = {dict: "an object", str: "a string", bool: "true/false", int: "an integer", float: "a number",
-               list: "a list"}  # fmt: skip
-
-
-def _json_type(value: Any) -> str:
-    return next((name for t, name in _JSON_NAMES.items() if isinstance(value, t)), type(value).__name__)
 
 
 # A job's rules in the order they run, with the product (a `paths` key) whose absence means the rule
@@ -329,19 +278,20 @@ def job_table(
             }
             for rule, key in job.get("benchmarks", {}).items():
                 row[f"{rule}_s"] = walls.get((run.label, rule, key), math.nan)
-            row["diffusion_steps"] = sidecar.get("diffusion_steps_total") or sidecar.get("steps")
-            row["s_per_step"] = sidecar.get("seconds_per_step")
-            row["model"] = sidecar.get("label")
-            row["tiny"] = sidecar.get("tiny")
-            row["device_type"] = (sidecar.get("device") or {}).get("type")
-            row["device"] = (sidecar.get("device") or {}).get("name")
-            row["threads"] = (sidecar.get("device") or {}).get("threads")
-            row["processes"] = (sidecar.get("device") or {}).get("processes")
-            row["attention"] = (sidecar.get("device") or {}).get("attention")
-            peak = sidecar.get("peak_memory_gib") or {}
+            row["diffusion_steps"] = sidecar.diffusion_steps_total or sidecar.steps
+            row["s_per_step"] = sidecar.timings.seconds_per_step
+            row["model"] = sidecar.label
+            row["tiny"] = sidecar.tiny
+            device = sidecar.device or DeviceRecord()
+            row["device_type"] = device.type
+            row["device"] = device.name
+            row["threads"] = device.threads
+            row["processes"] = device.processes
+            row["attention"] = device.attention
+            peak = sidecar.timings.peak_memory_gib
             row["diffuse_gpu_gib"] = peak.get("gpu_allocated")
             row["diffuse_cpu_rss_gib"] = peak.get("cpu_rss")
-            row["render_s"] = (rendered.get("render") or {}).get("seconds")
+            row["render_s"] = (rendered.render or {}).get("seconds")
             row.update(metrics.get((run.label, job["key"]), {}))
             rows.append(row)
     return pd.DataFrame(rows)
@@ -356,7 +306,7 @@ def stage_timings(runs: list[Run], bench: pd.DataFrame) -> pd.DataFrame:
     for run in runs:
         for job in run.manifest.get("jobs", []):
             sidecar = read_sidecar(run.folder / job["paths"]["diffuse_sidecar"])
-            parts = {**(sidecar.get("startup_s") or {}), **(sidecar.get("timings_s") or {})}
+            parts = {**sidecar.timings.startup_s, **sidecar.timings.stages_s}
             if not parts:
                 continue
             wall = walls.get((run.label, job.get("benchmarks", {}).get("diffuse")))

@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from cosmos_t2.errors import CosmosError
-from cosmos_t2.report.data import Run, read_sidecar
+from cosmos_t2.report.data import Run
+from cosmos_t2.report.sidecars import read_sidecar
 
 
 @dataclass(frozen=True)
@@ -56,8 +57,8 @@ def _jobs_on_disk(run: Run) -> list[dict[str, Any]]:
                 "job": sidecar.parent.name,
                 "sample": sidecar.stem,
                 "finished": finished.strftime("%Y-%m-%d %H:%M UTC"),
-                "steps": data.get("steps"),
-                "s_per_step": data.get("seconds_per_step"),
+                "steps": data.steps,
+                "s_per_step": data.timings.seconds_per_step,
                 "sidecar": str(sidecar.relative_to(run.folder.parent)),
             }
         )

@@ -11,7 +11,8 @@ import sys
 from pathlib import Path
 
 from cosmos_t2.errors import CosmosError, error_line
-from cosmos_t2.report.data import find_runs, finished_video, job_status, read_json
+from cosmos_t2.report.data import find_runs, finished_video, job_status
+from cosmos_t2.report.sidecars import read_sidecar
 
 
 def summary_lines(results: str | Path, report: str | Path) -> list[str]:
@@ -27,9 +28,9 @@ def summary_lines(results: str | Path, report: str | Path) -> list[str]:
             if finished_video(video):
                 folder = run.folder / "videos"
                 made[folder] = made.get(folder, 0) + 1
-                sidecar = read_json(video.with_suffix(".json")) or {}
-                tiny.add(bool(sidecar.get("tiny")))
-                labels.add(str(sidecar.get("label") or "model named in no sidecar"))
+                sidecar = read_sidecar(video.with_suffix(".json"))
+                tiny.add(bool(sidecar.tiny))
+                labels.add(sidecar.label or "model named in no sidecar")
             elif job_status(run, job)["status"] == "failed":
                 failed += 1
     count = sum(made.values())

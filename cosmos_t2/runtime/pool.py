@@ -27,7 +27,8 @@ from cosmos_t2.model.text import PromptEncoder, encoder_for
 from cosmos_t2.model.vae import WanVAE
 from cosmos_t2.runtime.acceleration import Acceleration, accelerate
 from cosmos_t2.runtime.build import build_net, build_tokenizer
-from cosmos_t2.runtime.memory import HEADROOM, Budget, Plan
+from cosmos_t2.runtime.memory import HEADROOM, Plan
+from cosmos_t2.runtime.memory_choice import Budget
 from cosmos_t2.runtime.residency import build_device, offload_key, place_net, place_vae, set_net_levers
 from cosmos_t2.weights.locate import ModelFiles
 

@@ -23,7 +23,8 @@ from cosmos_t2.errors import CosmosError
 from cosmos_t2.jobspec.job import Spec
 from cosmos_t2.model.device import cuda_index
 from cosmos_t2.model.offload import BlockStreamer, ModelSwap, set_mlp_chunks
-from cosmos_t2.runtime.memory import PLANS, Choice, Plan, choose, device_budget, estimate_lines, job_shape
+from cosmos_t2.runtime.memory import PLANS, Plan, job_shape
+from cosmos_t2.runtime.memory_choice import Choice, choose, device_budget, estimate_lines
 
 
 def apply_memory_cap(device: torch.device, cap_gib: float | None) -> None:

@@ -37,9 +37,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from cosmos_t2.jobspec.job import DEFAULT_NUM_STEPS
 from cosmos_t2.sampling.base import ChunkConditioning, GuidedGeneration, VelocityFn
 
-DEFAULT_NUM_STEPS = 35
 DEFAULT_GUIDANCE = 3.0
 DEFAULT_SHIFT = 5.0
 NUM_TRAIN_TIMESTEPS = 1000

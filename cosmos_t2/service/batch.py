@@ -26,6 +26,7 @@ from cosmos_t2.distributed.launch import first_rank, under_torchrun
 from cosmos_t2.errors import CosmosError
 from cosmos_t2.job.output import output_names
 from cosmos_t2.job.run import JobResult, RunOptions, run_on_ranks
+from cosmos_t2.job.sidecar import JobRecord
 from cosmos_t2.jobspec.job import Spec, load_specs_each
 from cosmos_t2.runtime.pool import ModelPool
 from cosmos_t2.weights.hashes import sha256_file
@@ -128,10 +129,11 @@ def redo_reason(spec: Spec, options: RunOptions) -> str | None:
     with `--set num_steps=7` redoes the job rather than keep outputs of another setting)."""
     main_name, sidecar_name = output_names(spec, options.latents_only)
     try:
-        record = json.loads((options.out_dir / sidecar_name).read_text())
-    except (OSError, ValueError):
+        data = json.loads((options.out_dir / sidecar_name).read_text())
+        record = JobRecord.from_json(data) if isinstance(data, dict) else None
+    except (OSError, ValueError, TypeError):
         return "no outputs yet"
-    files = record.get("output_files") if isinstance(record, dict) else None
+    files = record.output_files if record is not None else None
     expected = files.get(main_name) if isinstance(files, dict) else None
     if not isinstance(expected, dict):  # an older sidecar, or one of a job that never finished
         return "its record does not list a finished output"
@@ -144,18 +146,14 @@ def redo_reason(spec: Spec, options: RunOptions) -> str | None:
     return settings_change(spec, options, record)
 
 
-def settings_change(spec: Spec, options: RunOptions, record: dict[str, Any]) -> str | None:
+def settings_change(spec: Spec, options: RunOptions, record: JobRecord) -> str | None:
     """What differs between the job as asked now and as its record says it ran, or None."""
-    if bool(record.get("tiny")) != bool(options.tiny):
-        return (
-            "the model changed (tiny then, full now)"
-            if record.get("tiny")
-            else "the model changed (tiny now)"
-        )
-    recorded = record.get("spec")
+    if bool(record.tiny) != bool(options.tiny):
+        return "the model changed (tiny then, full now)" if record.tiny else "the model changed (tiny now)"
+    recorded = record.spec
     if not isinstance(recorded, dict):
         return "its record holds no spec"
-    changed = record.get("changed_by_mode")
+    changed = record.changed_by_mode
     # the record holds the spec as run; a mode (tiny, distilled) may have changed some keys, kept as asked
     asked_then = {**recorded, **(changed if isinstance(changed, dict) else {})}
     asked_now = json.loads(json.dumps(spec.to_dict(), default=str))  # as JSON holds it: lists, not tuples
