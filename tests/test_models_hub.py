@@ -169,9 +169,9 @@ def test_check_opens_each_file_and_fails_one_that_is_not_what_its_name_says(
     assert "edge.pt" in err and "tokenizer.pth" in err and err.count("\n") == 1
 
 
-def _found_by_infer(folder: Path, slot: str, item: OfficialFile) -> Path | None:
+def _found_by_infer(folder: Path, item: OfficialFile) -> Path | None:
     """Where infer's own lookups (`locate_models`, and `ModelPaths` as `job.run` builds it from
-    --model-dir alone) find the model `models fetch` put at `slot`."""
+    --model-dir alone) find the model `models fetch` put at `item.slot`."""
     if item.modality is not None:
         files = locate_models(
             folder, [item.modality], tiny=False, need_text_encoder=False, need_image_encoder=False
@@ -183,10 +183,10 @@ def _found_by_infer(folder: Path, slot: str, item: OfficialFile) -> Path | None:
         "text_encoder": files.text_encoder,
         "image_encoder": files.image_encoder,
     }
-    if slot in by_slot:
-        return by_slot[slot]
+    if item.slot in by_slot:
+        return by_slot[item.slot]
     paths = ModelPaths.from_env(model_dir=folder, environ={}, has_options=False)
-    field = next(f for f, fetched in FETCHED_FOLDERS.items() if fetched == slot)
+    field = next(f for f, fetched in FETCHED_FOLDERS.items() if fetched == item.slot)
     return paths.require(field)
 
 
@@ -203,7 +203,7 @@ def test_infer_model_dir_finds_every_model_fetch_fetched(
             item.distilled
         ):  # the edge slot holds one model: the distilled one runs from a folder without edge.*
             continue
-        assert _found_by_infer(folder, item.slot, item) == folder / item.slot, item.slot
+        assert _found_by_infer(folder, item) == folder / item.slot, item.slot
     distilled = [item for item in fetched if item.distilled]
     assert [item.slot for item in distilled] == ["edge_distilled.pt"]
     (folder / "edge.pt").unlink()
