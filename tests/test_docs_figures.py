@@ -1,5 +1,6 @@
-"""Every measured figure in the README equals its record (issue 33): the tables of docs/benchmarks.md, the
-JSON a run left under docs/data/, or the file that sets it (the Makefile's torch pin, pyproject's Python).
+"""Every measured figure in the README, and the headline table of docs/performance.md, equals its record
+(issue 33): the tables of docs/benchmarks.md, the JSON a run left under docs/data/, or the file that sets it
+(the Makefile's torch pin, pyproject's Python).
 
 `FIGURES` lists each figure: a pattern over the README whose group is the figure as the README writes it,
 and where its value of record is. A number the README gives in a unit (s, min, GiB, GB, ×, %) that no
@@ -143,7 +144,7 @@ FIGURES = [
     Figure(r"takes ([\d.]+) s on an H100 NVL", lambda r: r.nvidia("whole job")),
     Figure(r"on an H100 NVL \(([\d.]+) GB\)", lambda r: r.nvidia("memory")),
     Figure(r"Offload tiers for (\d+)–\d+ GiB cards", lambda r: min(r.memory_caps())),
-    Figure(r"Offload tiers for \d+–(\d+ GiB) cards", lambda r: f"{max(r.memory_caps()):.0f} GiB"),
+    Figure(r"Offload tiers for \d+–(\d+) GiB cards", lambda r: max(r.memory_caps())),
 ]
 
 
@@ -230,3 +231,80 @@ def test_the_readme_lists_every_command_the_app_has() -> None:
     listed = section(readme(), "## Install").split("Commands:", 1)[1].split("Every error", 1)[0]
     named = set(re.findall(r"`([a-z][a-z-]*)(?: [a-z|]+)?`", listed))
     assert named == commands
+
+
+@dataclass(frozen=True)
+class Run:
+    """What a recorded run measured: its steady s/step (None: not in its record), job totals, peak GiB."""
+
+    steady: float | None
+    totals: tuple[float, ...]
+    peak: float
+
+
+def _bench_run(path: str, whole: str = "total_s") -> Run:
+    data = json.loads((REPO / "docs/data" / path).read_text())
+    job = data["jobs"][0]
+    totals = (data[whole],) if whole in data else (job[whole],)
+    return Run(job["steady_seconds_per_step"], totals, job["peak_memory_gib"]["gpu_allocated"])
+
+
+def _sidecar_run(*paths: str) -> Run:
+    sidecars = [json.loads((REPO / "docs/data" / p).read_text()) for p in paths]
+    totals = sorted(s["total_s"] for s in sidecars)
+    return Run(
+        None,
+        (totals[0], totals[-1])[: len(totals)],
+        max(s["peak_memory_gib"]["gpu_allocated"] for s in sidecars),
+    )
+
+
+SERVED = [f"2026-12-02-h200/diffuse_server{n}_sidecar.json" for n in (2, 3, 4)]
+# docs/performance.md's headline table: each row's first cell -> the run it reports.
+PERFORMANCE_RUNS: dict[str, Callable[[], Run]] = {
+    "35 steps, 1 control (edge computed), FlashAttention-4 (2026-12-02, `56de726`)": lambda: _bench_run("2026-12-02-h200/full_35.json"),
+    "the same, cuDNN attention (2026-12-01, `bf31b98`)": lambda: _bench_run("2026-12-01-h200-bf31b98/full_35.json"),
+    "guided generation, 3 steps, cuDNN (`bf31b98`)": lambda: _bench_run("2026-12-01-h200-bf31b98/guided.json"),
+    "two chunks (185 frames), 3 steps each, cuDNN (`56de726`)": lambda: _bench_run("2026-12-02-h200/two_chunks.json"),
+    "4 controls (edge, vis computed; depth, seg given), 3 steps, cuDNN (`bf31b98`)": lambda: _bench_run("2026-12-01-h200-bf31b98/none_720p4.json"),
+    "distilled edge model, 4 steps, FlashAttention-4, plain `infer` (`eee70ee`)": lambda: _sidecar_run("2026-12-02-h200/distilled_infer_sidecar.json"),
+    "4 distilled jobs in one process (`eee70ee`)": lambda: _bench_run("2026-12-02-h200/distilled_x4.json", "jobs_wall_s"),
+    "the workflow's distilled diffuse job (latents), 2nd–4th through the server (`eee70ee`)": lambda: _sidecar_run(*SERVED),
+}  # fmt: skip
+
+
+def _leading(cell: str) -> tuple[str, ...]:
+    """The number or the range (`16.7–17.2`) a cell starts with, as written."""
+    found = re.match(r"\**([\d.]+)(?:–([\d.]+))?", cell)
+    assert found, f"no figure at the start of {cell!r}"
+    return tuple(g for g in found.groups() if g is not None)
+
+
+def performance_problems(markdown: str) -> list[str]:
+    rows = tables(section(markdown, "## Speed and memory"))[0]
+    problems = [f"docs/performance.md: a row with no recorded run: {r['job (one H200; warm compile cache)']!r}"
+                for r in rows if r["job (one H200; warm compile cache)"] not in PERFORMANCE_RUNS]  # fmt: skip
+    for cells in rows:
+        name = cells["job (one H200; warm compile cache)"]
+        if name not in PERFORMANCE_RUNS:
+            continue
+        run = PERFORMANCE_RUNS[name]()
+        pairs = list(zip(_leading(cells["whole job"]), run.totals, strict=True))
+        pairs.append((_leading(cells["peak"])[0], run.peak))
+        if run.steady is not None:
+            pairs.append((_leading(cells["s / step (steady)"])[0], run.steady))
+        problems += [
+            f"docs/performance.md, {name}: {w} where its record says {r}"
+            for w, r in pairs
+            if not _agrees(w, r)
+        ]
+    return problems
+
+
+def test_the_performance_table_equals_the_recorded_runs() -> None:
+    text = (REPO / "docs/performance.md").read_text()
+    assert performance_problems(text) == []
+    edited = text.replace("| **265.3 s** |", "| **259.0 s** |")
+    assert edited != text and performance_problems(edited) == [
+        f"docs/performance.md, {next(iter(PERFORMANCE_RUNS))}: 259.0 where its record says 265.329"
+    ]
