@@ -5,14 +5,19 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from _cli import run_cli
-from _fake_hub import build_fake_hub
+import torch
+from _cli import OPTION, command_options, named_command, run_cli
+from _fake_hub import EVERYTHING, build_fake_hub
 
+from cosmos_t2.controls.models import FETCHED_FOLDERS, ModelPaths, load_depth_model
+from cosmos_t2.errors import CosmosError
 from cosmos_t2.weights.hub import MANIFEST
 from cosmos_t2.weights.locate import checkpoint_identity, locate_models
+from cosmos_t2.weights.official import OfficialFile, official_files
 
 ALL = ["--distilled", "--image-encoder"]
 
@@ -162,3 +167,88 @@ def test_check_opens_each_file_and_fails_one_that_is_not_what_its_name_says(
     assert lines["text_encoder"].startswith("FAIL") and "not a safetensors file" in lines["text_encoder"]
     assert "accepts this folder" not in out
     assert "edge.pt" in err and "tokenizer.pth" in err and err.count("\n") == 1
+
+
+def _found_by_infer(folder: Path, item: OfficialFile) -> Path | None:
+    """Where infer's own lookups (`locate_models`, and `ModelPaths` as `job.run` builds it from
+    --model-dir alone) find the model `models fetch` put at `item.slot`."""
+    if item.modality is not None:
+        files = locate_models(
+            folder, [item.modality], tiny=False, need_text_encoder=False, need_image_encoder=False
+        )
+        return files.checkpoints[item.modality]
+    files = locate_models(folder, ["edge"], tiny=False, need_text_encoder=True, need_image_encoder=True)
+    by_slot = {
+        "tokenizer.pth": files.vae,
+        "text_encoder": files.text_encoder,
+        "image_encoder": files.image_encoder,
+    }
+    if item.slot in by_slot:
+        return by_slot[item.slot]
+    paths = ModelPaths.from_env(model_dir=folder, environ={}, has_options=False)
+    field = next(f for f, fetched in FETCHED_FOLDERS.items() if fetched == item.slot)
+    return paths.require(field)
+
+
+def test_infer_model_dir_finds_every_model_fetch_fetched(
+    tmp_path: Path, hub: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "models"
+    code, _, err = fetch(folder, hub, *ALL, capsys=capsys)
+    assert code == 0, err
+    fetched = official_files(EVERYTHING)
+    assert {item.slot for item in fetched} == {p.name for p in folder.iterdir()} - {MANIFEST}
+    for item in fetched:
+        if (
+            item.distilled
+        ):  # the edge slot holds one model: the distilled one runs from a folder without edge.*
+            continue
+        assert _found_by_infer(folder, item) == folder / item.slot, item.slot
+    distilled = [item for item in fetched if item.distilled]
+    assert [item.slot for item in distilled] == ["edge_distilled.pt"]
+    (folder / "edge.pt").unlink()
+    files = locate_models(folder, ["edge"], tiny=False, need_text_encoder=True, need_image_encoder=False)
+    assert files.checkpoints["edge"] == folder / "edge_distilled.pt" and files.distilled
+
+
+def _infer_path_messages(empty: Path) -> list[str]:
+    """Every error infer's model lookups can raise for a folder without the file, as text."""
+    messages = []
+    attempts: list[Callable[[], object]] = [
+        lambda: locate_models(None, ["edge"], tiny=False, need_text_encoder=True, need_image_encoder=False),
+        lambda: locate_models(
+            empty / "absent", ["edge"], tiny=False, need_text_encoder=True, need_image_encoder=False
+        ),
+        lambda: locate_models(empty, ["edge"], tiny=False, need_text_encoder=True, need_image_encoder=False),
+        lambda: ModelPaths.from_env(model_dir=empty, environ={}, has_options=False).require_all(
+            *FETCHED_FOLDERS
+        ),
+        lambda: ModelPaths(depth_model_dir=empty / "absent", has_options=False).require("depth_model_dir"),
+        lambda: load_depth_model(empty, torch.device("cpu")),
+    ]
+    for attempt in attempts:
+        with pytest.raises(CosmosError) as info:
+            attempt()
+        messages.append(str(info.value))
+    (empty / "edge.pt").write_bytes(b"")
+    for need_text, need_image in ((False, False), (True, False), (False, True)):
+        with pytest.raises(CosmosError) as info:
+            if need_text or need_image:
+                (empty / "tokenizer.pth").write_bytes(b"")
+            locate_models(
+                empty, ["edge"], tiny=False, need_text_encoder=need_text, need_image_encoder=need_image
+            )
+        messages.append(str(info.value))
+    return messages
+
+
+def test_messages_of_infer_model_lookups_name_only_options_infer_has(tmp_path: Path) -> None:
+    """An option a message names belongs to `infer` (which prints it), or to the command the text names
+    right before it (`cosmos-t2 models fetch`)."""
+    messages = _infer_path_messages(tmp_path)
+    assert len(set(messages)) == len(messages)  # each attempt reached its own message
+    named = {(match.group(), named_command(text, match.start()) or "infer", text) for text in messages
+             for match in OPTION.finditer(text)}  # fmt: skip
+    assert {"--model-dir", "--tiny", "--prompt-embeddings"} <= {option for option, _, _ in named}
+    wrong = [(option, text) for option, command, text in named if option not in command_options()[command]]
+    assert not wrong

@@ -152,7 +152,7 @@ def load_sam2_model(path: Path, device: torch.device) -> Sam2Model:
 def _load_depth(path: str, device: str) -> DepthModel:
     from transformers import AutoImageProcessor, DepthAnythingForDepthEstimation
 
-    with _loading("Depth Anything V2", path, "depth_model_dir"):
+    with _loading("Depth Anything V2", path):
         processor = AutoImageProcessor.from_pretrained(path)
         model = DepthAnythingForDepthEstimation.from_pretrained(path)
     return DepthModel(processor, model.to(device).eval(), torch.device(device))
@@ -162,7 +162,7 @@ def _load_depth(path: str, device: str) -> DepthModel:
 def _load_grounding(path: str, device: str) -> GroundingModel:
     from transformers import AutoProcessor, GroundingDinoForObjectDetection
 
-    with _loading("GroundingDINO", path, "grounding_model_dir"):
+    with _loading("GroundingDINO", path):
         processor = AutoProcessor.from_pretrained(path)
         model = GroundingDinoForObjectDetection.from_pretrained(path)
     return GroundingModel(processor, model.to(device).eval(), torch.device(device))
@@ -172,7 +172,7 @@ def _load_grounding(path: str, device: str) -> GroundingModel:
 def _load_sam2(path: str, device: str) -> Sam2Model:
     from transformers import Sam2VideoModel
 
-    with _loading("SAM2 video", path, "seg_model_dir"):
+    with _loading("SAM2 video", path):
         model = Sam2VideoModel.from_pretrained(path)
     # transformers' Sam2VideoProcessor needs torchvision, which has no build for this torch here; we do its
     # resize + normalise ourselves (seg.py) with the folder's processor settings when it has them.
@@ -201,9 +201,10 @@ def _read_processor_settings(path: Path) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def _loading(what: str, path: str, field: str) -> Iterator[None]:
-    """Turn a failed from_pretrained into one CosmosError naming the folder and its option; keep
-    transformers' weight-loading bar out of the output (a command's stdout is JSON a workflow reads)."""
+def _loading(what: str, path: str) -> Iterator[None]:
+    """Turn a failed from_pretrained into one CosmosError naming the folder (not an option: the folder may
+    have come from infer's --model-dir, a variable or controls' own option); keep transformers'
+    weight-loading bar out of the output (a command's stdout is JSON a workflow reads)."""
     from transformers.utils import logging as hf_logging
 
     bars_were_on = hf_logging.is_progress_bar_enabled()
@@ -211,8 +212,7 @@ def _loading(what: str, path: str, field: str) -> Iterator[None]:
     try:
         yield
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        option, env, _ = MODEL_DIR_SOURCES[field]
-        raise CosmosError(f"cannot load the {what} model ({option} / {env}): {exc}", file=path) from exc
+        raise CosmosError(f"cannot load the {what} model from this folder: {exc}", file=path) from exc
     finally:
         if bars_were_on:
             hf_logging.enable_progress_bar()
