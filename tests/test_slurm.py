@@ -114,7 +114,7 @@ def test_the_sweep_through_slurm_writes_the_local_bytes_retries_and_redoes_only_
         command("slurm-cpu", "--retries", "1"), cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT
     )
     try:
-        job_id = wait_for(tmp_path, "sample_diffuse", "RUNNING", proc)  # a sample's diffuse + encode
+        job_id = wait_for(tmp_path, "accelerator", "RUNNING", proc)  # the sweep's GPU stages
         subprocess.run(["scancel", job_id], check=True, timeout=20)  # a pre-emption, a node lost: retried
         assert proc.wait(timeout=500) == 0, (tmp_path / "snakemake.log").read_text()[-4000:]
     finally:
@@ -125,20 +125,19 @@ def test_the_sweep_through_slurm_writes_the_local_bytes_retries_and_redoes_only_
     out = (tmp_path / "snakemake.log").read_text()
     assert "hardware label slurm-cpu" in out
     # a grouped job's failure names the group and shows its SLURM log, which says it was cancelled
-    assert "Error in group sample" in out and re.search(rf"\*\*\* JOB {job_id} ON \S+ CANCELLED AT", out)
+    assert "Error in group accelerator" in out and re.search(rf"\*\*\* JOB {job_id} ON \S+ CANCELLED AT", out)
     assert "Trying to restart job" in out
 
     local, slurm = outputs(tmp_path / "results" / "cpu-local"), outputs(tmp_path / "results" / "slurm-cpu")
     assert len(local) == 4 and local.keys() == slurm.keys()  # 2 latents, 2 mp4s, each in its run folder
     assert [k for k in local if local[k] != slurm[k]] == []  # byte-identical, the retried job's too
-    # every allocation kept its SLURM log (the profile keeps successful ones): 1 decode, 1 controls,
-    # 1 prompt and one a sample for its diffuse and encode (the profile's group; one sample's twice);
-    # spec, manifest and report run here
+    # every allocation kept its SLURM log (the profile keeps successful ones): 1 decode (a CPU stage) and
+    # one for every GPU stage of the sweep (the profile's group: controls, prompt, 2 diffuse, 2 encode),
+    # twice for the retry; spec, manifest and report run here
     logs = sorted((tmp_path / ".snakemake" / "slurm_logs").rglob("*.log"))
-    assert len(logs) == 6, logs
-    assert (
-        len(list((tmp_path / ".snakemake" / "slurm_logs" / "group_sample_diffuse_encode").glob("*.log"))) == 3
-    )
+    assert len(logs) == 3, logs
+    group_logs = tmp_path / ".snakemake" / "slurm_logs" / "group_accelerator_controls_diffuse_encode_prompt"
+    assert len(list(group_logs.glob("*.log"))) == 2, logs
     assert jobs_of(tmp_path) == []
     print(
         f"small sweep: local {local_wall:.1f} s, SLURM {slurm_wall:.1f} s with a retry, {len(logs)} allocations"

@@ -173,6 +173,10 @@ def needs(stage):
     gpu_stage, mem_mb, cpus, minutes = STAGE_NEEDS[stage]
     gpus = 1 if gpu_stage and GPU_DEVICE else 0
     resources = {"gpu": gpus, "gpu_model": HARDWARE.gpu_model if gpus else ""}
+    # The accelerator's one slot, on CPU sweeps too: a cluster profile caps it at 1 (`resources:`, scope
+    # local), so the GPU stages it groups into one allocation run there one after the other and the
+    # allocation asks for the largest stage's needs, not their sum. Locally it is not capped.
+    resources["accelerator_slot"] = 1 if gpu_stage else 0
     resources.update(mem_mb=mem_mb, cpus_per_task=cpus, runtime=minutes)
     return resources | (TINY_NEEDS if config["tiny"] and stage != "bench" else {})
 
