@@ -11,7 +11,7 @@ from _cli import run_cli
 
 from cosmos_t2.bench.e2e import write_prompt_embeddings, write_random_models
 from cosmos_t2.job.conditioning import check_prompt_embeddings
-from cosmos_t2.jobspec.job import load_job
+from cosmos_t2.jobspec.load import load_job
 from cosmos_t2.runtime.build import build_net
 from cosmos_t2.weights.locate import locate_models
 

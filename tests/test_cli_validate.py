@@ -15,7 +15,7 @@ from _cli import run_cli
 from cosmos_t2 import __version__
 from cosmos_t2.cli import main
 from cosmos_t2.errors import CosmosError
-from cosmos_t2.jobspec.job import load_specs
+from cosmos_t2.jobspec.load import load_specs
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ from cosmos_t2.controls.models import ModelPaths, _load_sam2
 from cosmos_t2.controls.run import compute_missing_controls
 from cosmos_t2.controls.seg import color_masks, distinct_colors
 from cosmos_t2.errors import CosmosError
-from cosmos_t2.jobspec.job import load_job
+from cosmos_t2.jobspec.load import load_job
 from cosmos_t2.video import read_video, write_video
 
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ".", "a", "red", "car", "road", "tree", "person"]
@@ -300,7 +300,7 @@ def test_a_fetched_model_folder_is_the_last_place_looked(
     controls with it when neither --depth-model-dir nor COSMOS_T2_DEPTH_MODEL_DIR names a folder."""
     from cosmos_t2.job.inputs import load_inputs
     from cosmos_t2.job.run import effective_spec
-    from cosmos_t2.jobspec.job import load_job
+    from cosmos_t2.jobspec.load import load_job
 
     fetched = tmp_path / "checkpoints"
     fetched.mkdir()

@@ -11,7 +11,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from cosmos_t2.jobspec.job import MODALITIES, load_specs
+from cosmos_t2.jobspec.job import MODALITIES
+from cosmos_t2.jobspec.load import load_specs
 from cosmos_t2.video import model_resolution, read_video
 
 REPO = Path(__file__).resolve().parents[1]

@@ -23,10 +23,11 @@ from cosmos_t2.controls.blur import BLUR_PRESETS, _bicubic_down_up, blur_video
 from cosmos_t2.errors import CosmosError
 from cosmos_t2.job import run as run_module
 from cosmos_t2.job.run import RunOptions, run_job
-from cosmos_t2.jobspec.job import load_job
+from cosmos_t2.jobspec.load import load_job
 from cosmos_t2.runtime import pool as pool_module
 from cosmos_t2.runtime.acceleration import Acceleration, resolve_acceleration
 from cosmos_t2.service import batch as batch_module
+from cosmos_t2.service import infer as infer_module
 from cosmos_t2.video import read_video, write_video
 
 FAST = ["--set", "num_steps=1", "--set", "max_frames=5", "--set", "num_video_frames_per_chunk=5"]
@@ -34,15 +35,15 @@ CPU = ["--tiny", "--device", "cpu", "--quiet"]
 
 
 def _captured_options(monkeypatch: pytest.MonkeyPatch, args: list[str], spec: Path) -> RunOptions:
-    """The options `infer` hands the pipeline for one job (batch.py is imported above, so it keeps the real
-    run_on_ranks)."""
+    """The options `infer` hands the pipeline for one job (service/infer.py's run_on_ranks; batch.py keeps the
+    real one)."""
     seen: list[RunOptions] = []
 
     def fake_run(spec: object, options: RunOptions) -> run_module.JobResult:
         seen.append(options)
         return run_module.JobResult(None, None, None, 0, 0.0)
 
-    monkeypatch.setattr(run_module, "run_on_ranks", fake_run)
+    monkeypatch.setattr(infer_module, "run_on_ranks", fake_run)  # where `infer` calls it
     code, _, _ = run_cli(["infer", str(spec), "-o", "unused", *args])
     assert code == 0 and len(seen) == 1
     return seen[0]
@@ -54,6 +55,7 @@ def test_infer_on_cuda_resolves_to_compiled_blocks_and_the_auto_kernel(
     monkeypatch.setenv("COSMOS_T2_CACHE_DIR", str(tmp_path))
     # no GPU here: the --device check (which refuses cuda without one) lets it through
     monkeypatch.setattr("cosmos_t2.model.device.resolve_device", torch.device)
+    monkeypatch.setattr("cosmos_t2.job.options.resolve_device", torch.device)  # the builder checks it too
     spec = repo_root / "examples/robot/edge.json"
     acc = _captured_options(monkeypatch, ["--device", "cuda"], spec).acceleration
     assert acc == Acceleration(

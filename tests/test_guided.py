@@ -21,7 +21,7 @@ from cosmos_t2.job.chunking import plan_chunks
 from cosmos_t2.job.guided import chunk_guide, load_guided_mask
 from cosmos_t2.job.record import load_latents
 from cosmos_t2.job.run import RunOptions, run_job
-from cosmos_t2.jobspec.job import load_job
+from cosmos_t2.jobspec.load import load_job
 from cosmos_t2.runtime import pool as model_pool
 from cosmos_t2.video import write_video
 

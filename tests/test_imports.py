@@ -129,7 +129,7 @@ def test_the_walk_sees_imports_inside_functions() -> None:
     graph = import_graph()
     # the CLI imports its commands' libraries inside the command functions (to keep --help light)
     assert "cosmos_t2.job.run" in graph["cosmos_t2.service.infer"]
-    assert "cosmos_t2.jobspec.job" in graph["cosmos_t2.cli.stages"]
+    assert "cosmos_t2.jobspec.load" in graph["cosmos_t2.cli.stages"]
 
 
 def test_a_cycle_is_found() -> None:

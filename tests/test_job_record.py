@@ -69,7 +69,7 @@ def test_keys_a_newer_cosmos_t2_adds_round_trip() -> None:
 
 def test_the_demo_job_writes_a_versioned_record_that_validates(tmp_path: Path) -> None:
     from cosmos_t2.job.run import RunOptions, run_job
-    from cosmos_t2.jobspec.job import load_job
+    from cosmos_t2.jobspec.load import load_job
 
     spec = load_job(ROOT / "examples" / "robot" / "edge.json", overrides={"num_steps": 2, "max_frames": 17})
     result = run_job(spec, RunOptions(out_dir=tmp_path, tiny=True, progress=False))

@@ -17,7 +17,7 @@ from cosmos_t2.controls.masks import (
     masks_from_shapes,
 )
 from cosmos_t2.errors import CosmosError
-from cosmos_t2.jobspec.job import load_job
+from cosmos_t2.jobspec.load import load_job
 from cosmos_t2.video import read_video, write_video
 
 

@@ -19,7 +19,7 @@ from _cli import run_cli
 
 from cosmos_t2.errors import CosmosError
 from cosmos_t2.job.run import RunOptions, run_job
-from cosmos_t2.jobspec.job import load_job
+from cosmos_t2.jobspec.load import load_job
 from cosmos_t2.model import offload as offload_module
 from cosmos_t2.model.config import TransferConfig
 from cosmos_t2.model.control import ControlInput, TransferNet
@@ -118,7 +118,7 @@ def test_tight_budgets_switch_the_allocator_to_expandable_segments(
     and 16 GiB caps on the H200); an uncapped resident job, or a user's own PYTORCH_CUDA_ALLOC_CONF, is left
     alone."""
     from cosmos_t2.job.run import effective_spec
-    from cosmos_t2.jobspec.job import load_job
+    from cosmos_t2.jobspec.load import load_job
     from cosmos_t2.runtime import residency
     from cosmos_t2.runtime.memory_choice import Budget
 

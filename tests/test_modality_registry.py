@@ -17,7 +17,7 @@ from cosmos_t2.controls.models import ModelPaths
 from cosmos_t2.controls.registry import MODALITIES
 from cosmos_t2.controls.run import compute_missing_controls
 from cosmos_t2.errors import CosmosError
-from cosmos_t2.jobspec.job import load_job
+from cosmos_t2.jobspec.load import load_job
 from cosmos_t2.report.metrics import control_fidelity
 from cosmos_t2.video import INTERPOLATIONS, read_video, write_video
 from cosmos_t2.workflow.sweep import ModelSettings, job_keys, point_overrides, stable_hash

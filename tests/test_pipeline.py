@@ -19,7 +19,8 @@ from cosmos_t2.job import diffuse
 from cosmos_t2.job import load as load_phase
 from cosmos_t2.job.run import RunOptions, effective_spec, run_job
 from cosmos_t2.job.settings import distilled_settings
-from cosmos_t2.jobspec.job import DEFAULT_NUM_STEPS, load_job
+from cosmos_t2.jobspec.job import DEFAULT_NUM_STEPS
+from cosmos_t2.jobspec.load import load_job
 from cosmos_t2.model.config import TransferConfig
 from cosmos_t2.model.control import TransferNet
 from cosmos_t2.runtime import pool as model_pool

@@ -16,12 +16,9 @@ from cosmos_t2.jobspec.job import (
     RESOLUTIONS,
     ControlSpec,
     Spec,
-    load_batch,
-    load_job,
-    load_specs,
     normalized_control_weights,
-    write_job_spec,
 )
+from cosmos_t2.jobspec.load import load_batch, load_job, load_specs, write_job_spec
 from cosmos_t2.jobspec.parse import parse_set_options, strip_jsonc
 
 # The multi-control example of NVIDIA's inference guide (docs/inference.md), paths shortened: JSONC with

@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from cosmos_t2.errors import CosmosError
-from cosmos_t2.jobspec.job import load_specs
+from cosmos_t2.jobspec.load import load_specs
 from cosmos_t2.video import write_video
 
 FRAMES = 9

@@ -32,7 +32,8 @@ from cosmos_t2.bench.step import PRESETS, BenchOptions, Preset
 from cosmos_t2.errors import CosmosError
 from cosmos_t2.job.options import RunSettings, build_run_options
 from cosmos_t2.job.sidecar import JobRecord
-from cosmos_t2.jobspec.job import Spec, load_job, load_specs
+from cosmos_t2.jobspec.job import Spec
+from cosmos_t2.jobspec.load import load_job, load_specs
 from cosmos_t2.model.config import TransferConfig
 from cosmos_t2.model.control import TransferNet
 from cosmos_t2.model.vae import VAEConfig, WanVAE

@@ -61,7 +61,7 @@ def validate(
     """Check spec files and print the resolved spec(s) as JSON (one object, or a list for several)."""
     import json
 
-    from cosmos_t2.jobspec.job import load_batch, write_job_spec
+    from cosmos_t2.jobspec.load import load_batch, write_job_spec
     from cosmos_t2.jobspec.parse import parse_set_options
 
     if json_out is not None:
@@ -107,7 +107,7 @@ def decode(
     import json
     from dataclasses import asdict
 
-    from cosmos_t2.jobspec.job import load_job
+    from cosmos_t2.jobspec.load import load_job
     from cosmos_t2.video import decode_to_model
 
     spec = load_job(job, name=name)
@@ -157,7 +157,7 @@ def encode_prompt(
     device: MaybeDevice = None,
 ) -> None:
     """Encode the job's prompt and negative prompt into one .safetensors file (cached per prompt)."""
-    from cosmos_t2.jobspec.job import load_job
+    from cosmos_t2.jobspec.load import load_job
     from cosmos_t2.model.text import EmbeddingCache, default_cache_dir, encoder_for, write_prompt_embeddings
 
     spec = load_job(job, name=name)
@@ -190,7 +190,7 @@ def controls(
 
     from cosmos_t2.controls.models import ModelPaths
     from cosmos_t2.controls.run import controls_for_job
-    from cosmos_t2.jobspec.job import load_job
+    from cosmos_t2.jobspec.load import load_job
 
     models = ModelPaths.from_env(depth_model_dir, seg_model_dir, grounding_model_dir)
     check_destination(out_dir)
@@ -217,7 +217,7 @@ def masks(
 
     from cosmos_t2.controls.masks import masks_for_job
     from cosmos_t2.controls.models import ModelPaths
-    from cosmos_t2.jobspec.job import load_job
+    from cosmos_t2.jobspec.load import load_job
 
     models = ModelPaths.from_env(seg_model_dir=seg_model_dir, grounding_model_dir=grounding_model_dir)
     check_destination(out_dir)

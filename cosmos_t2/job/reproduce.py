@@ -26,7 +26,8 @@ import torch
 from cosmos_t2.errors import CosmosError
 from cosmos_t2.job.record import LATENTS_SUFFIX, load_latents, read_json
 from cosmos_t2.job.run import RunOptions, run_job
-from cosmos_t2.jobspec.job import Spec, load_job
+from cosmos_t2.jobspec.job import Spec
+from cosmos_t2.jobspec.load import load_job
 from cosmos_t2.runtime.acceleration import resolve_acceleration
 from cosmos_t2.video import read_video
 from cosmos_t2.weights.hashes import checkpoint_hashes

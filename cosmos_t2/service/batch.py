@@ -27,7 +27,8 @@ from cosmos_t2.errors import CosmosError
 from cosmos_t2.job.output import output_names
 from cosmos_t2.job.run import JobResult, RunOptions, run_on_ranks
 from cosmos_t2.job.sidecar import JobRecord
-from cosmos_t2.jobspec.job import Spec, load_specs_each
+from cosmos_t2.jobspec.job import Spec
+from cosmos_t2.jobspec.load import load_specs_each
 from cosmos_t2.runtime.pool import ModelPool
 from cosmos_t2.weights.hashes import sha256_file
 

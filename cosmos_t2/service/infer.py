@@ -17,7 +17,7 @@ from cosmos_t2.errors import CosmosError
 from cosmos_t2.job.options import RunSettings, build_run_options
 from cosmos_t2.job.progress import EventSink, JobEvent
 from cosmos_t2.job.run import RunOptions, run_on_ranks
-from cosmos_t2.jobspec.job import load_job
+from cosmos_t2.jobspec.load import load_job
 from cosmos_t2.jobspec.parse import parse_set_options
 from cosmos_t2.service.batch import failure_line, load_batch_jobs, run_batch
 

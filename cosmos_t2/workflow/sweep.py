@@ -22,7 +22,7 @@ from snakemake.io import contains_wildcard
 
 from cosmos_t2.controls.registry import MODALITIES
 from cosmos_t2.errors import CosmosError
-from cosmos_t2.jobspec.job import load_samples, resolve_sample
+from cosmos_t2.jobspec.load import load_samples, resolve_sample
 from cosmos_t2.workflow.keys import (
     DECODE_FIELDS,
     PROMPT_FIELDS,
