@@ -51,6 +51,42 @@ gpu_info() {
   python3 -c 'import torch; print("torch", torch.__version__, "cudnn", torch.backends.cudnn.version())' | tee -a "$SUMMARY"
 }
 
+served_part() {  # ATTN_ARGS...: one distilled job as its own process, then three served (see part 15)
+  gpu_info
+  export PYTHONFAULTHANDLER=1 XDG_RUNTIME_DIR=/tmp/ct2run
+  mkdir -p -m 0700 $XDG_RUNTIME_DIR
+  local D="--model-dir $W/d/models --prompt-embeddings $W/d/prompt.safetensors --quiet $*"
+  bench distilled_cold 200 bench --e2e --distilled "$@" --work-dir $W/d --json-out $R/cold.json
+  bench own_mp4 120 infer $W/d/e2e.jsonl --name e2e_0 -o $W/d/own $D
+  served server_mp4_1 150 infer $W/d/e2e.jsonl --name e2e_0 -o $W/d/s1 $D --server
+  served server_mp4_2 90 infer $W/d/e2e.jsonl --name e2e_0 -o $W/d/s2 $D --server
+  served server_lat_3 90 infer $W/d/e2e.jsonl --name e2e_0 -o $W/d/s3 --latents-only $D --server
+  timeout 20 python3 -m cosmos_t2.cli serve --status 2>&1 | tee -a "$SUMMARY"
+  timeout 20 python3 -m cosmos_t2.cli serve --stop >/dev/null 2>&1
+  find $XDG_RUNTIME_DIR -name '*.log' -exec cp {} "$R/" \; 2>/dev/null
+  for f in own s1 s2; do sha256sum $W/d/$f/e2e_0.mp4 2>&1 | tee -a "$SUMMARY"; done
+}
+
+served() {  # NAME LIMIT_S ARGS...: a served job; past its limit the server's stacks go to its log
+  local name=$1 limit=$2 t0 t1 pid rc
+  shift 2
+  t0=$(date +%s.%N)
+  python3 -m cosmos_t2.cli "$@" >"$R/$name.log" 2>&1 &
+  pid=$!
+  for _ in $(seq "$limit"); do kill -0 $pid 2>/dev/null || break; sleep 1; done
+  if kill -0 $pid 2>/dev/null; then
+    echo "$name: past ${limit} s, server stacks to its log" | tee -a "$SUMMARY"
+    pkill -ABRT -f "cosmos_t2.cli serve"
+    sleep 5
+    kill $pid 2>/dev/null
+  fi
+  wait $pid
+  rc=$?
+  t1=$(date +%s.%N)
+  printf '%-16s rc=%-3s wall=%7.1f s  %s\n' "$name" "$rc" "$(awk "BEGIN{print $t1 - $t0}")" "$*" | tee -a "$SUMMARY"
+  grep -v '^ *$' "$R/$name.log" | tail -n 12
+}
+
 case ${1:-} in
 1)
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl ||
@@ -247,8 +283,56 @@ print('cpu job, $threads threads:', ' '.join(f'{k[:-7]}={v[:12]}' for k, v in i.
   done
   python3 scripts/identity_table.py $W/f/det1 $W/f/det2 $W/f/def1 $W/f/def2 | tee -a "$SUMMARY"
   ;;
+15)
+  # 2026-12-07 (issue 31): does the served path finish at full size? A fresh machine, carry .whl (PyAV alone,
+  # cuDNN attention). The distilled edge model as its own process, then three jobs through `infer --server`
+  # (two to an mp4, one latents-only). A job that runs past its limit gets the server's Python stacks written
+  # into the server log (PYTHONFAULTHANDLER, then SIGABRT to the server) before the client is stopped.
+  [[ -d /tmp/site/av ]] ||
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/av-*.whl ||
+    exit 1
+  served_part --attn-backend cudnn
+  ;;
+16)
+  # The same with FlashAttention-4, as the 2026-12-06 run that did not finish (carry .gpu1 in a call with
+  # `unpack-only`, then .gpu2 with 16).
+  unpack || exit 1
+  python3 -c 'import av, flash_attn.cute' || exit 1
+  served_part
+  ;;
+17)
+  # 2026-12-07 (issue 29): the host memory (peak RSS) of each GPU stage's process at full size, what a SLURM
+  # request's mem_mb must cover: the distilled edge job to an mp4, the workflow's diffuse (latents only) and
+  # its render. A fresh machine, carry .whl (PyAV; cuDNN attention).
+  [[ -d /tmp/site/av ]] ||
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/av-*.whl ||
+    exit 1
+  gpu_info
+  D="--model-dir $W/d/models --prompt-embeddings $W/d/prompt.safetensors --quiet --attn-backend cudnn"
+  bench distilled_cold 200 bench --e2e --distilled --attn-backend cudnn --work-dir $W/d --json-out $R/cold.json
+  rss() {  # NAME ARGS...: the process's peak RSS (its children's included) in MiB
+    local name=$1
+    shift
+    python3 - "$name" "$@" <<'PY' 2>&1 | tail -n 3 | tee -a "$SUMMARY"
+import resource, subprocess, sys
+name, args = sys.argv[1], sys.argv[2:]
+proc = subprocess.run([sys.executable, "-m", "cosmos_t2.cli", *args], capture_output=True, text=True)
+peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+print(f"{name}: rc={proc.returncode} peak RSS {peak:.0f} MiB ({' '.join(args[:1])})")
+if proc.returncode:
+    print(proc.stderr[-800:])
+PY
+  }
+  rss infer_mp4 infer $W/d/e2e.jsonl --name e2e_0 -o $W/d/m1 $D
+  rss diffuse infer $W/d/e2e.jsonl --name e2e_0 -o $W/d/m2 --latents-only $D
+  rss render render $W/d/m2/e2e_0.latents.safetensors -o $W/d/m2/e2e_0.mp4 --model-dir $W/d/models --device cuda
+  ;;
+unpack-only)
+  unpack || exit 1
+  exit 0
+  ;;
 *)
-  echo "usage: $0 1|2|3|5|6|7|8|9|10|11|12|13|14" >&2
+  echo "usage: $0 1|2|3|5|6|7|8|9|10|11|12|13|14|15|16|17|unpack-only" >&2
   exit 2
   ;;
 esac
