@@ -1,6 +1,8 @@
 """The job record (`job.sidecar.JobRecord`): versioned, documented as a JSON Schema, and readable from
 every sidecar cosmos-t2 wrote; tests/data/sidecar_37288b0.json is one a 2026-12-01 commit (older than
-380b276) wrote on an H200 (docs/data/2026-12-01-h200/distilled_infer_sidecar.json)."""
+380b276) wrote on an H200 (docs/data/2026-12-01-h200/distilled_infer_sidecar.json); tests/data/sidecar_380b276.json
+is what 380b276 itself wrote for the tiny CPU job (`infer examples/robot/edge.json --tiny --device cpu --set
+num_steps=2`, run from a checkout of that commit)."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from cosmos_t2.job.sidecar import SCHEMA_VERSION, JobRecord
 
 ROOT = Path(__file__).resolve().parents[1]
 OLD_SIDECAR = ROOT / "tests" / "data" / "sidecar_37288b0.json"
+SIDECAR_380B276 = ROOT / "tests" / "data" / "sidecar_380b276.json"
 SCHEMA = ROOT / "docs" / "record.schema.json"
 
 
@@ -109,3 +112,24 @@ def test_a_damaged_sidecar_is_read_with_its_odd_fields_empty() -> None:
     )
     assert record.outputs == {} and record.changed_by_mode == {} and record.device is None
     assert record.schema_version == 1 and record.timings.stages_s == {}
+
+
+def test_the_sidecar_380b276_wrote_validates_reads_and_loads_in_the_report(tmp_path: Path) -> None:
+    from cosmos_t2.report.build import ReportOptions, build_report
+
+    data = json.loads(SIDECAR_380B276.read_text())
+    assert "schema_version" not in data and data["provenance"]["git"]["commit"].startswith("380b276")
+    validator().validate(data)
+    record = JobRecord.from_json(data)
+    assert record.schema_version == 1 and record.name == "robot_edge" and record.tiny and record.steps == 2
+    assert record.to_json() == {**data, "schema_version": 1}
+    import numpy as np
+
+    from cosmos_t2.video import write_video
+
+    folder = tmp_path / "out"
+    folder.mkdir()
+    write_video(folder / data["outputs"]["video"], np.zeros((5, 32, 48, 3), np.uint8), 16)
+    shutil.copy(SIDECAR_380B276, folder / "robot_edge.json")
+    html = build_report(folder, tmp_path / "r.html", ReportOptions(metrics=False)).read_text()
+    assert 'id="out-' in html and "robot_edge" in html
