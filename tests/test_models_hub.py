@@ -15,9 +15,12 @@ from _fake_hub import EVERYTHING, build_fake_hub
 
 from cosmos_t2.controls.models import FETCHED_FOLDERS, ModelPaths, load_depth_model
 from cosmos_t2.errors import CosmosError
+from cosmos_t2.job.run import JobResult, RunOptions
 from cosmos_t2.weights.hub import MANIFEST
 from cosmos_t2.weights.locate import checkpoint_identity, locate_models
 from cosmos_t2.weights.official import OfficialFile, official_files
+
+REPO = Path(__file__).resolve().parents[1]
 
 ALL = ["--distilled", "--image-encoder"]
 
@@ -172,10 +175,10 @@ def test_check_opens_each_file_and_fails_one_that_is_not_what_its_name_says(
 def _found_by_infer(folder: Path, item: OfficialFile) -> Path | None:
     """Where infer's own lookups (`locate_models`, and `ModelPaths` as `job.run` builds it from
     --model-dir alone) find the model `models fetch` put at `item.slot`."""
-    if item.modality is not None:
-        files = locate_models(
-            folder, [item.modality], tiny=False, need_text_encoder=False, need_image_encoder=False
-        )
+    if item.modality is not None:  # the distilled checkpoint as `infer --distilled` asks for it
+        files = locate_models(folder, [item.modality], tiny=False, need_text_encoder=False,
+                              need_image_encoder=False, prefer_distilled=item.distilled)  # fmt: skip
+        assert files.distilled == item.distilled
         return files.checkpoints[item.modality]
     files = locate_models(folder, ["edge"], tiny=False, need_text_encoder=True, need_image_encoder=True)
     by_slot = {
@@ -199,16 +202,32 @@ def test_infer_model_dir_finds_every_model_fetch_fetched(
     fetched = official_files(EVERYTHING)
     assert {item.slot for item in fetched} == {p.name for p in folder.iterdir()} - {MANIFEST}
     for item in fetched:
-        if (
-            item.distilled
-        ):  # the edge slot holds one model: the distilled one runs from a folder without edge.*
-            continue
+        # the distilled edge checkpoint is what infer --distilled reads; without it, the full one
         assert _found_by_infer(folder, item) == folder / item.slot, item.slot
     distilled = [item for item in fetched if item.distilled]
     assert [item.slot for item in distilled] == ["edge_distilled.pt"]
-    (folder / "edge.pt").unlink()
-    files = locate_models(folder, ["edge"], tiny=False, need_text_encoder=True, need_image_encoder=False)
-    assert files.checkpoints["edge"] == folder / "edge_distilled.pt" and files.distilled
+    full = locate_models(folder, ["edge"], tiny=False, need_text_encoder=True, need_image_encoder=False)
+    assert full.checkpoints["edge"] == folder / "edge.pt" and not full.distilled
+    # and `infer --distilled` hands the job exactly that choice
+    assert infer_args(["--model-dir", str(folder), "--distilled"]).prefer_distilled
+    assert not infer_args(["--model-dir", str(folder)]).prefer_distilled
+
+
+def infer_args(extra: list[str]) -> RunOptions:
+    """The RunOptions `cosmos-t2 infer` builds for the bundled edge example with `extra` options."""
+    import cosmos_t2.service.infer as infer_module
+
+    seen: list[RunOptions] = []
+
+    def fake_run(spec: object, options: RunOptions) -> JobResult:
+        seen.append(options)
+        return JobResult(None, None, None, 0, 0.0)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(infer_module, "run_on_ranks", fake_run)
+        code, _, err = run_cli(["infer", str(REPO / "examples/robot/edge.json"), "-o", "unused", *extra])
+    assert code == 0 and len(seen) == 1, err
+    return seen[0]
 
 
 def _infer_path_messages(empty: Path) -> list[str]:
@@ -252,3 +271,19 @@ def test_messages_of_infer_model_lookups_name_only_options_infer_has(tmp_path: P
     assert {"--model-dir", "--tiny", "--prompt-embeddings"} <= {option for option, _, _ in named}
     wrong = [(option, text) for option, command, text in named if option not in command_options()[command]]
     assert not wrong
+
+
+def test_infer_distilled_is_refused_without_a_distilled_checkpoint_or_with_other_controls(
+    tmp_path: Path, hub: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "models"
+    code, _, err = fetch(folder, hub, capsys=capsys)  # the full models only
+    assert code == 0, err
+    with pytest.raises(CosmosError, match=r"--distilled: no distilled checkpoint: expected edge_distilled"):
+        locate_models(folder, ["edge"], tiny=False, need_text_encoder=False, need_image_encoder=False,
+                      prefer_distilled=True)  # fmt: skip
+    with pytest.raises(
+        CosmosError, match=r"--distilled: the distilled model runs only with the edge control"
+    ):
+        locate_models(folder, ["edge", "depth"], tiny=False, need_text_encoder=False, need_image_encoder=False,
+                      prefer_distilled=True)  # fmt: skip

@@ -165,6 +165,14 @@ def infer(
         bool, typer.Option("--tiny", help="The tiny random-weight model (CPU demo, tests).")
     ] = False,
     model_dir: Annotated[Path | None, typer.Option("--model-dir", help="Checkpoints, VAE, encoders.")] = None,
+    distilled: Annotated[
+        bool,
+        typer.Option(
+            "--distilled",
+            help="The 4-step distilled edge checkpoint (edge_distilled.*) where --model-dir also "
+            "holds the full one (a folder of `models fetch` and `models fetch --distilled`).",
+        ),
+    ] = False,
     device: MaybeDevice = None,
     gpus: Annotated[
         int, typer.Option("--gpus", help="Processes (one GPU each) under torchrun.", callback=positive)
@@ -258,7 +266,7 @@ def infer(
         offload=offload, memory_cap_gib=memory_cap,
     )  # fmt: skip
     args = InferArgs(
-        jobs=jobs, out_dir=out_dir, run=run, tiny=tiny, model_dir=model_dir, gpus=gpus,
+        jobs=jobs, out_dir=out_dir, run=run, tiny=tiny, model_dir=model_dir, distilled=distilled, gpus=gpus,
         controls_dir=controls_dir, masks_dir=masks_dir, prompt_embeddings=prompt_embeddings,
         latents_only=latents_only, set_=set_ or [], name=name, quiet=quiet, guardrails=guardrails, force=force,
     )  # fmt: skip

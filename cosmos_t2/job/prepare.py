@@ -143,6 +143,7 @@ def _check_job(spec: Spec, options: RunOptions, main: bool) -> tuple[ModelFiles,
         tiny=options.tiny,
         need_text_encoder=options.prompt_embeddings is None,
         need_image_encoder=spec.image_context_path is not None or spec.context_frame_index is not None,
+        prefer_distilled=options.prefer_distilled,
     )
     refuse_distilled(spec, files.distilled)
     return files, given_embeddings

@@ -106,6 +106,7 @@ def reproduce(sidecar: Path, out_dir: Path | None = None, *, progress: bool | st
         masks_dir=_path(run.get("masks_dir")),
         prompt_embeddings=_path(run.get("prompt_embeddings")),
         latents_only=bool(run.get("latents_only")),
+        prefer_distilled=bool(record.get("distilled")),  # the checkpoint that ran, where DIR has both
         progress=progress,
         offload=str(run.get("offload") or "auto"),
         acceleration=resolve_acceleration(
@@ -156,6 +157,7 @@ def _model_diffs(
         tiny=bool(run.get("tiny")),
         need_text_encoder=run.get("prompt_embeddings") is None,
         need_image_encoder=spec.image_context_path is not None or spec.context_frame_index is not None,
+        prefer_distilled=bool(record.get("distilled")),
     )
     now = checkpoint_hashes(files) or {}
     return [

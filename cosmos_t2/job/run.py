@@ -81,6 +81,8 @@ class RunOptions:
     # What the closing "done" line names instead of the output path: `bench --e2e` writes into a temporary
     # folder it deletes, and a line naming a path that is gone by the time it is read misleads.
     output_note: str | None = None
+    # --distilled: the model folder's <control>_distilled checkpoint before its full one
+    prefer_distilled: bool = False
     # Where the job's lines go (the CLI prints them, the server streams them); None: printed on stderr.
     events: EventSink | None = None
     # The command line the sidecar's provenance records: the server's job records its client's.

@@ -37,6 +37,7 @@ class InferArgs:
     run: RunSettings = field(default_factory=RunSettings)  # device, compile, attention, memory
     tiny: bool = False
     model_dir: Path | None = None
+    distilled: bool = False  # the folder's <control>_distilled checkpoint before its full one
     gpus: int = 1
     controls_dir: Path | None = None
     masks_dir: Path | None = None
@@ -78,6 +79,7 @@ def run_options(
         out_dir=args.out_dir,  # filled in by run_infer before any job runs
         tiny=args.tiny,
         model_dir=args.model_dir,
+        prefer_distilled=args.distilled,
         controls_dir=args.controls_dir,
         masks_dir=args.masks_dir,
         prompt_embeddings=args.prompt_embeddings,

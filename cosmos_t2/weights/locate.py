@@ -121,8 +121,11 @@ def locate_models(
     tiny: bool,
     need_text_encoder: bool,
     need_image_encoder: bool,
+    prefer_distilled: bool = False,
 ) -> ModelFiles:
-    """Check the model directory for everything the job needs; raise one clear error otherwise."""
+    """Check the model directory for everything the job needs; raise one clear error otherwise.
+    `prefer_distilled` (infer's --distilled): `<control>_distilled.*` before `<control>.*`, which a folder
+    filled by `models fetch` and `models fetch --distilled` holds side by side."""
     if model_dir is None:
         if tiny:
             return ModelFiles({}, None, None, None, distilled=False)
@@ -132,10 +135,16 @@ def locate_models(
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
         raise CosmosError("model directory not found", file=model_dir)
+    if prefer_distilled and not _distilled_alone(modalities):
+        names = " or ".join(m.name for m in MODALITIES.values() if m.distilled_checkpoints)
+        raise CosmosError(f"--distilled: the distilled model runs only with the {names} control alone; the "
+                          f"spec uses {', '.join(modalities) or 'no control'}")  # fmt: skip
     checkpoints: dict[str, Path] = {}
     distilled = False
     for modality in modalities:
         stems = (modality, f"{modality}_distilled") if _distilled_alone(modalities) else (modality,)
+        if prefer_distilled:
+            stems = stems[::-1]
         path = _first_file(model_dir, stems)
         if path is None:
             raise CosmosError(
@@ -152,6 +161,10 @@ def locate_models(
             )
         checkpoints[modality] = path
         distilled = distilled or is_distilled
+    if prefer_distilled and not distilled:
+        stem = f"{modalities[0]}_distilled"
+        raise CosmosError(f"--distilled: no distilled checkpoint: expected {stem}.safetensors or {stem}.pt "
+                          "(`cosmos-t2 models fetch --distilled`)", file=model_dir)  # fmt: skip
     if distilled and not _distilled_alone(modalities):
         names = " or ".join(m.name for m in MODALITIES.values() if m.distilled_checkpoints)
         raise CosmosError(
