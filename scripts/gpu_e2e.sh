@@ -46,6 +46,11 @@ unpack() {  # what .gpu1 / .gpu2 carry (scripts/gpu_wheels.sh) into /tmp/site
   fi
 }
 
+install_av() {  # PyAV from the carried .whl/ into /tmp/site, unless a part before on this machine did
+  [[ -d /tmp/site/av ]] ||
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/av-*.whl
+}
+
 gpu_info() {
   nvidia-smi --query-gpu=name,driver_version,power.limit,memory.total --format=csv,noheader | tee -a "$SUMMARY"
   python3 -c 'import torch; print("torch", torch.__version__, "cudnn", torch.backends.cudnn.version())' | tee -a "$SUMMARY"
@@ -243,8 +248,7 @@ PY
 13)
   # 2026-12-06 (issue 28), a fresh machine, carry .whl (PyAV 18.1.0 alone: no FA4, so cuDNN attention): the
   # pinned encoder on this host's CPU, then deterministic mode at full size on the distilled edge model.
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/av-*.whl ||
-    exit 1
+  install_av || exit 1
   gpu_info
   echo "cpu: $(nproc) cores, $(grep -o -w 'avx512f\|avx2\|sse4_2' /proc/cpuinfo | sort -u | tr '\n' ' ')" |
     tee -a "$SUMMARY"
@@ -270,9 +274,7 @@ print('cpu job, $threads threads:', ' '.join(f'{k[:-7]}={v[:12]}' for k, v in i.
 14)
   # Then the 35-step model in deterministic mode against the default, 8 steps a job (carry .whl: a machine that
   # went back between the calls starts bare).
-  [[ -d /tmp/site/av ]] ||
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/av-*.whl ||
-    exit 1
+  install_av || exit 1
   gpu_info
   F="--model-dir $W/f/models --prompt-embeddings $W/f/prompt.safetensors --quiet --attn-backend cudnn"
   bench full_cold 200 bench --e2e --steps 3 --attn-backend cudnn --work-dir $W/f --json-out $R/full_cold.json
@@ -288,9 +290,7 @@ print('cpu job, $threads threads:', ' '.join(f'{k[:-7]}={v[:12]}' for k, v in i.
   # cuDNN attention). The distilled edge model as its own process, then three jobs through `infer --server`
   # (two to an mp4, one latents-only). A job that runs past its limit gets the server's Python stacks written
   # into the server log (PYTHONFAULTHANDLER, then SIGABRT to the server) before the client is stopped.
-  [[ -d /tmp/site/av ]] ||
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/av-*.whl ||
-    exit 1
+  install_av || exit 1
   served_part --attn-backend cudnn
   ;;
 16)
@@ -304,9 +304,7 @@ print('cpu job, $threads threads:', ' '.join(f'{k[:-7]}={v[:12]}' for k, v in i.
   # 2026-12-07 (issue 29): the host memory (peak RSS) of each GPU stage's process at full size, what a SLURM
   # request's mem_mb must cover: the distilled edge job to an mp4, the workflow's diffuse (latents only) and
   # its render. A fresh machine, carry .whl (PyAV; cuDNN attention).
-  [[ -d /tmp/site/av ]] ||
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/av-*.whl ||
-    exit 1
+  install_av || exit 1
   gpu_info
   D="--model-dir $W/d/models --prompt-embeddings $W/d/prompt.safetensors --quiet --attn-backend cudnn"
   bench distilled_cold 200 bench --e2e --distilled --attn-backend cudnn --work-dir $W/d --json-out $R/cold.json
