@@ -154,14 +154,16 @@ def aux_model_args(*dir_keys):
 # What each stage needs, declared here once: whether it runs on the GPU (when the sweep's device is cuda),
 # host memory (MB) and CPUs with the 2B model, and minutes. The tiny model needs TINY_NEEDS instead. A profile
 # only maps these to its site (partition, GPU model, account in its default-resources; hardware.py), and
-# `--set-resources rule:key=value` still overrides one.
+# `--set-resources rule:key=value` still overrides one. diffuse and encode are the measured peak RSS at full
+# size (H100, 720p, 93 frames: 6.8 GB and 4.1 GB, docs/data/2026-12-07-h100-rss) with room for longer
+# inputs; the stages with a text, depth or segmentation model are not measured yet and keep a wide margin.
 STAGE_NEEDS = {  # stage: (GPU stage, mem_mb, cpus_per_task, runtime)
     "decode": (False, 16000, 4, 30),
     "controls": (True, 64000, 8, 60),
     "masks": (True, 64000, 8, 60),
     "prompt": (True, 64000, 8, 30),
-    "diffuse": (True, 128000, 16, 120),
-    "encode": (True, 64000, 8, 60),
+    "diffuse": (True, 16000, 16, 120),
+    "encode": (True, 12000, 8, 60),
     "bench": (True, 128000, 16, 60),
 }
 TINY_NEEDS = {"mem_mb": 3000, "cpus_per_task": 1, "runtime": 15}  # peak RSS of a tiny job: under 2 GB
