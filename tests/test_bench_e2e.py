@@ -9,10 +9,16 @@ import pytest
 import torch
 from _cli import run_cli
 
-from cosmos_t2.bench.e2e import write_prompt_embeddings, write_random_models
+import cosmos_t2.bench.e2e as e2e_bench
+import cosmos_t2.bench.step as bench_step
+from cosmos_t2.bench.e2e import E2EOptions, write_prompt_embeddings, write_random_models
+from cosmos_t2.bench.step import PRESETS, BenchOptions
 from cosmos_t2.job.conditioning import check_prompt_embeddings
+from cosmos_t2.job.settings import distilled_settings, effective_spec
+from cosmos_t2.jobspec.job import DEFAULT_NUM_STEPS
 from cosmos_t2.jobspec.load import load_job
 from cosmos_t2.runtime.build import build_net
+from cosmos_t2.sampling.distilled import DISTILLED_NUM_STEPS
 from cosmos_t2.weights.locate import locate_models
 
 
@@ -84,3 +90,46 @@ def test_kept_model_folder_is_reused_only_for_the_same_arguments(tmp_path: Path)
     (folder / "tokenizer.safetensors").unlink()  # an unfinished folder is written again
     write_random_models(folder, ["edge", "depth"], tiny=True, distilled=False, device=cpu, dtype=fp32)
     assert (folder / "tokenizer.safetensors").is_file()
+
+
+@pytest.mark.parametrize(
+    ("args", "steps"),
+    [(["--steps", str(DEFAULT_NUM_STEPS)], DEFAULT_NUM_STEPS), (["--steps", "7"], 7), ([], None)],
+)
+def test_e2e_steps_reach_the_options_as_given_and_none_when_absent(
+    args: list[str], steps: int | None, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # an explicit 35 is asked for (with --distilled it runs 35, not the distilled model's 4); absent is None
+    seen: list[E2EOptions] = []
+    monkeypatch.setattr(e2e_bench, "run_e2e", lambda opts: seen.append(opts) or {})
+    monkeypatch.setattr(e2e_bench, "print_e2e", lambda result: None)
+    code, _, stderr = run_cli(
+        ["bench", "--e2e", "--distilled", "--preset", "tiny", "--device", "cpu", *args], capsys
+    )
+    assert code == 0, stderr
+    assert [o.steps for o in seen] == [steps] and seen[0].distilled
+
+
+@pytest.mark.parametrize(
+    ("steps", "runs"), [(DEFAULT_NUM_STEPS, DEFAULT_NUM_STEPS), (None, DISTILLED_NUM_STEPS)]
+)
+def test_the_distilled_e2e_job_runs_an_explicit_35_steps_and_its_own_count_otherwise(
+    steps: int | None, runs: int, tmp_path: Path
+) -> None:
+    opts = E2EOptions(preset="tiny", device="cpu", distilled=True, steps=steps)
+    (spec,) = e2e_bench._synthetic_specs(opts, tmp_path, PRESETS["tiny"])
+    assert distilled_settings(effective_spec(spec, tiny=True)).spec.num_steps == runs
+
+
+def test_the_step_benchmark_projects_the_spec_default_when_steps_is_absent(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    seen: list[BenchOptions] = []
+    monkeypatch.setattr(bench_step, "run_bench_cli", lambda opts, json_out: seen.append(opts))
+    code, _, stderr = run_cli(["bench", "--preset", "tiny", "--device", "cpu"], capsys)
+    assert code == 0, stderr
+    assert [o.steps for o in seen] == [DEFAULT_NUM_STEPS]
+    help_code, help_text, _ = run_cli(["bench", "--help"], capsys)
+    assert help_code == 0
+    # the help spells out the distilled count (importing it would import torch at the CLI's start)
+    assert f"distilled model's {DISTILLED_NUM_STEPS}" in " ".join(help_text.replace("│", " ").split())

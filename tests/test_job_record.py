@@ -133,3 +133,15 @@ def test_the_sidecar_380b276_wrote_validates_reads_and_loads_in_the_report(tmp_p
     shutil.copy(SIDECAR_380B276, folder / "robot_edge.json")
     html = build_report(folder, tmp_path / "r.html", ReportOptions(metrics=False)).read_text()
     assert 'id="out-' in html and "robot_edge" in html
+
+
+@pytest.mark.parametrize("fixture", [OLD_SIDECAR, SIDECAR_380B276])
+def test_reproduce_reads_an_unversioned_sidecar_and_names_what_lacks(fixture: Path, tmp_path: Path) -> None:
+    # both predate `run` and `identity`: read as version 1, refused with what a rerun would need, before any run
+    from cosmos_t2.errors import CosmosError
+    from cosmos_t2.job.reproduce import reproduce
+
+    with pytest.raises(CosmosError, match=r"this sidecar has no run, identity record") as refused:
+        reproduce(fixture, tmp_path / "again")
+    assert refused.value.file == str(fixture)
+    assert not (tmp_path / "again").exists()

@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -191,6 +192,18 @@ def test_reproduce_says_identical_for_a_finished_cpu_job(robot_runs: Path) -> No
     assert (robot_runs / "again" / "robot_edge.mp4").read_bytes() == (
         robot_runs / "one/robot_edge.mp4"
     ).read_bytes()
+
+
+def test_reproduce_reruns_a_sidecar_written_before_the_record_was_versioned(robot_runs: Path) -> None:
+    old = robot_runs / "unversioned"
+    old.mkdir()
+    record = json.loads((robot_runs / "one/robot_edge.json").read_text())
+    del record["schema_version"]  # a version-1 sidecar: `run` and `identity` as today, no version
+    (old / "robot_edge.json").write_text(json.dumps(record))
+    shutil.copy(robot_runs / "one/robot_edge.mp4", old / "robot_edge.mp4")
+    done = cosmos_t2(["reproduce", "unversioned/robot_edge.json", "-o", "again_unversioned"], robot_runs)
+    assert done.returncode == IDENTICAL, done.stdout + done.stderr
+    assert done.stdout.startswith("identical: latents, video, yuv match the record")
 
 
 def _tiny_model_dir(folder: Path, seed: int) -> None:

@@ -33,8 +33,14 @@ def bench(
         str, typer.Option(help="Job shape: 720p93 (the job users time), 480p93, tiny.")
     ] = "720p93",
     steps: Annotated[
-        int, typer.Option(help="Steps for the projected total.", callback=positive)
-    ] = DEFAULT_NUM_STEPS,
+        int | None,  # None: not given (an explicit 35 with --distilled runs 35); 4 is sampling.distilled's,
+        typer.Option(  # spelled out because importing it would import torch at the CLI's start
+            help=f"Steps for the projected total (default {DEFAULT_NUM_STEPS}); --e2e: the jobs' steps "
+            f"(default the spec's, {DEFAULT_NUM_STEPS}, or with --distilled the distilled model's 4).",
+            show_default=False,
+            callback=positive,
+        ),
+    ] = None,
     controls: Annotated[
         str, typer.Option(help="Comma-separated control modalities (one branch each).")
     ] = "edge",
@@ -100,7 +106,7 @@ def bench(
 
         opts = e2e_bench.E2EOptions(
             preset=preset, controls=tuple(c for c in controls.split(",") if c),
-            steps=None if steps == DEFAULT_NUM_STEPS else steps, distilled=distilled, jobs=jobs, spec=spec,
+            steps=steps, distilled=distilled, jobs=jobs, spec=spec,
             frames=frames, guided=guided, device=device, compile=compile, compile_mode=compile_mode,
             attn_backend=attn_backend, compare_diffusers=compare == "diffusers", warmup=warmup, iters=iters,
             work_dir=work_dir, offload=offload, memory_cap_gib=memory_cap,
@@ -125,7 +131,7 @@ def bench(
 
     opts = BenchOptions(
         preset=preset,
-        steps=steps,
+        steps=DEFAULT_NUM_STEPS if steps is None else steps,
         controls=tuple(c for c in controls.split(",") if c),
         warmup=warmup,
         iters=iters,

@@ -4,8 +4,7 @@ the job), and the files published together, the sidecar last (`atomic.OutputSet`
 
 from __future__ import annotations
 
-import statistics
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,8 +17,8 @@ from cosmos_t2.job.identity import environment, latents_sha256, video_identity
 from cosmos_t2.job.load import Loaded
 from cosmos_t2.job.output import LatentPlan, write_outputs
 from cosmos_t2.job.prepare import Prepared
-from cosmos_t2.job.record import finish_record, job_record, write_json
-from cosmos_t2.job.sidecar import JobRecord
+from cosmos_t2.job.record import job_record, job_timings, write_json
+from cosmos_t2.job.sidecar import AccelerationRecord, JobRecord, MemoryRecord
 from cosmos_t2.runtime.build import TINY_LABEL
 from cosmos_t2.weights.hashes import sha256_file
 
@@ -59,50 +58,60 @@ def publish(job: Prepared, loaded: Loaded, gen: Generation, made: Generated) -> 
         world_size=1 if job.parallel is None else job.parallel.world_size, started=job.started,
         warnings=gen.warnings, checkpoint_sha256=checkpoint_sha256, command=opts.argv,
     )  # fmt: skip
-    record["acceleration"] = job.acceleration.record(device)
-    record["memory"] = {**job.memory.record(), **loaded.residency.record()}
+    acceleration = AccelerationRecord.from_json(job.acceleration.record(device))
+    assert acceleration is not None and record.device is not None  # from_json of a dict; job_record sets it
+    record = replace(
+        record,
+        acceleration=acceleration,
+        memory=MemoryRecord.from_json({**job.memory.record(), **loaded.residency.record()}),
+    )
     if device.type == "cuda":  # the kernel that ran, not the auto default's
-        record["device"]["attention"] = record["acceleration"]["attention_kernel"]
+        record = replace(record, device=replace(record.device, attention=acceleration.attention_kernel))
     panels = made.panels
     if job.guard is not None and panels:
         with timer.stage("guardrail_video"):  # a blocked video is not written
             panels = guard_panels(job.guard, panels, gen.chunks, inputs.num_frames, inputs.size[1])
-    record["guardrails"] = None if job.guard is None else job.guard.record()
+    record = replace(record, guardrails=None if job.guard is None else job.guard.record())
     sidecar = opts.out_dir / f"{spec.name}.json"
     with atomic_outputs() as outputs:  # published together, the sidecar last
         with timer.stage("write"):  # with the identities `cosmos-t2 reproduce` compares a rerun against
             paths = write_outputs(opts, spec, inputs, gen.chunks, plan, made.latents, panels, outputs)
-            _add_identity(record, device, made.latents, paths, outputs)
-        record["run"] = run_record(opts)
-        finish_record(record, timer, spec.num_steps * len(gen.chunks), paths, job.started)
-        if not opts.first_in_process:  # the interpreter's start and imports belong to the batch's first job
-            record["startup_s"] = {k: 0.0 for k in record["startup_s"]}
-        intervals = made.intervals
-        record["steady_seconds_per_step"] = round(statistics.median(intervals), 4) if intervals else None
-        typed = JobRecord.from_json(record)  # the versioned record (docs/record.schema.json)
-        write_json(outputs.stage(sidecar, record=True), typed.to_json())
-    return Published(sidecar, paths, typed)
+            record = _with_identity(record, device, made.latents, paths, outputs)
+        timings = job_timings(
+            timer, spec.num_steps * len(gen.chunks), job.started,
+            first_in_process=opts.first_in_process, step_intervals=made.intervals,
+        )  # fmt: skip
+        outputs_named = {k: p.name for k, p in paths.items() if p is not None}
+        record = replace(record, run=run_record(opts), timings=timings, outputs=outputs_named)
+        # the versioned record (docs/record.schema.json)
+        write_json(outputs.stage(sidecar, record=True), record.to_json())
+    return Published(sidecar, paths, record)
 
 
-def _add_identity(
-    record: dict[str, Any], device: torch.device, latents: list[torch.Tensor], paths: dict[str, Path],
+def _with_identity(
+    record: JobRecord, device: torch.device, latents: list[torch.Tensor], paths: dict[str, Path],
     outputs: OutputSet,
-) -> None:  # fmt: skip
+) -> JobRecord:  # fmt: skip
     """The latents' and the video's identity, the environment, and each output file's size and sha256."""
     video = outputs.staged(paths["video"]) if "video" in paths else None
-    record["identity"] = {
+    identity = {
         "latents_sha256": latents_sha256(latents),
         **(video_identity(video) if video is not None else {}),
     }
-    record["environment"] = environment(device, record["acceleration"], video)
-    # what a batch checks before it skips the job as done (`batch.redo_reason`)
-    video_sha256 = record["identity"].get("video_sha256")
-    record["output_files"] = {
-        final.name: output_file_record(
-            outputs.staged(final), video_sha256 if final == paths.get("video") else None
-        )
-        for final in paths.values()
-    }
+    acceleration = None if record.acceleration is None else record.acceleration.to_json()
+    video_sha256 = identity.get("video_sha256")
+    return replace(
+        record,
+        identity=identity,
+        environment=environment(device, acceleration, video),
+        # what a batch checks before it skips the job as done (`batch.redo_reason`)
+        output_files={
+            final.name: output_file_record(
+                outputs.staged(final), video_sha256 if final == paths.get("video") else None
+            )
+            for final in paths.values()
+        },
+    )
 
 
 def output_file_record(path: Path, sha256: str | None = None) -> dict[str, Any]:

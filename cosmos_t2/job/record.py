@@ -12,6 +12,7 @@ import dataclasses
 import json
 import math
 import platform
+import statistics
 import sys
 import time
 from collections.abc import Iterator
@@ -28,7 +29,7 @@ from cosmos_t2.job.chunking import Chunk
 from cosmos_t2.job.guided import guided_record
 from cosmos_t2.job.inputs import JobInputs
 from cosmos_t2.job.latents_check import check_latents
-from cosmos_t2.job.sidecar import SCHEMA_VERSION
+from cosmos_t2.job.sidecar import DeviceRecord, JobRecord, ProvenanceRecord, Timings
 from cosmos_t2.job.startup import startup_seconds
 from cosmos_t2.jobspec.job import Spec
 from cosmos_t2.model.attention import attention_kernel
@@ -61,19 +62,12 @@ def versions() -> dict[str, str]:
     return out
 
 
-def device_info(device: torch.device, dtype: torch.dtype, world_size: int) -> dict[str, Any]:
-    info: dict[str, Any] = {
-        "type": device.type,
-        "dtype": str(dtype).removeprefix("torch."),
-        "processes": world_size,
-    }
-    if device.type == "cuda":
-        info["name"] = torch.cuda.get_device_name(device)
-        info["attention"] = attention_kernel("auto", device)  # fa4 or cudnn: what a run's speed depends on
-    else:
-        info["name"] = cpu_name()
-        info["threads"] = torch.get_num_threads()
-    return info
+def device_info(device: torch.device, dtype: torch.dtype, world_size: int) -> DeviceRecord:
+    common = {"type": device.type, "dtype": str(dtype).removeprefix("torch."), "processes": world_size}
+    if device.type == "cuda":  # fa4 or cudnn: what a run's speed depends on
+        name = torch.cuda.get_device_name(device)
+        return DeviceRecord(**common, name=name, attention=attention_kernel("auto", device))
+    return DeviceRecord(**common, name=cpu_name(), threads=torch.get_num_threads())
 
 
 def cpu_name() -> str:
@@ -105,49 +99,52 @@ def job_record(
     warnings: list[str],
     checkpoint_sha256: dict[str, Any] | None,
     command: list[str],
-) -> dict[str, Any]:
-    """The sidecar of a job as far as it is known before the outputs are written (see `finish_record`)."""
-    return {
-        "schema_version": SCHEMA_VERSION,  # the record's (`job.sidecar.JobRecord`, docs/record.schema.json)
-        "name": spec.name,
-        "label": label,
-        "tiny": tiny,
-        "distilled": distilled,
-        "spec": spec.to_dict(),
-        "changed_by_mode": changed,
-        "seed": spec.seed,
-        "chunk_seeds": seeds,
-        "num_frames": inputs.num_frames,
-        "fps": inputs.fps,
-        "model_size": list(inputs.size),
-        "source_size": list(inputs.source_size),
-        "chunks": [dataclasses.asdict(c) for c in chunks],
-        "steps": spec.num_steps,
-        "diffusion_steps_total": spec.num_steps * len(chunks),
-        "sources": inputs.sources,
-        "models": files.to_dict(),
-        "versions": versions(),
-        "provenance": provenance(
-            checkpoint_sha256, command=command
-        ),  # commit, command line, host, UTC time, hashes
-        "device": device_info(device, dtype, world_size),
-        "created_unix": math.floor(started),
-        "warnings": warnings,
-        "guided_generation": guided_record(spec, inputs.guided_mask),
-    }
+) -> JobRecord:
+    """The sidecar of a job as far as it is known before the outputs are written (see `job_timings`)."""
+    return JobRecord(
+        name=spec.name,
+        label=label,
+        tiny=tiny,
+        distilled=distilled,
+        spec=spec.to_dict(),
+        changed_by_mode=dict(changed),
+        seed=spec.seed,
+        chunk_seeds=seeds,
+        num_frames=inputs.num_frames,
+        fps=inputs.fps,
+        model_size=list(inputs.size),
+        source_size=list(inputs.source_size),
+        chunks=[dataclasses.asdict(c) for c in chunks],
+        steps=spec.num_steps,
+        diffusion_steps_total=spec.num_steps * len(chunks),
+        sources=inputs.sources,
+        models=files.to_dict(),
+        versions=versions(),
+        # commit, command line, host, UTC time, hashes
+        provenance=ProvenanceRecord.from_json(provenance(checkpoint_sha256, command=command)),
+        device=device_info(device, dtype, world_size),
+        created_unix=math.floor(started),
+        warnings=warnings,
+        guided_generation=guided_record(spec, inputs.guided_mask),
+    )
 
 
-def finish_record(
-    record: dict[str, Any], timer: StageTimer, steps: int, paths: dict[str, Path | None], started: float
-) -> None:
-    """Add what is known once the outputs are written: stage times, s/step, peak memory, output names."""
-    record["timings_s"] = timer.rounded()
+def job_timings(
+    timer: StageTimer, steps: int, started: float, *, first_in_process: bool, step_intervals: list[float]
+) -> Timings:
+    """What the job cost, once its outputs are written: stage times, s/step, peak memory, total, start-up."""
     diffusion = timer.seconds.get("diffusion", 0.0)
-    record["seconds_per_step"] = round(diffusion / steps, 4) if steps else None
-    record["peak_memory_gib"] = {k: round(v, 3) for k, v in timer.peak_memory_gib().items()}
-    record["total_s"] = round(time.time() - started, 3)
-    record["startup_s"] = startup_seconds(started)  # before the stages: interpreter start, imports
-    record["outputs"] = {k: p.name for k, p in paths.items() if p is not None}
+    startup = startup_seconds(started)  # before the stages: interpreter start, imports
+    if not first_in_process:  # the interpreter's start and imports belong to the batch's first job
+        startup = {k: 0.0 for k in startup}
+    return Timings(
+        stages_s=timer.rounded(),
+        seconds_per_step=round(diffusion / steps, 4) if steps else None,
+        steady_seconds_per_step=round(statistics.median(step_intervals), 4) if step_intervals else None,
+        peak_memory_gib={k: round(v, 3) for k, v in timer.peak_memory_gib().items()},
+        total_s=round(time.time() - started, 3),
+        startup_s=startup,
+    )
 
 
 class StageListener(Protocol):

@@ -26,6 +26,7 @@ import torch
 from cosmos_t2.errors import CosmosError
 from cosmos_t2.job.record import LATENTS_SUFFIX, load_latents, read_json
 from cosmos_t2.job.run import RunOptions, run_job
+from cosmos_t2.job.sidecar import JobRecord
 from cosmos_t2.jobspec.job import Spec
 from cosmos_t2.jobspec.load import load_job
 from cosmos_t2.runtime.acceleration import resolve_acceleration
@@ -83,16 +84,17 @@ class Reproduction:
 def reproduce(sidecar: Path, out_dir: Path | None = None, *, progress: bool | str = False) -> Reproduction:
     """Rerun the job `sidecar` records into `out_dir` (default: a new temporary folder) and compare."""
     sidecar = Path(sidecar)
-    record = read_json(sidecar)
-    missing = [k for k in ("spec", "run", "identity") if not isinstance(record.get(k), dict)]
-    if missing:
+    record = _read_record(sidecar)
+    spec_data, run, identity = record.spec, record.run, record.identity
+    if not (isinstance(spec_data, dict) and isinstance(run, dict) and isinstance(identity, dict)):
+        named = (("spec", spec_data), ("run", run), ("identity", identity))
+        missing = [key for key, value in named if not isinstance(value, dict)]
         raise CosmosError(
             f"this sidecar has no {', '.join(missing)} record (written by an older cosmos-t2 or by render): "
             "rerun the job with this version to record one",
             file=sidecar,
         )
-    run = record["run"]
-    spec = _recorded_spec(record["spec"], sidecar)
+    spec = _recorded_spec(spec_data, sidecar)
     model_dir = Path(run["model_dir"]) if run.get("model_dir") else None
     model_diffs = _model_diffs(record, spec, run, model_dir)
     out = Path(out_dir) if out_dir is not None else Path(tempfile.mkdtemp(prefix="cosmos-t2-reproduce-"))
@@ -106,7 +108,7 @@ def reproduce(sidecar: Path, out_dir: Path | None = None, *, progress: bool | st
         masks_dir=_path(run.get("masks_dir")),
         prompt_embeddings=_path(run.get("prompt_embeddings")),
         latents_only=bool(run.get("latents_only")),
-        prefer_distilled=bool(record.get("distilled")),  # the checkpoint that ran, where DIR has both
+        prefer_distilled=bool(record.distilled),  # the checkpoint that ran, where DIR has both
         progress=progress,
         offload=str(run.get("offload") or "auto"),
         acceleration=resolve_acceleration(
@@ -117,8 +119,8 @@ def reproduce(sidecar: Path, out_dir: Path | None = None, *, progress: bool | st
     )
     result = run_job(spec, options)
     assert result.sidecar is not None  # one process: rank 0
-    rerun = read_json(result.sidecar)
-    recorded, now = record["identity"], rerun.get("identity", {})
+    rerun = _read_record(result.sidecar)
+    recorded, now = identity, rerun.identity or {}
     found = Reproduction(
         sidecar=sidecar,
         rerun_sidecar=result.sidecar,
@@ -126,10 +128,17 @@ def reproduce(sidecar: Path, out_dir: Path | None = None, *, progress: bool | st
         model_diffs=model_diffs,
     )
     if not found.identical:
-        found.environment_diffs = _environment_diffs(record.get("environment"), rerun.get("environment"))
+        found.environment_diffs = _environment_diffs(record.environment, rerun.environment)
         found.latents_max_abs = _latents_difference(record, sidecar, result.latents)
         found.min_frame_psnr_db = _psnr_difference(record, sidecar, result.video)
     return found
+
+
+def _read_record(sidecar: Path) -> JobRecord:
+    data = read_json(sidecar)
+    if not isinstance(data, dict):
+        raise CosmosError("not a JSON sidecar: not a JSON object", file=sidecar)
+    return JobRecord.from_json(data)  # version 1 (no schema_version) as well
 
 
 def _recorded_spec(data: dict[str, Any], sidecar: Path) -> Spec:
@@ -147,17 +156,17 @@ def _path(value: Any) -> Path | None:
 
 
 def _model_diffs(
-    record: dict[str, Any], spec: Spec, run: dict[str, Any], model_dir: Path | None
+    record: JobRecord, spec: Spec, run: dict[str, Any], model_dir: Path | None
 ) -> list[tuple[str, Any, Any]]:
     """Checkpoints whose sha256 now differs from the record's (a replaced or changed model file)."""
-    was = (record.get("provenance") or {}).get("checkpoint_sha256") or {}
+    was = (record.provenance.checkpoint_sha256 if record.provenance is not None else None) or {}
     files = locate_models(
         model_dir,
         list(spec.controls),
         tiny=bool(run.get("tiny")),
         need_text_encoder=run.get("prompt_embeddings") is None,
         need_image_encoder=spec.image_context_path is not None or spec.context_frame_index is not None,
-        prefer_distilled=bool(record.get("distilled")),
+        prefer_distilled=bool(record.distilled),
     )
     now = checkpoint_hashes(files) or {}
     return [
@@ -185,8 +194,8 @@ def _environment_diffs(was: Any, now: Any) -> list[tuple[str, Any, Any]]:
     ]
 
 
-def _latents_difference(record: dict[str, Any], sidecar: Path, rerun: Path | None) -> float | None:
-    name = (record.get("outputs") or {}).get("latents")
+def _latents_difference(record: JobRecord, sidecar: Path, rerun: Path | None) -> float | None:
+    name = record.outputs.get("latents")
     original = sidecar.parent / name if name else Path(str(sidecar.with_suffix("")) + LATENTS_SUFFIX)
     if rerun is None or not original.is_file():
         return None
@@ -196,8 +205,8 @@ def _latents_difference(record: dict[str, Any], sidecar: Path, rerun: Path | Non
     return max(float((x.float() - y.float()).abs().max()) for x, y in zip(a, b, strict=True))
 
 
-def _psnr_difference(record: dict[str, Any], sidecar: Path, rerun: Path | None) -> float | None:
-    name = (record.get("outputs") or {}).get("video")
+def _psnr_difference(record: JobRecord, sidecar: Path, rerun: Path | None) -> float | None:
+    name = record.outputs.get("video")
     if rerun is None or not name or not (sidecar.parent / name).is_file():
         return None
     a, b = read_video(sidecar.parent / name).frames, read_video(rerun).frames
