@@ -115,28 +115,18 @@ def bench_diffusers(
     prompts = [(randn(1, 512, cfg.crossattn_proj_in_channels), image) for _ in range(2)]
 
     def one_pass(text: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        # What the pipeline gives the controlnets and the transformer alike at this step.
+        step_inputs = dict(
+            timestep=timestep, encoder_hidden_states=text, condition_mask=cond_mask, padding_mask=padding,
+            return_dict=False,
+        )  # fmt: skip
         hints = None
         for controlnet, control in zip(controlnets, controls, strict=True):
             out = controlnet(
-                controls_latents=control,
-                latents=latents,
-                timestep=timestep,
-                encoder_hidden_states=text,
-                condition_mask=cond_mask,
-                conditioning_scale=1.0,
-                padding_mask=padding,
-                return_dict=False,
+                controls_latents=control, latents=latents, conditioning_scale=1.0, **step_inputs
             )[0]
             hints = out if hints is None else [a + b for a, b in zip(hints, out, strict=True)]
-        return transformer(
-            hidden_states=latents,
-            timestep=timestep,
-            encoder_hidden_states=text,
-            block_controlnet_hidden_states=hints,
-            condition_mask=cond_mask,
-            padding_mask=padding,
-            return_dict=False,
-        )[0]
+        return transformer(hidden_states=latents, block_controlnet_hidden_states=hints, **step_inputs)[0]
 
     def step() -> None:
         cond, uncond = (one_pass(p) for p in prompts)
