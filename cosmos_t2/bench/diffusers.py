@@ -22,43 +22,50 @@ from cosmos_t2.bench.timing import time_callable
 from cosmos_t2.errors import CosmosError
 from cosmos_t2.model.config import TransferConfig
 
+# diffusers' constructor argument -> the TransferConfig field that gives it: both models, then each one's own.
+SHARED_FIELDS = {
+    "num_attention_heads": "num_heads",
+    "attention_head_dim": "head_dim",
+    "mlp_ratio": "mlp_ratio",
+    "text_embed_dim": "crossattn_emb_channels",
+    "adaln_lora_dim": "adaln_lora_dim",
+    "max_size": "max_size",
+    "patch_size": "patch_size",
+    "rope_scale": "rope_scale",
+    "crossattn_proj_in_channels": "crossattn_proj_in_channels",
+    "encoder_hidden_states_channels": "crossattn_emb_channels",
+    "img_context_dim_in": "image_context_dim",
+    "img_context_dim_out": "model_channels",
+}
+TRANSFORMER_FIELDS = {
+    "out_channels": "latent_channels",
+    "num_layers": "num_blocks",
+    "controlnet_block_every_n": "control_block_every_n",
+    "img_context_num_tokens": "image_context_tokens",
+}
+CONTROLNET_FIELDS = {
+    "n_controlnet_blocks": "num_control_blocks",
+    "in_channels": "control_in_channels",
+    "latent_channels": "x_in_channels",
+    "model_channels": "model_channels",
+}
+
 
 def diffusers_kwargs(cfg: TransferConfig) -> tuple[dict, dict]:
     """Constructor arguments of (CosmosTransformer3DModel, CosmosControlNetModel) for `cfg` (the values of
     diffusers' conversion script for "Cosmos-2.5-Transfer-General-2B" at full size)."""
-    common = dict(
-        num_attention_heads=cfg.num_heads,
-        attention_head_dim=cfg.head_dim,
-        mlp_ratio=cfg.mlp_ratio,
-        text_embed_dim=cfg.crossattn_emb_channels,
-        adaln_lora_dim=cfg.adaln_lora_dim,
-        max_size=cfg.max_size,
-        patch_size=cfg.patch_size,
-        rope_scale=cfg.rope_scale,
-        extra_pos_embed_type=None,
-        use_crossattn_projection=True,
-        crossattn_proj_in_channels=cfg.crossattn_proj_in_channels,
-        encoder_hidden_states_channels=cfg.crossattn_emb_channels,
-        img_context_dim_in=cfg.image_context_dim,
-        img_context_dim_out=cfg.model_channels,
-    )
-    transformer = dict(
-        common,
-        in_channels=cfg.latent_channels + 1,
-        out_channels=cfg.latent_channels,
-        num_layers=cfg.num_blocks,
-        concat_padding_mask=True,
-        controlnet_block_every_n=cfg.control_block_every_n,
-        img_context_num_tokens=cfg.image_context_tokens,
-    )
-    controlnet = dict(
-        common,
-        n_controlnet_blocks=cfg.num_control_blocks,
-        in_channels=cfg.control_in_channels,
-        latent_channels=cfg.x_in_channels,
-        model_channels=cfg.model_channels,
-    )
-    return transformer, controlnet
+
+    def fields(names: dict[str, str]) -> dict:
+        return {argument: getattr(cfg, field) for argument, field in names.items()}
+
+    common = {**fields(SHARED_FIELDS), "extra_pos_embed_type": None, "use_crossattn_projection": True}
+    transformer = {
+        **common,
+        **fields(TRANSFORMER_FIELDS),
+        "in_channels": cfg.latent_channels + 1,  # + the padding mask
+        "concat_padding_mask": True,
+    }
+    return transformer, {**common, **fields(CONTROLNET_FIELDS)}
 
 
 REPEATED_BLOCK = "CosmosTransformerBlock"
@@ -108,28 +115,18 @@ def bench_diffusers(
     prompts = [(randn(1, 512, cfg.crossattn_proj_in_channels), image) for _ in range(2)]
 
     def one_pass(text: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        # What the pipeline gives the controlnets and the transformer alike at this step.
+        step_inputs = dict(
+            timestep=timestep, encoder_hidden_states=text, condition_mask=cond_mask, padding_mask=padding,
+            return_dict=False,
+        )  # fmt: skip
         hints = None
         for controlnet, control in zip(controlnets, controls, strict=True):
             out = controlnet(
-                controls_latents=control,
-                latents=latents,
-                timestep=timestep,
-                encoder_hidden_states=text,
-                condition_mask=cond_mask,
-                conditioning_scale=1.0,
-                padding_mask=padding,
-                return_dict=False,
+                controls_latents=control, latents=latents, conditioning_scale=1.0, **step_inputs
             )[0]
             hints = out if hints is None else [a + b for a, b in zip(hints, out, strict=True)]
-        return transformer(
-            hidden_states=latents,
-            timestep=timestep,
-            encoder_hidden_states=text,
-            block_controlnet_hidden_states=hints,
-            condition_mask=cond_mask,
-            padding_mask=padding,
-            return_dict=False,
-        )[0]
+        return transformer(hidden_states=latents, block_controlnet_hidden_states=hints, **step_inputs)[0]
 
     def step() -> None:
         cond, uncond = (one_pass(p) for p in prompts)

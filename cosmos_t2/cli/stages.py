@@ -3,8 +3,9 @@ report. Each imports its library inside its body (the CLI's start stays light)."
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -22,6 +23,10 @@ from cosmos_t2.cli.app import (
 )
 from cosmos_t2.destination import check_destination, check_output_file
 from cosmos_t2.errors import CosmosError
+
+if TYPE_CHECKING:
+    from cosmos_t2.controls.models import ModelPaths
+    from cosmos_t2.controls.run import StageCompute
 
 
 @app.command()
@@ -186,19 +191,13 @@ def controls(
     grounding_model_dir: Annotated[Path | None, typer.Option(help=_GROUNDING_DIR_HELP)] = None,
 ) -> None:
     """Compute every control of the job that has no control_path (lossless .mkv + .mp4 preview + .json)."""
-    import json
-
     from cosmos_t2.controls.models import ModelPaths
-    from cosmos_t2.controls.run import controls_for_job
-    from cosmos_t2.jobspec.load import load_job
+    from cosmos_t2.controls.run import compute_missing_controls, missing_control_stems
 
     models = ModelPaths.from_env(depth_model_dir, seg_model_dir, grounding_model_dir)
-    check_destination(out_dir)
-    written = controls_for_job(
-        load_job(job, name=name), out_dir, input_path=input_path, models=models, device=device,
-        resolution="tiny" if tiny else None,
-    )  # fmt: skip
-    typer.echo(json.dumps({m: str(p) for m, p in written.items()}, indent=2))
+    _run_stage(
+        job, out_dir, missing_control_stems, compute_missing_controls, models, input_path, device, tiny, name
+    )
 
 
 @app.command()
@@ -213,16 +212,34 @@ def masks(
     grounding_model_dir: Annotated[Path | None, typer.Option(help=_GROUNDING_DIR_HELP)] = None,
 ) -> None:
     """Write the binary mask (white = control applies) of every control with mask_path or mask_prompt."""
-    import json
-
-    from cosmos_t2.controls.masks import masks_for_job
+    from cosmos_t2.controls.masks import compute_masks, mask_stems
     from cosmos_t2.controls.models import ModelPaths
-    from cosmos_t2.jobspec.load import load_job
 
     models = ModelPaths.from_env(seg_model_dir=seg_model_dir, grounding_model_dir=grounding_model_dir)
+    _run_stage(job, out_dir, mask_stems, compute_masks, models, input_path, device, tiny, name)
+
+
+def _run_stage(
+    job: Path,
+    out_dir: Path,
+    stems_of: Callable[[Any], list[str]],
+    compute: StageCompute,
+    models: ModelPaths,
+    input_path: Path | None,
+    device: str | None,
+    tiny: bool,
+    name: str | None,
+) -> None:
+    """`controls` and `masks`: DIR first, then the job; prints stem -> written .mkv as JSON."""
+    import json
+
+    from cosmos_t2.controls.run import stage_for_job
+    from cosmos_t2.jobspec.load import load_job
+
     check_destination(out_dir)
-    written = masks_for_job(
-        load_job(job, name=name), out_dir, input_path=input_path, models=models, device=device,
+    spec = load_job(job, name=name)
+    written = stage_for_job(
+        spec, out_dir, stems_of(spec), compute, input_path=input_path, models=models, device=device,
         resolution="tiny" if tiny else None,
     )  # fmt: skip
     typer.echo(json.dumps({m: str(p) for m, p in written.items()}, indent=2))

@@ -30,7 +30,7 @@ import torch
 
 from cosmos_t2 import __version__
 from cosmos_t2.controls.models import ModelPaths
-from cosmos_t2.controls.run import check_outputs, load_model_frames, write_outputs
+from cosmos_t2.controls.run import write_outputs
 from cosmos_t2.controls.seg import segment_video
 from cosmos_t2.errors import CosmosError
 from cosmos_t2.model.config import TEMPORAL_COMPRESSION
@@ -360,17 +360,6 @@ def compute_masks(
     return written
 
 
-def masks_for_job(
-    spec: Any,
-    out_dir: str | Path,
-    *,
-    input_path: Path | None = None,
-    models: ModelPaths | None = None,
-    device: str | torch.device | None = None,
-    resolution: str | None = None,
-) -> dict[str, Path]:
-    """The `masks` command: load the job's model-size input, then `compute_masks`."""
-    frames = load_model_frames(spec, Path(out_dir), input_path, resolution)
-    with_mask = [m for m, b in spec.controls.items() if b.mask_path is not None or b.mask_prompt]
-    check_outputs(Path(out_dir), [f"{m}_mask" for m in with_mask], frames)
-    return compute_masks(spec, frames, out_dir, models, device)
+def mask_stems(spec: Any) -> list[str]:
+    """The `masks` stage's work: <modality>_mask for each control with mask_path or mask_prompt."""
+    return [f"{m}_mask" for m, b in spec.controls.items() if b.mask_path is not None or b.mask_prompt]

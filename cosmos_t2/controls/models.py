@@ -152,20 +152,30 @@ def load_sam2_model(path: Path, device: torch.device) -> Sam2Model:
 def _load_depth(path: str, device: str) -> DepthModel:
     from transformers import AutoImageProcessor, DepthAnythingForDepthEstimation
 
-    with _loading("Depth Anything V2", path):
-        processor = AutoImageProcessor.from_pretrained(path)
-        model = DepthAnythingForDepthEstimation.from_pretrained(path)
-    return DepthModel(processor, model.to(device).eval(), torch.device(device))
+    loaded = _processor_and_model(
+        "Depth Anything V2", path, device, AutoImageProcessor, DepthAnythingForDepthEstimation
+    )
+    return DepthModel(*loaded, torch.device(device))
 
 
 @functools.cache
 def _load_grounding(path: str, device: str) -> GroundingModel:
     from transformers import AutoProcessor, GroundingDinoForObjectDetection
 
-    with _loading("GroundingDINO", path):
-        processor = AutoProcessor.from_pretrained(path)
-        model = GroundingDinoForObjectDetection.from_pretrained(path)
-    return GroundingModel(processor, model.to(device).eval(), torch.device(device))
+    loaded = _processor_and_model(
+        "GroundingDINO", path, device, AutoProcessor, GroundingDinoForObjectDetection
+    )
+    return GroundingModel(*loaded, torch.device(device))
+
+
+def _processor_and_model(
+    what: str, path: str, device: str, processor_class: Any, model_class: Any
+) -> tuple[Any, Any]:
+    """A transformers folder's processor and its model on `device` in eval mode."""
+    with _loading(what, path):
+        processor = processor_class.from_pretrained(path)
+        model = model_class.from_pretrained(path)
+    return processor, model.to(device).eval()
 
 
 @functools.cache

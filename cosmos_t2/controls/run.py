@@ -7,6 +7,7 @@ DIR/<modality>.mp4 (H.264 preview) and DIR/<modality>.json (the parameters and m
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -40,20 +41,32 @@ def load_model_frames(
     return video
 
 
-def controls_for_job(
+# What a stage computes once DIR is checked: (spec, frames, DIR, models, device) -> stem -> DIR/<stem>.mkv.
+StageCompute = Callable[[Any, Video, Path, ModelPaths | None, str | torch.device | None], dict[str, Path]]
+
+
+def missing_control_stems(spec: Any) -> list[str]:
+    """The `controls` stage's work: each modality of `spec` without `control_path`, in upstream's order."""
+    return [m for m in MODALITIES if m in spec.controls and spec.controls[m].control_path is None]
+
+
+def stage_for_job(
     spec: Any,
     out_dir: str | Path,
+    stems: list[str],
+    compute: StageCompute,
     *,
     input_path: Path | None = None,
     models: ModelPaths | None = None,
     device: str | torch.device | None = None,
     resolution: str | None = None,
 ) -> dict[str, Path]:
-    """The `controls` command: load the job's model-size input, then `compute_missing_controls`."""
+    """The `controls` and `masks` commands: load the job's model-size input, check that DIR can take
+    every stem's outputs before any model is built, then `compute` (`compute_missing_controls` or
+    `compute_masks`)."""
     frames = load_model_frames(spec, Path(out_dir), input_path, resolution)
-    stems = [m for m in MODALITIES if m in spec.controls and spec.controls[m].control_path is None]
     check_outputs(Path(out_dir), stems, frames)
-    return compute_missing_controls(spec, frames, out_dir, models, device)
+    return compute(spec, frames, Path(out_dir), models, device)
 
 
 def check_outputs(out_dir: Path, stems: list[str], frames: Video) -> None:

@@ -69,11 +69,11 @@ class WanVAE(nn.Module):
     def __init__(self, config: VAEConfig | None = None) -> None:
         super().__init__()
         self.config = c = config or VAEConfig()
-        z, shape = c.z_dim, (c.dim_mult, c.num_res_blocks, c.attn_scales)
-        self.encoder = Encoder3d(c.base_dim, 2 * z, *shape, temporal_downsample=c.temporal_downsample)
+        self.encoder = Encoder3d(c)
+        z = c.z_dim
         self.conv1 = CausalConv3d(2 * z, 2 * z, 1)  # -> (mu, log_var); we keep mu
         self.conv2 = CausalConv3d(z, z, 1)
-        self.decoder = Decoder3d(c.base_dim, z, *shape, temporal_upsample=c.temporal_downsample[::-1])
+        self.decoder = Decoder3d(c)
         self.channels_last = False
 
     def set_channels_last(self, enabled: bool) -> WanVAE:

@@ -13,11 +13,15 @@ earlier chunks that the next chunk still needs, so chunked and one-shot processi
 from __future__ import annotations
 
 from itertools import pairwise
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
+
+if TYPE_CHECKING:
+    from cosmos_t2.model.vae import VAEConfig
 
 
 class StreamState:
@@ -231,30 +235,35 @@ def _middle(dim: int, dropout: float) -> nn.Sequential:
     )
 
 
+def _stage(in_dim: int, out_dim: int, num_blocks: int, attention: bool, dropout: float) -> list[nn.Module]:
+    """One resolution level's residual blocks (the first maps in_dim -> out_dim), each followed by
+    attention at the scales that have it."""
+    layers: list[nn.Module] = []
+    for _ in range(num_blocks):
+        layers.append(ResidualBlock(in_dim, out_dim, dropout))
+        if attention:
+            layers.append(AttentionBlock(out_dim))
+        in_dim = out_dim
+    return layers
+
+
 class Encoder3d(nn.Module):
     """Video (B, 3, T, H, W) -> (B, z_channels, 1 + (T-1)/4, H/8, W/8) with the full-size config."""
 
-    def __init__(
-        self,
-        dim: int,
-        z_channels: int,
-        dim_mult: tuple[int, ...],
-        num_res_blocks: int,
-        attn_scales: tuple[float, ...],
-        temporal_downsample: tuple[bool, ...],
-        dropout: float = 0.0,
-    ) -> None:
+    def __init__(self, config: VAEConfig, dropout: float = 0.0) -> None:
         super().__init__()
+        dim, z_channels, dim_mult = config.base_dim, 2 * config.z_dim, config.dim_mult
+        num_res_blocks, attn_scales, temporal_downsample = (
+            config.num_res_blocks,
+            config.attn_scales,
+            config.temporal_downsample,
+        )
         dims = [dim * u for u in (1, *dim_mult)]
         scale = 1.0
         self.conv1 = CausalConv3d(3, dims[0], 3, padding=1)
         layers: list[nn.Module] = []
         for i, (in_dim, out_dim) in enumerate(pairwise(dims)):
-            for _ in range(num_res_blocks):
-                layers.append(ResidualBlock(in_dim, out_dim, dropout))
-                if scale in attn_scales:
-                    layers.append(AttentionBlock(out_dim))
-                in_dim = out_dim
+            layers += _stage(in_dim, out_dim, num_res_blocks, scale in attn_scales, dropout)
             if i != len(dim_mult) - 1:
                 layers.append(Resample(out_dim, "downsample3d" if temporal_downsample[i] else "downsample2d"))
                 scale /= 2.0
@@ -272,17 +281,14 @@ class Encoder3d(nn.Module):
 class Decoder3d(nn.Module):
     """Latent (B, z, T, h, w) -> video (B, 3, 1 + 4(T-1), 8h, 8w) with the full-size config."""
 
-    def __init__(
-        self,
-        dim: int,
-        z_channels: int,
-        dim_mult: tuple[int, ...],
-        num_res_blocks: int,
-        attn_scales: tuple[float, ...],
-        temporal_upsample: tuple[bool, ...],
-        dropout: float = 0.0,
-    ) -> None:
+    def __init__(self, config: VAEConfig, dropout: float = 0.0) -> None:
         super().__init__()
+        dim, z_channels, dim_mult = config.base_dim, config.z_dim, config.dim_mult
+        num_res_blocks, attn_scales, temporal_upsample = (
+            config.num_res_blocks,
+            config.attn_scales,
+            config.temporal_downsample[::-1],
+        )
         dims = [dim * u for u in (dim_mult[-1], *dim_mult[::-1])]
         scale = 1.0 / 2 ** (len(dim_mult) - 2)
         self.conv1 = CausalConv3d(z_channels, dims[0], 3, padding=1)
@@ -291,11 +297,7 @@ class Decoder3d(nn.Module):
         for i, (in_dim, out_dim) in enumerate(pairwise(dims)):
             if i > 0:
                 in_dim //= 2  # each upsampling conv halves the channels
-            for _ in range(num_res_blocks + 1):
-                layers.append(ResidualBlock(in_dim, out_dim, dropout))
-                if scale in attn_scales:
-                    layers.append(AttentionBlock(out_dim))
-                in_dim = out_dim
+            layers += _stage(in_dim, out_dim, num_res_blocks + 1, scale in attn_scales, dropout)
             if i != len(dim_mult) - 1:
                 layers.append(Resample(out_dim, "upsample3d" if temporal_upsample[i] else "upsample2d"))
                 scale *= 2.0

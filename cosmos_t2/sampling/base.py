@@ -2,14 +2,15 @@
 
 A sampler turns one chunk's noise into its clean latent, calling the network through a `VelocityFn`.
 The pipeline picks one per job (`UniPCSampler` for the released model, `DistilledSampler` for the
-4-step distilled one) and never asks which it has: a new sampler is one new implementation of `Sampler`.
+4-step distilled one) and never asks which it has: a new sampler is one new implementation of `Sampler`
+(subclassing it to share `__call__`, or not).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from torch import Tensor
 
@@ -76,5 +77,17 @@ class Sampler(Protocol):
         cond: ChunkConditioning,
         progress: Callable[[int, int], None] | None = None,
     ) -> Tensor:
-        """Returns the (B, C, T, H, W) fp32 clean latent; `progress(i, n)` after each step."""
+        """Returns the (B, C, T, H, W) fp32 clean latent; `progress(i, n)` after each step.
+
+        Shared by the samplers that subclass this: every loop takes the noise, the carried-over frames
+        and `progress` the same way, and `loop` adds what differs."""
+        run, options = self.loop(cond)
+        return run(
+            velocity_fn, cond.noise, condition_latent=cond.condition_latent, condition_mask=cond.condition_mask,
+            progress=progress, **options,
+        )  # fmt: skip
+
+    def loop(self, cond: ChunkConditioning) -> tuple[Callable[..., Tensor], dict[str, Any]]:
+        """The sampling loop `__call__` runs, and its other keyword arguments: this sampler's settings
+        and what else of `cond` it uses."""
         ...

@@ -22,11 +22,12 @@ import itertools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
 
-from cosmos_t2.sampling.base import ChunkConditioning, VelocityFn
+from cosmos_t2.sampling.base import ChunkConditioning, Sampler, VelocityFn
 
 DISTILLED_NUM_STEPS = 4
 SELECTED_TIMES = (math.pi / 2, math.atan(15), math.atan(5), math.atan(5 / 3))
@@ -75,7 +76,7 @@ def sample_distilled(
 
 
 @dataclass(frozen=True)
-class DistilledSampler:
+class DistilledSampler(Sampler):
     """The distilled model's sampler as a `Sampler`: no guidance, and always from pure noise (the
     distilled loop has no `sigma_max` or guided-generation entry; a spec asking for guided generation
     is refused before any model is built)."""
@@ -85,13 +86,5 @@ class DistilledSampler:
     guided: bool = False
     starts_from_input: bool = False
 
-    def __call__(
-        self,
-        velocity_fn: VelocityFn,
-        cond: ChunkConditioning,
-        progress: Callable[[int, int], None] | None = None,
-    ) -> Tensor:
-        return sample_distilled(
-            velocity_fn, cond.noise, num_steps=self.num_steps, condition_latent=cond.condition_latent,
-            condition_mask=cond.condition_mask, progress=progress,
-        )  # fmt: skip
+    def loop(self, cond: ChunkConditioning) -> tuple[Callable[..., Tensor], dict[str, Any]]:
+        return sample_distilled, {"num_steps": self.num_steps}

@@ -32,13 +32,14 @@ import math
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from cosmos_t2.jobspec.job import DEFAULT_NUM_STEPS
-from cosmos_t2.sampling.base import ChunkConditioning, GuidedGeneration, VelocityFn
+from cosmos_t2.sampling.base import ChunkConditioning, GuidedGeneration, Sampler, VelocityFn
 
 DEFAULT_GUIDANCE = 3.0
 DEFAULT_SHIFT = 5.0
@@ -230,7 +231,7 @@ def sample(
 
 
 @dataclass(frozen=True)
-class UniPCSampler:
+class UniPCSampler(Sampler):
     """The released model's sampler as a `Sampler`: `sample` on the flow schedule of `num_steps`, CFG
     `guidance` (0: no negative pass), starting from the input latent when `sigma_max` is set."""
 
@@ -247,17 +248,11 @@ class UniPCSampler:
     def starts_from_input(self) -> bool:
         return self.sigma_max is not None
 
-    def __call__(
-        self,
-        velocity_fn: VelocityFn,
-        cond: ChunkConditioning,
-        progress: Callable[[int, int], None] | None = None,
-    ) -> Tensor:
-        return sample(
-            velocity_fn, cond.noise, schedule=flow_schedule(self.num_steps, sigma_max=self.sigma_max),
-            guidance=self.guidance, condition_latent=cond.condition_latent, condition_mask=cond.condition_mask,
-            init_latent=cond.init_latent, guide=cond.guide, progress=progress,
-        )  # fmt: skip
+    def loop(self, cond: ChunkConditioning) -> tuple[Callable[..., Tensor], dict[str, Any]]:
+        schedule = flow_schedule(self.num_steps, sigma_max=self.sigma_max)
+        return sample, {
+            "schedule": schedule, "guidance": self.guidance, "init_latent": cond.init_latent, "guide": cond.guide,
+        }  # fmt: skip
 
 
 def condition_mask(shape: tuple[int, ...], num_frames: int, device: torch.device | str = "cpu") -> Tensor:

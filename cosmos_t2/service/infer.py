@@ -26,6 +26,16 @@ if TYPE_CHECKING:
     from cosmos_t2.service.batch import Outcome
 
 PATH_FIELDS = ("out_dir", "model_dir", "controls_dir", "masks_dir", "prompt_embeddings")
+# The InferArgs fields that a job's RunOptions takes unchanged, under the same name.
+PASSED_AS_IS = (
+    "tiny",
+    "model_dir",
+    "controls_dir",
+    "masks_dir",
+    "prompt_embeddings",
+    "latents_only",
+    "guardrails",
+)
 
 
 @dataclass
@@ -77,15 +87,9 @@ def run_options(
     return build_run_options(
         args.run,
         out_dir=args.out_dir,  # filled in by run_infer before any job runs
-        tiny=args.tiny,
-        model_dir=args.model_dir,
+        **{name: getattr(args, name) for name in PASSED_AS_IS},
         prefer_distilled=args.distilled,
-        controls_dir=args.controls_dir,
-        masks_dir=args.masks_dir,
-        prompt_embeddings=args.prompt_embeddings,
-        latents_only=args.latents_only,
         progress="lines" if args.quiet else "auto",  # auto: the bar on a terminal, lines in a log file
-        guardrails=args.guardrails,
         pool=pool,
         first_in_process=first_in_process,
         events=events,

@@ -99,37 +99,37 @@ TEXT_ENCODER = OfficialFile(
     filename=None,
     licence=NVIDIA_LICENCE,
 )
-IMAGE_ENCODER = OfficialFile(
-    slot="image_encoder",
-    what="SigLIP2 so400m-patch16-naflex, the style-reference encoder",
-    repo="google/siglip2-so400m-patch16-naflex",
-    revision="main",
-    filename=None,
-    licence="Apache-2.0 (check the model card)",
+
+
+def _hub_folder(slot: str, what: str, repo: str, licence: str) -> OfficialFile:
+    """A third-party model taken whole as a folder at its `main` (NVIDIA's inference pins none of these)."""
+    return OfficialFile(slot=slot, what=what, repo=repo, revision="main", filename=None, licence=licence)
+
+
+_CHECK_CARD = "Apache-2.0 (check the model card)"
+IMAGE_ENCODER = _hub_folder(
+    "image_encoder",
+    "SigLIP2 so400m-patch16-naflex, the style-reference encoder",
+    "google/siglip2-so400m-patch16-naflex",
+    _CHECK_CARD,
 )
-DEPTH_MODEL = OfficialFile(
-    slot=FETCHED_FOLDERS["depth_model_dir"],
-    what="Depth Anything V2 Small, computes depth controls (`controls --depth-model-dir`)",
-    repo="depth-anything/Depth-Anything-V2-Small-hf",
-    revision="main",
-    filename=None,
-    licence="Apache-2.0 for the Small model (Base/Large are CC-BY-NC-4.0; check the model card)",
+DEPTH_MODEL = _hub_folder(
+    FETCHED_FOLDERS["depth_model_dir"],
+    "Depth Anything V2 Small, computes depth controls (`controls --depth-model-dir`)",
+    "depth-anything/Depth-Anything-V2-Small-hf",
+    "Apache-2.0 for the Small model (Base/Large are CC-BY-NC-4.0; check the model card)",
 )
-GROUNDING_MODEL = OfficialFile(
-    slot=FETCHED_FOLDERS["grounding_model_dir"],
-    what="GroundingDINO base, boxes for seg controls and mask prompts (`controls`, `masks --grounding-model-dir`)",
-    repo="IDEA-Research/grounding-dino-base",
-    revision="main",
-    filename=None,
-    licence="Apache-2.0 (check the model card)",
+GROUNDING_MODEL = _hub_folder(
+    FETCHED_FOLDERS["grounding_model_dir"],
+    "GroundingDINO base, boxes for seg controls and mask prompts (`controls`, `masks --grounding-model-dir`)",
+    "IDEA-Research/grounding-dino-base",
+    _CHECK_CARD,
 )
-SAM2_MODEL = OfficialFile(
-    slot=FETCHED_FOLDERS["seg_model_dir"],
-    what="SAM2 hiera-large (transformers format), seg controls and mask prompts (`controls`, `masks --seg-model-dir`)",
-    repo="facebook/sam2-hiera-large",
-    revision="main",
-    filename=None,
-    licence="Apache-2.0 (check the model card)",
+SAM2_MODEL = _hub_folder(
+    FETCHED_FOLDERS["seg_model_dir"],
+    "SAM2 hiera-large (transformers format), seg controls and mask prompts (`controls`, `masks --seg-model-dir`)",
+    "facebook/sam2-hiera-large",
+    _CHECK_CARD,
 )
 
 
