@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Headless Chromium from Debian's packages, for the report's browser test (tests/test_report.py): without a
+# Headless Chromium from Debian's packages, for the report's browser test (tests/report/test_report.py): without a
 # browser that test is skipped with its reason, so CI installs one first. Idempotent: a machine that already
 # has chromium does nothing; one that cannot install it (not root, no apt) says so and goes on, since the
 # test then skips rather than fails.

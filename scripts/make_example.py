@@ -1,6 +1,6 @@
 """Render the bundled example, examples/robot: a robot arm and a sliding box in a brick-walled room.
 
-Deterministic (numpy, a fixed seed, no randomness per run), so `tests/test_example.py` can render it again
+Deterministic (numpy, a fixed seed, no randomness per run), so `tests/jobspec/test_example.py` can render it again
 and compare. Because the geometry is known, the true depth and segmentation come out of the same z-buffer
 as the colour: they are the `control_path`s of the depth and seg specs (no depth or segmentation model is
 needed offline). Layout mirrors NVIDIA's assets/robot_example (input video, prompt, one spec per control,

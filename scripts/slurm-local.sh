@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# A one-node SLURM cluster on this machine, for the SLURM tests (tests/test_slurm.py) and for trying the
+# A one-node SLURM cluster on this machine, for the SLURM tests (tests/workflow/test_slurm.py) and for trying the
 # slurm profiles by hand. Root, no systemd; safe to run again (it changes nothing that is already right).
 #   - installs Debian's slurm-wlm and munge when sinfo or munged is missing
 #   - writes /etc/slurm/slurm.conf and gres.conf for this machine: its real CPUs and memory (slurmd -C),

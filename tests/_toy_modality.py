@@ -1,4 +1,4 @@
-"""A toy control modality for tests/test_modality_registry.py: its registry entry's compute module.
+"""A toy control modality for tests/controls/test_modality_registry.py: its registry entry's compute module.
 
 "normal" quantises the frames to a preset's number of grey levels: trivial, deterministic, no model.
 """

@@ -19,7 +19,7 @@ diffusers' Cosmos2_5_TransferPipeline differs in three settings, all parameters 
 Karras sigmas of the EDM sampler (sigma 200 -> 0.01, rho 7, as flow sigmas s / (1 + s)), passes the
 float sigma to the network, and gives conditioning frames the timestep 0.1. With
 `karras_schedule(n, integer_timesteps=False)` and `condition_timestep=0.1` this loop computes what
-diffusers' loop computes (tests/test_sampling.py checks it on tiny random models).
+diffusers' loop computes (tests/sampling/test_sampling.py checks it on tiny random models).
 
 `sigma_max` (spec key): the official rectified-flow model accepts it and ignores it. Here it means
 what it meant for the EDM models: start from the input video's latent noised to that EDM sigma

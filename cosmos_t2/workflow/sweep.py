@@ -33,7 +33,7 @@ from cosmos_t2.workflow.keys import (
     stable_hash,
 )
 
-# ModelSettings, job_keys and stable_hash live in keys; tests/test_modality_registry.py imports them from here.
+# ModelSettings, job_keys and stable_hash live in keys; tests/controls/test_modality_registry.py imports them from here.
 __all__ = [
     "Job",
     "ModelSettings",

@@ -19,7 +19,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 H100_RUN = "## Whole jobs on one H100 (the README's figures)"
 CAP12_RUN = "docs/data/2026-12-01-h200-bf31b98/cap12_720p1.json"  # 720p, one control, --memory-cap 12
 WARM_35 = "35 steps, FlashAttention-4, warm compile cache"

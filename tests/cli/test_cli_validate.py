@@ -113,7 +113,7 @@ def test_debug_raises(ws: Path, capsys: pytest.CaptureFixture[str]) -> None:
 def test_console_script_subprocess(ws: Path) -> None:
     """The real process: exit code 2, one red line on stderr, no traceback."""
     path = spec_file(ws, prompt_path="prompt.txt")
-    env = os.environ | {"PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    env = os.environ | {"PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     proc = subprocess.run(
         [sys.executable, "-m", "cosmos_t2.cli", "validate", str(path)],
         capture_output=True,

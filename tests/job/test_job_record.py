@@ -16,7 +16,7 @@ import pytest
 from cosmos_t2.job.record_schema import record_schema
 from cosmos_t2.job.sidecar import SCHEMA_VERSION, JobRecord
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 OLD_SIDECAR = ROOT / "tests" / "data" / "sidecar_37288b0.json"
 SIDECAR_380B276 = ROOT / "tests" / "data" / "sidecar_380b276.json"
 SCHEMA = ROOT / "docs" / "record.schema.json"

@@ -28,7 +28,7 @@ from cosmos_t2.video import write_video
 from cosmos_t2.workflow.hardware import resolve_hardware
 from cosmos_t2.workflow.slurm import Node, parse_gres, parse_sinfo, unmet
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def cluster_missing() -> str | None:

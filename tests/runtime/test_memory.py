@@ -30,7 +30,7 @@ from cosmos_t2.runtime.memory import GIB, PLANS, JobShape, Plan, estimate
 from cosmos_t2.runtime.memory_choice import Budget, choose
 from cosmos_t2.runtime.pool import ModelPool
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "robot"
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "robot"
 
 
 def _sha(path: Path) -> str:

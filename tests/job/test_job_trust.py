@@ -50,7 +50,7 @@ def test_quiet_run_prints_each_stage_steps_and_one_summary_line(
     lines = err.strip().splitlines()
     stages = [re.sub(r"^\[tile [0-9.]+s\] ", "", line) for line in lines[:-1]]
     assert all(line.startswith("[tile ") for line in lines[:-1])
-    assert stages[0].startswith("memory: ")  # the memory plan opens the job (tests/test_memory.py)
+    assert stages[0].startswith("memory: ")  # the memory plan opens the job (tests/runtime/test_memory.py)
     stages = stages[1:]
     assert stages[:2] == [
         "checking the spec and the model files",

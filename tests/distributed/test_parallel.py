@@ -27,7 +27,7 @@ from cosmos_t2.distributed.net import ParallelNet, cfg_pair
 from cosmos_t2.errors import CosmosError
 from cosmos_t2.model.vae import VAEConfig, build_vae
 
-WORKER = str(Path(__file__).with_name("parallel_worker.py"))
+WORKER = str(Path(__file__).resolve().parents[1] / "parallel_worker.py")
 
 # (frames, tokens per frame, heads): frames not a multiple of the world size, odd tokens per frame,
 # one frame for four ranks (three ranks hold only padding), and 3 heads (ring attention, since 3

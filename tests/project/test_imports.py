@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parents[1] / "cosmos_t2"
+PACKAGE = Path(__file__).resolve().parents[2] / "cosmos_t2"
 
 # Lowest first. A module may import its own package and any package of a lower layer.
 LAYERS: list[set[str]] = [

@@ -15,7 +15,7 @@ from cosmos_t2.jobspec.job import MODALITIES
 from cosmos_t2.jobspec.load import load_specs
 from cosmos_t2.video import model_resolution, read_video
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "robot"
 VIDEOS = ("input.mp4", "depth.mp4", "seg.mp4")
 SPECS = ("edge.json", "vis.json", "depth.json", "seg.json", "multicontrol.json", "batch.jsonl")

@@ -16,7 +16,7 @@ from _snakemake import snakemake_command
 
 from cosmos_t2.video import write_video
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_keep_going_finishes_the_others_and_the_report_lists_the_failure(tmp_path: Path) -> None:

@@ -28,7 +28,7 @@ import typer.main
 
 from cosmos_t2.cli import app
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 SHELL_TAGS = {"sh", "bash", "console", "shell"}
 REPO_FOLDERS = {"examples", "config", "profiles", "tests", "scripts", "workflow", "docs"}
@@ -42,18 +42,18 @@ UNTAGGED_NOT_COMMANDS = {
 PLACEHOLDER = re.compile(r"<[^>]+>|^[A-Z]+$|^\.\.\.$")
 # Commands that need a cluster, a GPU or the network to really run: (pattern over the command, the test).
 RUN_ELSEWHERE: list[tuple[str, str]] = [
-    (r"^snakemake --profile profiles/slurm-", "tests/test_slurm.py::test_the_sweep_through_slurm_writes_the_local_bytes_retries_and_redoes_only_a_failed_job"),
-    (r"^snakemake --profile profiles/slurm-h100 --dry-run$", "tests/test_workflow_dag.py::test_each_profile_dry_runs"),
-    (r"^snakemake --profile profiles/local$", "tests/test_workflow_run.py::test_default_sweep_runs_reports_and_reruns_only_what_changed"),
-    (r"^snakemake --profile profiles/local-gpu", "tests/test_workflow_dag.py::test_each_profile_dry_runs"),
-    (r"^snakemake .*--configfile", "tests/test_workflow_dag.py::test_a_config_file_replaces_the_default_config"),
-    (r"^squeue --me", "tests/test_slurm.py::test_ctrl_c_cancels_the_queued_and_running_jobs"),
-    (r"^nvidia-smi$", "tests/test_docs_commands.py::test_nvidia_smi_runs_where_there_is_a_gpu"),
-    (r"^CT2_SOAK_FIGURES=\S+ pytest .*tests/test_serve_soak.py -k 200$", "tests/test_serve_soak.py::test_soak_200_jobs"),
-    (r"^cosmos-t2 models fetch", "tests/test_models_hub.py::test_infer_model_dir_finds_every_model_fetch_fetched"),
-    (r"--gpus [2-9N]", "tests/test_parallel.py::test_infer_on_two_cpu_processes_matches_one"),
-    (r"^torchrun ", "tests/test_parallel.py::test_infer_on_two_cpu_processes_matches_one"),
-    (r"cosmos-t2 bench --e2e", "tests/test_bench_e2e.py"),
+    (r"^snakemake --profile profiles/slurm-", "tests/workflow/test_slurm.py::test_the_sweep_through_slurm_writes_the_local_bytes_retries_and_redoes_only_a_failed_job"),
+    (r"^snakemake --profile profiles/slurm-h100 --dry-run$", "tests/workflow/test_workflow_dag.py::test_each_profile_dry_runs"),
+    (r"^snakemake --profile profiles/local$", "tests/workflow/test_workflow_run.py::test_default_sweep_runs_reports_and_reruns_only_what_changed"),
+    (r"^snakemake --profile profiles/local-gpu", "tests/workflow/test_workflow_dag.py::test_each_profile_dry_runs"),
+    (r"^snakemake .*--configfile", "tests/workflow/test_workflow_dag.py::test_a_config_file_replaces_the_default_config"),
+    (r"^squeue --me", "tests/workflow/test_slurm.py::test_ctrl_c_cancels_the_queued_and_running_jobs"),
+    (r"^nvidia-smi$", "tests/project/test_docs_commands.py::test_nvidia_smi_runs_where_there_is_a_gpu"),
+    (r"^CT2_SOAK_FIGURES=\S+ pytest .*tests/service/test_serve_soak.py -k 200$", "tests/service/test_serve_soak.py::test_soak_200_jobs"),
+    (r"^cosmos-t2 models fetch", "tests/weights/test_models_hub.py::test_infer_model_dir_finds_every_model_fetch_fetched"),
+    (r"--gpus [2-9N]", "tests/distributed/test_parallel.py::test_infer_on_two_cpu_processes_matches_one"),
+    (r"^torchrun ", "tests/distributed/test_parallel.py::test_infer_on_two_cpu_processes_matches_one"),
+    (r"cosmos-t2 bench --e2e", "tests/bench/test_bench_e2e.py"),
     (r"download.pytorch.org", "(network: the CUDA wheel index; the extras are checked here)"),
 ]  # fmt: skip
 

@@ -7,7 +7,7 @@ import ast
 from collections import Counter
 from pathlib import Path
 
-PACKAGE = Path(__file__).resolve().parents[1] / "cosmos_t2"
+PACKAGE = Path(__file__).resolve().parents[2] / "cosmos_t2"
 MAX_MODULE_LINES = 400
 MAX_JOB_PATH_FUNCTION_LINES = 80
 JOB_PATH = ("job", "runtime")  # what run_job runs through, phase by phase

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from _snakemake import snakemake_command
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 NEEDED = {"validate", "decode", "controls", "encode-prompt", "infer", "render", "report"}
 
 

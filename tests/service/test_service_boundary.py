@@ -9,7 +9,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-PACKAGE = Path(__file__).resolve().parents[1] / "cosmos_t2"
+PACKAGE = Path(__file__).resolve().parents[2] / "cosmos_t2"
 SERVER_PATH = [*sorted((PACKAGE / "service").glob("*.py")), PACKAGE / "cli" / "serve.py"]
 
 

@@ -20,7 +20,7 @@ from cosmos_t2.weights.hub import MANIFEST
 from cosmos_t2.weights.locate import checkpoint_identity, locate_models
 from cosmos_t2.weights.official import OfficialFile, official_files
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 ALL = ["--distilled", "--image-encoder"]
 

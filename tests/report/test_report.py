@@ -520,7 +520,7 @@ def test_demo_summary_says_what_was_made_what_it_is_and_where_the_report_is(tmp_
     results = make_results(tmp_path, labels=("cpu-test",))
     proc = subprocess.run(
         [sys.executable, "-m", "cosmos_t2.report.summary", str(results), str(results / "report.html")],
-        capture_output=True, text=True, timeout=120, cwd=Path(__file__).resolve().parents[1],
+        capture_output=True, text=True, timeout=120, cwd=Path(__file__).resolve().parents[2],
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.strip().splitlines()

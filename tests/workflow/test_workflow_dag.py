@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from _snakemake import snakemake_command
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 # Writes what each command's contract says it writes and logs the call, in a few milliseconds, so
 # these tests exercise Snakemake's scheduling, caching and resume rather than the model.

@@ -805,28 +805,28 @@ def _(tmp: Path, kit: Kit) -> tuple[list[str], str]:
 # is served): each is the test named here, which the catalog only points at.
 RECOVERIES: list[tuple[str, str]] = [
     ("a connection that never sends is dropped; the next client is served",
-     "test_serve.py::test_a_silent_connection_is_dropped_and_never_blocks_the_next_client"),
+     "service/test_serve.py::test_a_silent_connection_is_dropped_and_never_blocks_the_next_client"),
     ("silent connections do not keep a server past its idle timeout",
-     "test_serve.py::test_the_idle_timeout_ends_a_server_held_by_silent_connections"),
+     "service/test_serve.py::test_the_idle_timeout_ends_a_server_held_by_silent_connections"),
     ("a server failing after binding: its client gets the error within seconds",
-     "test_serve.py::test_a_client_gets_the_error_of_a_server_that_fails_after_binding_within_seconds"),
+     "service/test_serve.py::test_a_client_gets_the_error_of_a_server_that_fails_after_binding_within_seconds"),
     ("the key file deleted or replaced under a live server",
-     "test_serve.py::test_a_key_file_deleted_or_replaced_under_a_live_server_is_recovered_from"),
-    ("serve --stop when the key is refused", "test_serve.py::test_serve_stop_works_from_the_pid_file_when_the_key_is_refused"),
-    ("the socket is 0600 whatever the umask", "test_serve.py::test_the_socket_is_private_whatever_the_umask"),
+     "service/test_serve.py::test_a_key_file_deleted_or_replaced_under_a_live_server_is_recovered_from"),
+    ("serve --stop when the key is refused", "service/test_serve.py::test_serve_stop_works_from_the_pid_file_when_the_key_is_refused"),
+    ("the socket is 0600 whatever the umask", "service/test_serve.py::test_the_socket_is_private_whatever_the_umask"),
     ("a bad JSONL line fails alone; the other lines run",
-     "test_batch_bookkeeping.py::test_a_bad_jsonl_line_fails_alone_and_the_other_lines_run"),
-    ("a job named 'batch' in a batch", "test_batch_bookkeeping.py::test_a_job_named_batch_cannot_clobber_the_batch_record"),
+     "service/test_batch_bookkeeping.py::test_a_bad_jsonl_line_fails_alone_and_the_other_lines_run"),
+    ("a job named 'batch' in a batch", "service/test_batch_bookkeeping.py::test_a_job_named_batch_cannot_clobber_the_batch_record"),
     ("a truncated mp4 beside its sidecar is redone",
-     "test_batch_bookkeeping.py::test_a_truncated_video_beside_its_sidecar_is_redone"),
+     "service/test_batch_bookkeeping.py::test_a_truncated_video_beside_its_sidecar_is_redone"),
     ("models check: files that are not what their names say (fake hub)",
-     "test_models_hub.py::test_check_opens_each_file_and_fails_one_that_is_not_what_its_name_says"),
-    ("a cache folder that cannot be written", "test_text.py::test_a_cache_that_cannot_be_written_warns_and_the_job_goes_on"),
+     "weights/test_models_hub.py::test_check_opens_each_file_and_fails_one_that_is_not_what_its_name_says"),
+    ("a cache folder that cannot be written", "model/test_text.py::test_a_cache_that_cannot_be_written_warns_and_the_job_goes_on"),
     ("a sidecar field of another type in the report",
-     "test_report.py::test_a_sidecar_field_of_another_type_is_shown_as_missing_with_one_warning"),
-    ("8 clients, clients and the server killed under load", "test_serve_soak.py::test_soak_short"),
+     "report/test_report.py::test_a_sidecar_field_of_another_type_is_shown_as_missing_with_one_warning"),
+    ("8 clients, clients and the server killed under load", "service/test_serve_soak.py::test_soak_short"),
     ("messages name only options their command has",
-     "test_error_options.py::test_every_option_a_message_names_exists_on_a_command_that_prints_it"),
+     "cli/test_error_options.py::test_every_option_a_message_names_exists_on_a_command_that_prints_it"),
 ]  # fmt: skip
 
 
@@ -834,13 +834,13 @@ RECOVERIES: list[tuple[str, str]] = [
 def test_each_recovery_points_at_a_test(pointer: str) -> None:
     """A renamed or deleted test must not leave its fault uncovered while the catalog still lists it."""
     file, name = pointer.split("::")
-    tree = ast.parse((Path(__file__).parent / file).read_text())
+    tree = ast.parse((Path(__file__).resolve().parents[1] / file).read_text())
     assert any(isinstance(n, ast.FunctionDef) and n.name == name for n in tree.body), pointer
 
 
 # --- workflow: bad sweep configs stop `snakemake` when the DAG is built -----------------------------------
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 WORKFLOW_FAULTS: list[tuple[str, dict[str, Any], str, str]] = [
     # id, spec changes, config lines, what the one line names
     ("periodic name", {"name": "run_" + "0" * 24}, "", "key 'name'"),
