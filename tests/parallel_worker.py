@@ -3,6 +3,7 @@ started by torchrun as a script (``python parallel_worker.py MODE``)."""
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import socket
 import sys
@@ -62,11 +63,17 @@ def _entry(rank: int, world: int, port: int, fn: Callable[..., Any], args: tuple
 
 def run_ranks(world: int, fn: Callable[..., Any], *args: Any) -> Any:
     """Run ``fn(*args)`` on ``world`` gloo processes; return rank 0's result."""
+    # forkserver, not fork: a pytest worker has threads (pytest-timeout's, xdist's, torch's) whose locks a
+    # plain fork copies mid-use, and CI's ranks hung in rendezvous that way. The server is a fresh process
+    # that imports torch and this module once, so each rank still starts in well under a second.
+    multiprocessing.set_forkserver_preload(["torch", "parallel_worker"])
     with tempfile.TemporaryDirectory() as out:
-        # fork: the children inherit the imported torch instead of paying seconds each to import it
-        # (safe here: conftest pins OMP_NUM_THREADS=1, so no thread pool is forked mid-use).
         mp.start_processes(
-            _entry, args=(world, _free_port(), fn, args, out), nprocs=world, join=True, start_method="fork"
+            _entry,
+            args=(world, _free_port(), fn, args, out),
+            nprocs=world,
+            join=True,
+            start_method="forkserver",
         )
         return torch.load(Path(out) / "result.pt", weights_only=False)
 
