@@ -57,10 +57,15 @@ def _(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     return q.new_empty((*q.shape[:-1], v.shape[-1]))
 
 
-@torch.compiler.assume_constant_result
 def _fa4_ready() -> bool:
-    # Evaluated once at trace time inside compiled blocks, not traced.
+    # Evaluated once at trace time inside compiled blocks, not traced: compile_blocks marks it so
+    # (`mark_trace_constants`), which keeps torch._dynamo's ~2 s import out of eager processes.
     return fa4_unavailable_reason() is None
+
+
+def mark_trace_constants() -> None:
+    """Tell torch.compile that the kernel checks called inside the blocks give one answer per process."""
+    torch.compiler.assume_constant_result(_fa4_ready)
 
 
 def _fa4_shape_ok(q: torch.Tensor, v: torch.Tensor) -> bool:

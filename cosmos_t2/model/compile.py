@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from cosmos_t2.model.attention import mark_trace_constants
 from cosmos_t2.model.dit import Block
 
 COMPILE_CACHE_SUBDIR = "torch-compile"
@@ -32,6 +33,7 @@ FA4_CACHE_SUBDIR = "flash-attn-cute"
 
 def compile_blocks(net: nn.Module, mode: str | None = None) -> nn.Module:
     """Compile every DiT block of `net` in place (backbone and control branches); returns `net`."""
+    mark_trace_constants()
     for module in net.modules():
         if isinstance(module, Block) and not hasattr(module, "_compiled_forward"):
             module._compiled_forward = True

@@ -147,13 +147,24 @@ def accelerated(acc: Acceleration) -> Iterator[None]:
     if acc.deterministic:
         torch.backends.cudnn.deterministic = True
         # warn_only: an op without a deterministic kernel warns (the job's warnings) rather than failing it
-        torch.use_deterministic_algorithms(True, warn_only=True)
+        _deterministic_kernels(True, warn_only=True, compiled=acc.compile)
     try:
         with torch.inference_mode(acc.inference_mode):
             yield
     finally:
         torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = was[0], was[1]
-        torch.use_deterministic_algorithms(was[2], warn_only=was[3])
+        _deterministic_kernels(was[2], warn_only=was[3], compiled=acc.compile)
+
+
+def _deterministic_kernels(mode: bool, *, warn_only: bool, compiled: bool) -> None:
+    """torch.use_deterministic_algorithms for this job's kernels. Its public form also imports inductor's
+    config to set a flag only compiled graphs read, ~2.5 s of a CPU process's start; an eager job sets the
+    kernels' switch alone (the public call where a torch lacks it)."""
+    set_kernels = getattr(torch._C, "_set_deterministic_algorithms", None)
+    if compiled or set_kernels is None:
+        torch.use_deterministic_algorithms(mode, warn_only=warn_only)
+    else:
+        set_kernels(mode, warn_only=warn_only)
 
 
 T = TypeVar("T")
