@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from cosmos_t2 import __version__
+from cosmos_t2.distributed.launch import under_torchrun
 from cosmos_t2.errors import CosmosError
 
 app = typer.Typer(
@@ -104,8 +105,29 @@ def default_device(name: str | None) -> str:
 @app.callback()
 def _main(
     debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks.")] = False,
+    gpu_slots: Annotated[
+        int | None,
+        typer.Option(
+            "--gpu-slots",
+            help="Run on one GPU of N, the first that no other such process holds (waits while all are "
+            "taken): N concurrent jobs get N different GPUs. Sets CUDA_VISIBLE_DEVICES.",
+            callback=positive,
+        ),
+    ] = None,
+    gpu_slot_wait: Annotated[
+        float | None,
+        typer.Option(
+            "--gpu-slot-wait", help="Give up after this many seconds (default: wait).", callback=positive
+        ),
+    ] = None,
 ) -> None:
     _state["debug"] = debug
+    # Before any command imports torch: the slot's device must be the only one CUDA sees. A torchrun
+    # rank takes none; its launcher chose the devices of the whole job.
+    if gpu_slots is not None and not under_torchrun():
+        from cosmos_t2.service.slots import use_gpu_slot
+
+        use_gpu_slot(gpu_slots, timeout=gpu_slot_wait)  # held until this process ends
 
 
 @app.command()

@@ -13,6 +13,7 @@ rule bench:
     resources:
         **needs("bench"),
     params:
+        cli=gpu_command,
         args=bench_args,
     shell:
-        "cosmos-t2 bench --preset {wildcards.preset} {params.args:q} --json-out {output.json:q} > {log:q} 2>&1"
+        "{params.cli} bench --preset {wildcards.preset} {params.args:q} --json-out {output.json:q} > {log:q} 2>&1"

@@ -94,6 +94,29 @@ def infer_args(wildcards, input, resources):
 ON_CLUSTER = workflow.remote_exec or not workflow.local_exec or HARDWARE.cluster
 
 
+def gpu_slot_count():
+    """How many GPUs a local CUDA sweep's one-GPU jobs share out, one each (`cosmos-t2 --gpu-slots N`): the
+    global `gpu` resource when it is over 1, else 0 (no slots: one GPU, the CPU, or a cluster, whose
+    allocations each get their own devices)."""
+    gpus = workflow.global_resources["gpu"].value if "gpu" in workflow.global_resources else 0
+    if not GPU_DEVICE or ON_CLUSTER or not isinstance(gpus, int) or gpus <= 1:
+        return 0
+    return gpus
+
+
+GPU_SLOTS = gpu_slot_count()
+
+
+def gpu_command(wildcards, resources):
+    """The command a GPU stage runs: `cosmos-t2`, and `--gpu-slots N` for a one-GPU job of a sweep over N
+    local GPUs, so that N concurrent jobs open N different GPUs rather than all cuda:0. A function of
+    resources, so Snakemake does not count it among the params that make a job rerun: running a sweep on
+    another number of GPUs redoes nothing."""
+    if GPU_SLOTS and resources.gpu == 1:
+        return f"cosmos-t2 --gpu-slots {GPU_SLOTS}"
+    return "cosmos-t2"
+
+
 def use_server(gpus):
     """Whether diffuse jobs go to a per-GPU `cosmos-t2 serve` process (config key serve): auto on one
     CUDA GPU of this machine, where a job's imports, load and compile cost as much as a distilled job's
@@ -112,23 +135,33 @@ def stop_server():
         return
     from cosmos_t2.service.address import server_address
     from cosmos_t2.service.client import request
+    from cosmos_t2.service.slots import slot_environments
 
+    # With GPU slots each GPU has its own server (its address names the job's CUDA_VISIBLE_DEVICES).
     try:
-        answer = request(server_address(), "stop")
-    except (CosmosError, OSError) as exc:
-        logger.warning(f"cosmos-t2: could not stop the diffusion server: {exc}")
+        envs = slot_environments(GPU_SLOTS) if GPU_SLOTS else [os.environ]
+    except CosmosError as exc:  # more slots than CUDA_VISIBLE_DEVICES names: no job got a GPU either
+        logger.warning(f"cosmos-t2: could not stop the diffusion servers: {exc}")
         return
-    if answer is not None:
-        logger.info(f"cosmos-t2: stopped the diffusion server (pid {answer['pid']}, {answer['jobs']['done']} "
-                    f"jobs done, built {answer['builds']})")  # fmt: skip
+    for env in envs:
+        on = f" on GPU {env['CUDA_VISIBLE_DEVICES']}" if GPU_SLOTS else ""
+        try:
+            answer = request(server_address(env), "stop")
+        except (CosmosError, OSError) as exc:
+            logger.warning(f"cosmos-t2: could not stop the diffusion server{on}: {exc}")
+            continue
+        if answer is not None:
+            logger.info(f"cosmos-t2: stopped the diffusion server{on} (pid {answer['pid']}, "
+                        f"{answer['jobs']['done']} jobs done, built {answer['builds']})")  # fmt: skip
 
 
 def launcher(wildcards, resources):
     # One process per GPU, started here so SLURM sees one task; `infer --gpus N` inside torchrun
-    # runs as one rank instead of relaunching itself.
+    # runs as one rank instead of relaunching itself. Such a job takes no GPU slot: its ranks open
+    # cuda:0..N-1 of every GPU, as before slots (run it alone, or on a cluster, to keep it apart).
     if resources.gpu > 1:
         return f"torchrun --standalone --nproc_per_node={resources.gpu} -m cosmos_t2.worker"
-    return "cosmos-t2"
+    return gpu_command(wildcards, resources)
 
 
 def model_args(dir_key):

@@ -17,8 +17,9 @@ rule controls:
     resources:
         **needs("controls"),
     params:
+        cli=gpu_command,
         device=config["device"],
         models=aux_model_args("depth_model_dir", "seg_model_dir", "grounding_model_dir"),
     shell:
-        "cosmos-t2 controls {input.spec:q} -o {output.folder:q} --input {input.video:q}"
+        "{params.cli} controls {input.spec:q} -o {output.folder:q} --input {input.video:q}"
         " --device {params.device} {params.models:q} > {log:q} 2>&1"

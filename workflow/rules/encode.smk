@@ -23,8 +23,9 @@ rule encode:
     resources:
         **needs("encode"),
     params:
+        cli=gpu_command,
         model=model_args("model_dir"),
         device=config["device"],
     shell:
-        "cosmos-t2 render {input.latents:q} -o {output.video:q} {params.model:q} --device {params.device}"
+        "{params.cli} render {input.latents:q} -o {output.video:q} {params.model:q} --device {params.device}"
         " > {log:q} 2>&1"

@@ -16,8 +16,9 @@ rule masks:
     resources:
         **needs("masks"),
     params:
+        cli=gpu_command,
         device=config["device"],
         models=aux_model_args("seg_model_dir", "grounding_model_dir"),
     shell:
-        "cosmos-t2 masks {input.spec:q} -o {output.folder:q} --input {input.video:q}"
+        "{params.cli} masks {input.spec:q} -o {output.folder:q} --input {input.video:q}"
         " --device {params.device} {params.models:q} > {log:q} 2>&1"

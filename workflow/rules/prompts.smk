@@ -16,8 +16,9 @@ rule prompt:
     resources:
         **needs("prompt"),
     params:
+        cli=gpu_command,
         model=model_args("text_encoder_dir"),
         device=config["device"],
     shell:
-        "cosmos-t2 encode-prompt {input.spec:q} -o {output.embeddings:q} {params.model:q}"
+        "{params.cli} encode-prompt {input.spec:q} -o {output.embeddings:q} {params.model:q}"
         " --device {params.device} > {log:q} 2>&1"
