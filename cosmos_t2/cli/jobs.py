@@ -39,7 +39,7 @@ def bench(
     steps: Annotated[
         int | None,  # None: not given (an explicit 35 with --distilled runs 35); 4 is sampling.distilled's,
         typer.Option(  # spelled out because importing it would import torch at the CLI's start
-            help=f"Steps for the projected total (default {DEFAULT_NUM_STEPS}); --e2e: the jobs' steps "
+            help=f"Steps for the projected total (default {DEFAULT_NUM_STEPS}); --e2e, --sweep: the jobs' steps "
             f"(default the spec's, {DEFAULT_NUM_STEPS}, or with --distilled the distilled model's 4).",
             show_default=False,
             callback=positive,

@@ -14,6 +14,7 @@ from safetensors import safe_open
 from cosmos_t2.bench.sweep import SweepOptions, check_options, prefill_cache, prompt_encoder
 from cosmos_t2.bench.sweep_rows import collect_result, covered
 from cosmos_t2.errors import CosmosError
+from cosmos_t2.model import text_folder
 from cosmos_t2.model.config import TransferConfig
 from cosmos_t2.model.text import EmbeddingCache, read_prompt_embeddings
 from cosmos_t2.model.text_folder import FolderEncoder
@@ -99,7 +100,7 @@ def test_cli_refuses_sweep_with_e2e_and_bad_weights(
 
 
 def test_a_cached_prompt_never_loads_the_encoder_folder(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A Reason1 folder with only config.json: the identity and channels come from it, the weights are never
     needed while every prompt is cached (full size: the official 28 x 3584 channels)."""
@@ -118,6 +119,17 @@ def test_a_cached_prompt_never_loads_the_encoder_folder(
     cache = EmbeddingCache(tmp_path / "cache")
     assert prefill_cache(cache, FolderEncoder(folder, device="cpu", dtype=torch.float32), ["a box", "blur"],
                          torch.float32) == 2  # fmt: skip
+    loads: list[Path] = []
+
+    class Loaded:
+        def encode(self, prompts: list[str]) -> torch.Tensor:
+            return torch.zeros(len(prompts), 512, 16)
+
+    def from_dir(path: Path, **_: object) -> Loaded:
+        loads.append(Path(path))
+        return Loaded()
+
+    monkeypatch.setattr(text_folder.PromptEncoder, "from_dir", from_dir)
     out = tmp_path / "emb.safetensors"
     args = ["encode-prompt", str(job), "-o", str(out), "--text-encoder-dir", str(folder), "--device", "cpu",
             "--cache-dir", str(cache.directory)]  # fmt: skip
@@ -126,10 +138,16 @@ def test_a_cached_prompt_never_loads_the_encoder_folder(
     assert f"({folder}, 512 tokens x 16 channels)" in stdout
     prompt, negative, meta = read_prompt_embeddings(out)
     assert prompt.shape == negative.shape == (1, 512, 16) and meta["encoder_label"] == str(folder)
-    # a prompt the cache misses does load the folder's model (here: there is none to load)
-    job.write_text(json.dumps({"prompt": "another", "video_path": "in.mp4", "edge": {}}))
+    assert loads == [] and torch.equal(
+        prompt[0], cache.get(FolderEncoder(folder, device="cpu", dtype=torch.float32), "a box")
+    )
+    # a prompt the cache misses does load the folder's model, once
+    job.write_text(
+        json.dumps({"prompt": "another", "negative_prompt": "grain", "video_path": "in.mp4", "edge": {}})
+    )
     code, _, err = run_cli(args, capsys)
-    assert code != 0
+    assert code == 0, err
+    assert loads == [folder]
 
 
 def test_rows_from_a_run_folder(tmp_path: Path) -> None:
