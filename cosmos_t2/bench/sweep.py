@@ -183,7 +183,8 @@ def prepare(work: Path, opts: SweepOptions) -> tuple[Path, float]:
         if device.type == "cuda":  # the random-weight scratch is not part of the sweep
             torch.cuda.empty_cache()
     encoder = prompt_encoder(text_dir or work / "text_encoder", tiny)
-    prompts = [p for spec in specs for p in (load_job(spec).prompt, load_job(spec).negative_prompt)]
+    loaded = [load_job(spec) for spec in specs]  # the prompts the prompt rule encodes
+    prompts = [p for spec in loaded for p in (spec.prompt, spec.negative_prompt)]
     dtype = torch.float32 if tiny else torch.bfloat16
     prefill_cache(EmbeddingCache(work / "cache" / "text-embeddings"), encoder, prompts, dtype)
     config = work / "sweep.yaml"  # JSON is YAML
