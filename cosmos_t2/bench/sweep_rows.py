@@ -140,5 +140,6 @@ def print_sweep(result: dict[str, Any]) -> None:
     console.print(
         f"run folder: {where}"
         if where
-        else "run folder: deleted with its temporary folder (--work-dir DIR keeps it)"
+        else "run folder: deleted with its temporary folder (--work-dir DIR keeps it)",
+        soft_wrap=True,  # a path on one line, to copy
     )
