@@ -30,12 +30,16 @@ from cosmos_t2.jobspec.job import DEFAULT_NUM_STEPS
 @app.command()
 def bench(
     preset: Annotated[
-        str, typer.Option(help="Job shape: 720p93 (the job users time), 480p93, tiny.")
-    ] = "720p93",
+        str | None,
+        typer.Option(
+            help="Job shape: 720p93 (the job users time), 480p93, tiny. Default 720p93 (--sweep on CPU: tiny).",
+            show_default=False,
+        ),
+    ] = None,
     steps: Annotated[
         int | None,  # None: not given (an explicit 35 with --distilled runs 35); 4 is sampling.distilled's,
         typer.Option(  # spelled out because importing it would import torch at the CLI's start
-            help=f"Steps for the projected total (default {DEFAULT_NUM_STEPS}); --e2e: the jobs' steps "
+            help=f"Steps for the projected total (default {DEFAULT_NUM_STEPS}); --e2e, --sweep: the jobs' steps "
             f"(default the spec's, {DEFAULT_NUM_STEPS}, or with --distilled the distilled model's 4).",
             show_default=False,
             callback=positive,
@@ -64,7 +68,22 @@ def bench(
             "--e2e", help="Time whole jobs through infer's path (random weights in a model folder)."
         ),
     ] = False,
-    distilled: Annotated[bool, typer.Option(help="--e2e: the 4-step distilled edge model.")] = False,
+    sweep: Annotated[
+        bool,
+        typer.Option(
+            "--sweep",
+            help="Time the real Snakemake sweep (workflow/, profile local-gpu; CPU: local, tiny model) on "
+            "random weights: per job, wall to its mp4, steps and overhead.",
+        ),
+    ] = False,
+    specs: Annotated[
+        int, typer.Option(help="--sweep: synthetic spec files (one clip each).", callback=positive)
+    ] = 2,
+    control_weights: Annotated[
+        str,
+        typer.Option(help="--sweep: the grid's control weights, comma-separated (one job each per spec)."),
+    ] = "0.25,0.5,0.75,1.0",
+    distilled: Annotated[bool, typer.Option(help="--e2e, --sweep: the 4-step distilled edge model.")] = False,
     jobs: Annotated[
         int,
         typer.Option(help="--e2e: this many jobs in one process (infer's batch path).", callback=positive),
@@ -75,7 +94,8 @@ def bench(
     ] = None,
     guided: Annotated[bool, typer.Option(help="--e2e: with a guided-generation mask.")] = False,
     work_dir: Annotated[
-        Path | None, typer.Option(help="--e2e: keep the model folder and outputs here (default: temporary).")
+        Path | None,
+        typer.Option(help="--e2e, --sweep: keep the model folder and outputs here (default: temporary)."),
     ] = None,
     vae: Annotated[bool, typer.Option("--vae/--no-vae", help="Also time VAE encode and decode.")] = False,
     warmup: Annotated[int, typer.Option(help="Untimed steps first.", callback=not_negative)] = 2,
@@ -100,7 +120,30 @@ def bench(
         ),
     ] = None,
 ) -> None:
-    """Time one denoising step of the full-size network beside its floor, or (--e2e) whole jobs (random weights)."""
+    """Time one denoising step of the full-size network beside its floor, (--e2e) whole jobs or (--sweep) a
+    Snakemake sweep (random weights)."""
+    if sweep:
+        if e2e:
+            raise CosmosError("--sweep and --e2e are two benchmarks: give one", key="--sweep")
+        if spec is not None or compare:
+            raise CosmosError(
+                "--spec and --compare are --e2e options; --sweep writes its own specs", key="--sweep"
+            )
+        from cosmos_t2.bench import sweep as sweep_bench
+        from cosmos_t2.bench.sweep_rows import print_sweep
+
+        if json_out is not None:
+            check_output_file(json_out)
+        sweep_opts = sweep_bench.SweepOptions(
+            preset=preset, specs=specs, control_weights=sweep_bench.parse_weights(control_weights), steps=steps,
+            distilled=distilled, device=device, work_dir=work_dir,
+        )  # fmt: skip
+        sweep_result = sweep_bench.run_sweep(sweep_opts)
+        if json_out is not None:
+            sweep_bench.write_result(sweep_result, json_out)
+        print_sweep(sweep_result)
+        return
+    preset = preset or "720p93"
     if e2e:
         from cosmos_t2.bench import e2e as e2e_bench
 

@@ -163,11 +163,13 @@ def encode_prompt(
 ) -> None:
     """Encode the job's prompt and negative prompt into one .safetensors file (cached per prompt)."""
     from cosmos_t2.jobspec.load import load_job
-    from cosmos_t2.model.text import EmbeddingCache, default_cache_dir, encoder_for, write_prompt_embeddings
+    from cosmos_t2.model.text import EmbeddingCache, default_cache_dir, write_prompt_embeddings
+    from cosmos_t2.model.text_folder import deferred_encoder_for
 
     spec = load_job(job, name=name)
     check_output_file(out)
-    encoder = encoder_for(tiny=tiny, text_encoder_dir=text_encoder_dir, device=device)
+    # the 7B model is loaded only for a prompt the cache misses
+    encoder = deferred_encoder_for(tiny=tiny, text_encoder_dir=text_encoder_dir, device=device)
     cache = None if no_cache else EmbeddingCache(cache_dir or default_cache_dir())
     meta = write_prompt_embeddings(out, encoder, spec.prompt, spec.negative_prompt, cache)
     typer.echo(f"{out} ({meta['encoder_label']}, {meta['max_length']} tokens x {meta['dim']} channels)")

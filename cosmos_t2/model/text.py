@@ -21,7 +21,7 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor
@@ -221,13 +221,25 @@ def _save_atomic(tensors: dict[str, Tensor], metadata: dict[str, str], path: Pat
     stable_safetensors.save_file({k: v.contiguous().cpu() for k, v in tensors.items()}, path, metadata)
 
 
+class TextEncoder(Protocol):
+    """What the cache and the embeddings file need of an encoder: its identity (the cache key), a label for
+    people, the token length, the channels and, only for prompts the cache misses, `encode`."""
+
+    identity: str
+    label: str
+    max_length: int
+    dim: int
+
+    def encode(self, prompts: Sequence[str]) -> Tensor: ...
+
+
 @dataclass(frozen=True)
 class EmbeddingCache:
     """Embeddings on disk, one .safetensors a prompt, keyed by the encoder identity, prompt and length."""
 
     directory: Path
 
-    def path(self, encoder: PromptEncoder, prompt: str) -> Path:
+    def path(self, encoder: TextEncoder, prompt: str) -> Path:
         key = json.dumps(
             {
                 "format": CACHE_FORMAT,
@@ -239,7 +251,7 @@ class EmbeddingCache:
         )
         return Path(self.directory) / f"{hashlib.sha256(key.encode()).hexdigest()}.safetensors"
 
-    def get(self, encoder: PromptEncoder, prompt: str) -> Tensor | None:
+    def get(self, encoder: TextEncoder, prompt: str) -> Tensor | None:
         from safetensors import safe_open
 
         path = self.path(encoder, prompt)
@@ -254,7 +266,7 @@ class EmbeddingCache:
         except Exception:  # a damaged entry (safetensors raises its own error type) is a miss, not a failure
             return None
 
-    def encode(self, encoder: PromptEncoder, prompts: Sequence[str]) -> list[Tensor]:
+    def encode(self, encoder: TextEncoder, prompts: Sequence[str]) -> list[Tensor]:
         """(max_length, dim) per prompt; those not on disk are encoded in one batch and stored."""
         found = {p: self.get(encoder, p) for p in dict.fromkeys(prompts)}
         missing = [p for p, emb in found.items() if emb is None]
@@ -284,7 +296,7 @@ class CacheWriteWarning(UserWarning):
 
 
 def encode_prompts(
-    encoder: PromptEncoder, prompts: Sequence[str], cache: EmbeddingCache | None = None
+    encoder: TextEncoder, prompts: Sequence[str], cache: EmbeddingCache | None = None
 ) -> list[Tensor]:
     """(max_length, dim) embeddings per prompt, through the cache when there is one."""
     if cache is not None:
@@ -294,7 +306,7 @@ def encode_prompts(
 
 def write_prompt_embeddings(
     path: str | Path,
-    encoder: PromptEncoder,
+    encoder: TextEncoder,
     prompt: str,
     negative_prompt: str,
     cache: EmbeddingCache | None = None,

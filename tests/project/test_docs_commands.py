@@ -54,6 +54,7 @@ RUN_ELSEWHERE: list[tuple[str, str]] = [
     (r"--gpus [2-9N]", "tests/distributed/test_parallel.py::test_infer_on_two_cpu_processes_matches_one"),
     (r"^torchrun ", "tests/distributed/test_parallel.py::test_infer_on_two_cpu_processes_matches_one"),
     (r"cosmos-t2 bench --e2e", "tests/bench/test_bench_e2e.py"),
+    (r"cosmos-t2 bench --sweep", "tests/bench/test_bench_sweep.py::test_a_tiny_sweep_through_snakemake_gives_a_row_per_job"),
     (r"download.pytorch.org", "(network: the CUDA wheel index; the extras are checked here)"),
 ]  # fmt: skip
 

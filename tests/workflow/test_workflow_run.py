@@ -7,9 +7,12 @@ untouched.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
+import signal
 import subprocess
+import time
 import zipfile
 from pathlib import Path
 
@@ -124,8 +127,8 @@ def test_default_sweep_runs_reports_and_reruns_only_what_changed(tmp_path: Path)
 def test_a_sweep_through_the_server_writes_the_same_latents_and_stops_it(tmp_path: Path) -> None:
     """`serve: true` hands every diffuse job to one `cosmos-t2 serve` process (on CPU here; auto does so on a
     local GPU): the latents are the bytes a process per job writes, each job's log still holds its lines,
-    and the server is gone when the sweep ends."""
-    import os
+    and the server is gone when the sweep ends. A sweep whose server, client and Snakemake were killed while
+    the second diffuse job ran redoes only that job (issue 31: resuming through the server)."""
     import tempfile
 
     from cosmos_t2.service.address import SERVE_DIR_ENV
@@ -144,11 +147,20 @@ def test_a_sweep_through_the_server_writes_the_same_latents_and_stops_it(tmp_pat
             (folder / "config" / "config.yaml").write_text(config)
             cmd = [*snakemake_command(),
                    "--config", f"serve={serve}", "--until", "diffuse"]  # fmt: skip
+            run_dir = folder / "results" / "cpu-local"
+            if serve == "True":
+                kill_while_the_second_diffuse_job_runs(
+                    [*cmd, "--cores", "1"], folder, env, serve_dir, run_dir
+                )
+                subprocess.run(
+                    [*snakemake_command(), "--unlock"], cwd=folder, env=env, check=True, timeout=300
+                )
             proc = subprocess.run(cmd, cwd=folder, env=env, capture_output=True, text=True, timeout=900)
             out = proc.stdout + proc.stderr
             assert proc.returncode == 0, out[-4000:]
             assert ("stopped the diffusion server" in out) == (serve == "True")
-            run_dir = folder / "results" / "cpu-local"
+            if serve == "True":  # the profile's rerun-incomplete: the killed job alone, the first one kept
+                assert job_counts(out)["diffuse"] == 1, out[-4000:]
             found = sorted(run_dir.glob("diffuse/*/*.latents.safetensors"))
             assert len(found) == 2
             latents[serve] = {p.parent.name: p.read_bytes() for p in found}
@@ -169,6 +181,27 @@ def test_a_sweep_through_the_server_writes_the_same_latents_and_stops_it(tmp_pat
         for pid_file in serve_dir.glob("*.pid"):
             os.kill(int(pid_file.read_text()), 15)
         shutil.rmtree(serve_dir, ignore_errors=True)
+
+
+def kill_while_the_second_diffuse_job_runs(
+    cmd: list[str], folder: Path, env: dict[str, str], serve_dir: Path, run_dir: Path
+) -> None:
+    """Run the sweep on one core (one diffuse job after the other) and SIGKILL Snakemake, the diffuse client
+    and the server once the second job's log is opened (the first job is then finished and recorded)."""
+    proc = subprocess.Popen(cmd, cwd=folder, env=env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 300
+        while len(list(run_dir.glob("logs/diffuse/*/*.log"))) < 2 and proc.poll() is None:
+            assert time.monotonic() < deadline, "the sweep never reached its second diffuse job"
+            time.sleep(0.1)
+        assert proc.poll() is None, "the sweep ended before its second diffuse job could be killed"
+    finally:
+        for pid_file in serve_dir.glob("*.pid"):  # the server runs in its own session
+            os.kill(int(pid_file.read_text()), signal.SIGKILL)
+        os.killpg(proc.pid, signal.SIGKILL)  # a crash: Snakemake gets no chance to clean up
+        proc.wait()
+    assert len(list(run_dir.glob("diffuse/*/*.latents.safetensors"))) == 1
 
 
 AWKWARD_NAMES = ["run.v2", "a", "a_1", "a_1_edge", "x-y", "with space", "it's"]
