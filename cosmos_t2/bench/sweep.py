@@ -27,7 +27,6 @@ from typing import Any
 
 import torch
 
-from cosmos_t2 import stable_safetensors
 from cosmos_t2.atomic import write_json_atomic, write_text_atomic
 from cosmos_t2.bench.e2e import FPS, PROMPT, SOURCE_SIZE, synthetic_frames, write_random_models
 from cosmos_t2.bench.step import PRESETS
@@ -148,12 +147,7 @@ def prefill_cache(cache: EmbeddingCache, encoder: TextEncoder, prompts: list[str
     gen = torch.Generator().manual_seed(1)
     for prompt in dict.fromkeys(prompts):
         emb = torch.randn(encoder.max_length, encoder.dim, generator=gen).to(dtype)
-        meta = {
-            "prompt": prompt,
-            "encoder": encoder.identity,
-            "label": f"{encoder.label} (random, bench --sweep)",
-        }
-        stable_safetensors.save_file({"embedding": emb}, cache.path(encoder, prompt), meta)
+        cache.put(encoder, prompt, emb, label=f"{encoder.label} (random, bench --sweep)")
     return len(dict.fromkeys(prompts))
 
 

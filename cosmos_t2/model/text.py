@@ -272,17 +272,24 @@ class EmbeddingCache:
         missing = [p for p, emb in found.items() if emb is None]
         if missing:
             for prompt, emb in zip(missing, encoder.encode(missing), strict=True):
-                meta = {"prompt": prompt, "encoder": encoder.identity, "label": encoder.label}
-                self._store(emb, meta, self.path(encoder, prompt))
+                self._store(encoder, prompt, emb)
                 found[prompt] = emb.cpu()
         return [found[p] for p in prompts]
 
-    def _store(self, emb: Tensor, meta: dict[str, str], path: Path) -> None:
+    def put(self, encoder: TextEncoder, prompt: str, emb: Tensor, *, label: str | None = None) -> Path:
+        """Write `prompt`'s entry (atomically); `label` replaces the encoder's (an entry not made by it)."""
+        path = self.path(encoder, prompt)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        meta = {"prompt": prompt, "encoder": encoder.identity, "label": label or encoder.label}
+        _save_atomic({"embedding": emb}, meta, path)
+        return path
+
+    def _store(self, encoder: TextEncoder, prompt: str, emb: Tensor) -> None:
         """Best effort: a cache that cannot be written (full disk, read-only folder) costs a re-encode next
         time, never the job, whose own output may well have room. One warning says so."""
+        path = self.path(encoder, prompt)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            _save_atomic({"embedding": emb}, meta, path)
+            self.put(encoder, prompt, emb)
         except Exception as exc:  # OSError, or safetensors' own error type for a failed write
             reason = (
                 exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc) or type(exc).__name__
@@ -377,11 +384,16 @@ def encoder_for(
     *, tiny: bool, text_encoder_dir: str | Path | None, device: str | None = None
 ) -> PromptEncoder:
     """The encoder a command asked for; on CUDA the 7B model runs in bf16 (as upstream), else fp32."""
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device, dtype = encoder_placement(device)
     if tiny:
         return PromptEncoder.tiny(device)
     if text_encoder_dir is None:
         raise CosmosError("no text encoder: pass --text-encoder-dir DIR (Cosmos-Reason1-7B) or --tiny")
-    dtype = torch.bfloat16 if str(device).startswith("cuda") else torch.float32
     return PromptEncoder.from_dir(text_encoder_dir, device=device, dtype=dtype)
+
+
+def encoder_placement(device: str | None) -> tuple[str, torch.dtype]:
+    """The text encoder's device (default: cuda if present) and dtype: bf16 on CUDA (as upstream), else fp32."""
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return device, torch.bfloat16 if str(device).startswith("cuda") else torch.float32

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from cosmos_t2.errors import CosmosError
-from cosmos_t2.model.text import MAX_LENGTH, PromptEncoder, directory_identity, encoder_for
+from cosmos_t2.model.text import MAX_LENGTH, PromptEncoder, directory_identity, encoder_for, encoder_placement
 
 
 class FolderEncoder:
@@ -54,7 +54,5 @@ def deferred_encoder_for(
     built at once: it is small)."""
     if tiny or text_encoder_dir is None:
         return encoder_for(tiny=tiny, text_encoder_dir=text_encoder_dir, device=device)
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    dtype = torch.bfloat16 if str(device).startswith("cuda") else torch.float32
+    device, dtype = encoder_placement(device)
     return FolderEncoder(text_encoder_dir, device=device, dtype=dtype)
