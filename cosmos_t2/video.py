@@ -288,6 +288,18 @@ def load_input_info(path: str | Path) -> InputInfo:
         raise CosmosError(f"not an input info file ({exc})", file=path) from exc
 
 
+def video_header(path: str | Path) -> tuple[int, int, int]:
+    """(frames, height, width) of a video from its header alone, without decoding; zeros where the file or
+    its header does not say (the job that reads it gives the one-line error)."""
+    try:
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            context = stream.codec_context
+            return _expected_frames(stream, container.duration), int(context.height), int(context.width)
+    except (av.FFmpegError, IndexError, OSError):
+        return 0, 0, 0
+
+
 def _expected_frames(stream: av.video.stream.VideoStream, container_duration: int | None) -> int:
     """Frame count from the header: mp4 stores it; Matroska stores only the duration (in µs)."""
     if stream.frames:

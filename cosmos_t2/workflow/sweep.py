@@ -22,6 +22,7 @@ from snakemake.io import contains_wildcard
 
 from cosmos_t2.controls.registry import MODALITIES
 from cosmos_t2.errors import CosmosError
+from cosmos_t2.jobspec.job import Spec
 from cosmos_t2.jobspec.load import load_samples, resolve_sample
 from cosmos_t2.workflow.keys import (
     DECODE_FIELDS,
@@ -167,6 +168,7 @@ class Job:
     controls: str | None
     masks: str | None
     prompt: str
+    spec: Spec | None = field(default=None, compare=False, repr=False)  # resolved: what its resources follow
 
 
 @dataclass
@@ -177,6 +179,14 @@ class Sweep:
 
     def keys(self, stage: str) -> list[str]:
         return sorted({key for st, key in self.stage_specs if st == stage})
+
+    def job_of(self, stage: str, key: str) -> Job:
+        """A job that reads the output of `stage`'s `key` (decode, controls, masks, prompt): what its
+        input's shape is."""
+        for job in self.jobs.values():
+            if getattr(job, stage) == key:
+                return job
+        raise KeyError(f"no job of this sweep reads {stage} {key}")
 
     def stage_spec(self, stage: str, key: str) -> StageSpec:
         try:
@@ -264,6 +274,7 @@ def plan_sweep(config: Mapping[str, Any], root: Path, hasher: Callable[[Path], s
                     controls=keys["controls"],
                     masks=keys["masks"],
                     prompt=str(keys["prompt"]),
+                    spec=resolved,
                 )
                 for stage in ("controls", "masks"):
                     if keys[stage]:

@@ -11,6 +11,7 @@ from snakemake.exceptions import WorkflowError
 from cosmos_t2.errors import CosmosError
 from cosmos_t2.workflow.manifest import PATHS, job_paths, manifest
 from cosmos_t2.workflow.keys import FileHasher
+from cosmos_t2.workflow.needs import memory_mb, spec_footprint, stage_resources
 from cosmos_t2.workflow.sweep import name_constraint, plan_sweep
 
 if not config["tiny"] and not config["model_dir"]:
@@ -184,36 +185,31 @@ def aux_model_args(*dir_keys):
     return (["--tiny"] if config["tiny"] else []) + dir_args(*dir_keys)
 
 
-# What each stage needs, declared here once: whether it runs on the GPU (when the sweep's device is cuda),
-# host memory (MB) and CPUs with the 2B model, and minutes. The tiny model needs TINY_NEEDS instead. A profile
-# only maps these to its site (partition, GPU model, account in its default-resources; hardware.py), and
-# `--set-resources rule:key=value` still overrides one. diffuse and encode are the measured peak RSS at full
-# size (H100, 720p, 93 frames: 6.8 GB and 4.1 GB, docs/data/2026-12-07-h100-rss) with room for longer
-# inputs; the stages with a text, depth or segmentation model are not measured yet and keep a wide margin.
-STAGE_NEEDS = {  # stage: (GPU stage, mem_mb, cpus_per_task, runtime)
-    "decode": (False, 16000, 4, 30),
-    "controls": (True, 64000, 8, 60),
-    "masks": (True, 64000, 8, 60),
-    "prompt": (True, 64000, 8, 30),
-    "diffuse": (True, 16000, 16, 120),
-    "encode": (True, 12000, 8, 60),
-    "bench": (True, 128000, 16, 60),
-}
-TINY_NEEDS = {"mem_mb": 3000, "cpus_per_task": 1, "runtime": 15}  # peak RSS of a tiny job: under 2 GB
+# What each stage needs is declared once, in cosmos_t2.workflow.needs (GPU or not, host memory scaled to
+# the job's shape, CPUs, minutes; TINY_NEEDS for the tiny model). A profile only maps these to its site
+# (partition, GPU model, account in its default-resources; hardware.py), and `--set-resources
+# rule:key=value` still overrides one.
+SHAPED_STAGES = {"decode", "controls", "masks", "diffuse", "encode"}  # host memory grows with the video
 
 
 def needs(stage):
-    """The resources of a stage's rule. Only GPU stages on a cuda sweep get `gpu` and the site's
-    `gpu_model` (a CPU job given a model would ask SLURM for `--gpus=<model>:0`)."""
-    gpu_stage, mem_mb, cpus, minutes = STAGE_NEEDS[stage]
-    gpus = 1 if gpu_stage and GPU_DEVICE else 0
-    resources = {"gpu": gpus, "gpu_model": HARDWARE.gpu_model if gpus else ""}
-    # The accelerator's one slot, on CPU sweeps too: a cluster profile caps it at 1 (`resources:`, scope
-    # local), so the GPU stages it groups into one allocation run there one after the other and the
-    # allocation asks for the largest stage's needs, not their sum. Locally it is not capped.
-    resources["accelerator_slot"] = 1 if gpu_stage else 0
-    resources.update(mem_mb=mem_mb, cpus_per_task=cpus, runtime=minutes)
-    return resources | (TINY_NEEDS if config["tiny"] and stage != "bench" else {})
+    """The resources of a stage's rule; `mem_mb` is a function of the job for the stages that hold its
+    video (Snakemake calls it per job while it builds the DAG)."""
+    resources = stage_resources(
+        stage, gpu_device=GPU_DEVICE, tiny=config["tiny"], gpu_model=HARDWARE.gpu_model
+    )
+    if stage in SHAPED_STAGES and not config["tiny"]:
+        resources["mem_mb"] = lambda wildcards: memory_mb(
+            stage, spec_footprint(stage_job(stage, wildcards).spec)
+        )
+    return resources
+
+
+def stage_job(stage, wildcards):
+    """The sweep's job a stage's rule runs for (diffuse, encode), or one that reads its output."""
+    if stage in ("diffuse", "encode"):
+        return SWEEP.jobs[wildcards.job]
+    return SWEEP.job_of(stage, wildcards.key)
 
 
 def slurm_preflight():
