@@ -23,7 +23,7 @@ lint: $(STAMP)
 
 test: $(STAMP)
 	$(MAKE) lint
-	$(VENV)/bin/pytest -q -m "not slow and not gpu" -n 2 --timeout 900
+	$(VENV)/bin/pytest -q -m "not slow and not gpu" -n 2 --timeout 900 --durations=25
 	# The same-bytes promises once more with two threads per process (conftest pins one): a result that
 	# follows the thread count fails here.
 	OMP_NUM_THREADS=2 $(VENV)/bin/pytest -q -m "determinism and not slow and not gpu" -p no:cacheprovider --timeout 900

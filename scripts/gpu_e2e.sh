@@ -325,6 +325,21 @@ PY
   rss diffuse infer $W/d/e2e.jsonl --name e2e_0 -o $W/d/m2 --latents-only $D
   rss render render $W/d/m2/e2e_0.latents.safetensors -o $W/d/m2/e2e_0.mp4 --model-dir $W/d/models --device cuda
   ;;
+18)
+  # 2026-12-07 (issue 31): the full-size sweep through the real workflow (`bench --sweep`: 2 specs x 4 control
+  # weights, the distilled edge model, the per-GPU server, every rule, Snakemake's scheduling included). A fresh
+  # machine; carry .whl (PyAV) and .smk (Snakemake: scripts/gpu_snakemake_wheels.sh). The rules call
+  # `cosmos-t2`, which the image does not install: a shim on PATH runs this tree's CLI.
+  install_av || exit 1
+  [[ -d /tmp/site/snakemake ]] ||
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .smk/*.whl ||
+    exit 1
+  mkdir -p /tmp/bin && printf '#!/bin/sh\nexec python3 -m cosmos_t2.cli "$@"\n' >/tmp/bin/cosmos-t2 &&
+    chmod +x /tmp/bin/cosmos-t2 && export PATH=/tmp/bin:$PATH
+  gpu_info
+  bench sweep_distilled 560 bench --sweep --distilled --work-dir $W/s --json-out $R/sweep_distilled.json
+  cp $W/s/snakemake.log "$R/" 2>/dev/null
+  ;;
 unpack-only)
   unpack || exit 1
   exit 0

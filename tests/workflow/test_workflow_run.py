@@ -100,15 +100,16 @@ def test_default_sweep_runs_reports_and_reruns_only_what_changed(tmp_path: Path)
     assert [k for k in before if before[k] != after[k]] == [victim["key"]]
     assert "Nothing to be done" in snakemake(tmp_path, "--dry-run")
 
-    # Another sweep into the same results/ that adds samples sharing the video, the prompt and the edge control:
-    # it runs its own 4 jobs and none of the shared stages or of the first sweep's; then the first sweep has
-    # nothing to do (a shared stage's spec follows its content key, not the sample that wrote it).
+    # Another sweep into the same results/ that adds samples sharing the video, the prompt and the edge control
+    # (one weight of the two, to keep it short): it runs its own 2 jobs and none of the shared stages or of the
+    # first sweep's; then the first sweep has nothing to do (a shared stage's spec follows its content key, not
+    # the sample that wrote it).
     more = tmp_path / "more.yaml"
     more.write_text((tmp_path / "config" / "config.yaml").read_text().replace(
         "  - examples/robot/vis.json\n", "  - examples/robot/vis.json\n  - examples/robot/batch.jsonl\n"
-    ))  # fmt: skip
+    ).replace("control_weight: [0.5, 1.0]", "control_weight: [0.5]"))  # fmt: skip
     counts = job_counts(snakemake(tmp_path, "--configfile", str(more)))
-    assert counts["diffuse"] == 4 and not {"decode", "prompt"} & counts.keys(), counts
+    assert counts["diffuse"] == 2 and not {"decode", "prompt"} & counts.keys(), counts
     videos = {j["key"]: (run_dir / j["paths"]["video"]).stat().st_mtime_ns for j in manifest["jobs"]}
     assert videos == after, "the second sweep rewrote a video of the first"
     # the first sweep again: only its manifest and report (the second sweep's replaced them at the same paths)
