@@ -11,7 +11,7 @@ request, whose memory plan does not count it.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -75,7 +75,7 @@ class RoomFirst:
     """A server's encoder: before its first prompt is encoded (a folder's model loads then) the pool
     makes room for it on the GPU and counts the build."""
 
-    def __init__(self, inner: TextEncoder, before_load: Any) -> None:
+    def __init__(self, inner: TextEncoder, before_load: Callable[[], None] | None) -> None:
         self.inner = inner
         self.identity, self.label = inner.identity, inner.label
         self.max_length, self.dim = inner.max_length, inner.dim

@@ -110,3 +110,39 @@ def test_a_served_prompt_writes_the_embeddings_of_a_run_of_its_own(
     assert state["served"]["encode-prompt"] >= 2 and state["builds"]["text_encoder"] == 1
     missing = cli(["encode-prompt", "nope.json", "-o", "x.safetensors", *CPU, "--server"], serve_env, folder)
     assert missing.returncode == 2 and missing.stderr.strip() == "error: nope.json: spec file not found"
+
+
+def test_the_servers_7b_encoder_loads_on_a_miss_only_and_gives_way_on_a_gpu(
+    folder: Path, tmp_path: Path
+) -> None:
+    """A folder's encoder is kept unloaded: prompts the cache holds never load it (nothing counted as built),
+    and one kept for a GPU is dropped for the next diffuse or render request. No CUDA is touched: the
+    encoder of a folder loads only in its first `encode`."""
+    import torch
+
+    from cosmos_t2.jobspec.load import load_job
+    from cosmos_t2.model.text import MAX_LENGTH, EmbeddingCache
+    from cosmos_t2.runtime.pool import ModelPool
+    from cosmos_t2.service.prompt import PromptArgs, PromptEncoders, run_encode_prompt
+
+    weights = tmp_path / "text_encoder"
+    weights.mkdir()
+    (weights / "config.json").write_text(json.dumps({"num_hidden_layers": 2, "hidden_size": 4}))
+    pool = ModelPool()
+    encoders = PromptEncoders(pool)
+    on_cpu = encoders.get(tiny=False, text_encoder_dir=weights, device="cpu")
+    spec = load_job(folder / "a.json")
+    cache = EmbeddingCache(tmp_path / "cache")
+    for prompt in (spec.prompt, spec.negative_prompt):
+        cache.put(on_cpu, prompt, torch.ones(MAX_LENGTH, 8))
+    shown: list[str] = []
+    args = PromptArgs(folder / "a.json", tmp_path / "a.safetensors", text_encoder_dir=weights,
+                      cache_dir=tmp_path / "cache", device="cpu")  # fmt: skip
+    run_encode_prompt(args, events=lambda event: shown.append(event.text), encoders=encoders)
+    assert shown == [f"{args.out} ({weights}, {MAX_LENGTH} tokens x 8 channels)"]
+    assert pool.builds["text_encoder"] == 0  # every prompt was cached: the 7B model never loaded
+    on_gpu = encoders.get(tiny=False, text_encoder_dir=weights, device="cuda")
+    assert encoders.get(tiny=False, text_encoder_dir=weights, device="cuda") is on_gpu  # kept
+    assert encoders.release_gpu() == 1
+    assert encoders.get(tiny=False, text_encoder_dir=weights, device="cpu") is on_cpu  # host memory: kept
+    assert encoders.get(tiny=False, text_encoder_dir=weights, device="cuda") is not on_gpu
