@@ -21,15 +21,17 @@ import time
 import traceback
 import warnings
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from cosmos_t2.errors import CosmosError, error_line
 from cosmos_t2.job.progress import JobEvent
-from cosmos_t2.runtime.pool import ModelPool
-from cosmos_t2.service.infer import InferArgs, run_infer
 from cosmos_t2.service.prompt import PromptArgs, PromptEncoders, run_encode_prompt
 from cosmos_t2.service.render import RenderArgs, run_render
 from cosmos_t2.service.serve import Emit
+
+if TYPE_CHECKING:  # torch, imported where a job runs: a render's or a prompt's client does without it
+    from cosmos_t2.runtime.pool import ModelPool
+    from cosmos_t2.service.infer import InferArgs
 
 
 @dataclass
@@ -73,7 +75,9 @@ class InferService:
     """The server's side of a request: run on the one pool, its events streamed to the client."""
 
     def __init__(self) -> None:
-        self.pool = ModelPool()
+        from cosmos_t2.runtime.pool import ModelPool
+
+        self.pool: ModelPool = ModelPool()
         self.encoders = PromptEncoders(self.pool)
         self.jobs = {"done": 0, "failed": 0}
         # requests by kind, whatever their outcome
@@ -89,7 +93,10 @@ class InferService:
             run_encode_prompt(request.args, events=emit, encoders=self.encoders)
             return
         self.encoders.release_gpu()  # a 7B encoder on the GPU is no part of this request's memory plan
-        if isinstance(request, InferRequest):  # lines, never a bar: no terminal here is the client's
+        if isinstance(request, InferRequest):
+            from cosmos_t2.service.infer import run_infer
+
+            # lines, never a bar: no terminal here is the client's
             run_infer(request.args, events=emit, argv=request.argv, pool=self.pool, first_in_process=first,
                       progress="lines")  # fmt: skip
         elif isinstance(request, RenderRequest):
