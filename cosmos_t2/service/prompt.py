@@ -53,9 +53,13 @@ class PromptArgs:
 def run_encode_prompt(args: PromptArgs, *, events: EventSink, encoders: PromptEncoders | None = None) -> None:
     """Write `args`' embeddings file (its error is raised); `encoders`: the server's (None: this run's own,
     loaded only for a prompt the cache misses)."""
-    from cosmos_t2.jobspec.load import load_job
-    from cosmos_t2.model.text import EmbeddingCache, default_cache_dir, write_prompt_embeddings
-    from cosmos_t2.model.text_folder import deferred_encoder_for
+    from cosmos_t2.jobspec.load import load_job  # here: torch loads where it runs
+    from cosmos_t2.model.text import (  # here: torch loads where it runs
+        EmbeddingCache,
+        default_cache_dir,
+        write_prompt_embeddings,
+    )
+    from cosmos_t2.model.text_folder import deferred_encoder_for  # here: torch loads where it runs
 
     spec = load_job(args.job, name=args.name)
     check_output_file(args.out)
@@ -96,8 +100,8 @@ class PromptEncoders:
     kept: dict[tuple[Any, ...], RoomFirst] = field(default_factory=dict)
 
     def get(self, *, tiny: bool, text_encoder_dir: Path | None, device: str | None) -> RoomFirst:
-        from cosmos_t2.model.text import encoder_placement
-        from cosmos_t2.model.text_folder import deferred_encoder_for
+        from cosmos_t2.model.text import encoder_placement  # here: torch loads where it runs
+        from cosmos_t2.model.text_folder import deferred_encoder_for  # here: torch loads where it runs
 
         folder = None if tiny or text_encoder_dir is None else str(Path(text_encoder_dir).resolve())
         placed = encoder_placement(device)[0]
@@ -114,8 +118,11 @@ class PromptEncoders:
         """Before a folder's model loads: the pool's models give way where the GPU lacks room for it."""
         import torch
 
-        from cosmos_t2.runtime.memory import TEXT_ENCODER_PARAMS, TEXT_HIDDEN_BYTES
-        from cosmos_t2.runtime.memory_choice import device_budget
+        from cosmos_t2.runtime.memory import (  # here: torch loads where it runs
+            TEXT_ENCODER_PARAMS,
+            TEXT_HIDDEN_BYTES,
+        )
+        from cosmos_t2.runtime.memory_choice import device_budget  # here: torch loads where it runs
 
         self.pool.builds["text_encoder"] += 1
         if device.startswith("cuda"):

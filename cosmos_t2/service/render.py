@@ -49,9 +49,9 @@ class RenderArgs:
 def run_render(args: RenderArgs, *, events: EventSink, pool: ModelPool | None = None) -> None:
     """Render `args`' latents into its mp4 (its error is raised); `pool`: the server's (None: this render's
     own VAE)."""
-    from cosmos_t2.job.guardrails import load_guardrails
-    from cosmos_t2.job.output import render_latents
-    from cosmos_t2.model.device import resolve_device
+    from cosmos_t2.job.guardrails import load_guardrails  # here: torch loads where it runs
+    from cosmos_t2.job.output import render_latents  # here: torch loads where it runs
+    from cosmos_t2.model.device import resolve_device  # here: torch loads where it runs
 
     out = args.out
     check_destination(out.parent, [out.name, out.with_suffix(".json").name])

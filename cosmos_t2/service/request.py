@@ -75,7 +75,7 @@ class InferService:
     """The server's side of a request: run on the one pool, its events streamed to the client."""
 
     def __init__(self) -> None:
-        from cosmos_t2.runtime.pool import ModelPool
+        from cosmos_t2.runtime.pool import ModelPool  # here: torch loads where it runs
 
         self.pool: ModelPool = ModelPool()
         self.encoders = PromptEncoders(self.pool)
@@ -94,7 +94,7 @@ class InferService:
             return
         self.encoders.release_gpu()  # a 7B encoder on the GPU is no part of this request's memory plan
         if isinstance(request, InferRequest):
-            from cosmos_t2.service.infer import run_infer
+            from cosmos_t2.service.infer import run_infer  # here: torch loads where it runs
 
             # lines, never a bar: no terminal here is the client's
             run_infer(request.args, events=emit, argv=request.argv, pool=self.pool, first_in_process=first,
