@@ -3,7 +3,7 @@
 Each command imports its library inside its body, so that `cosmos-t2 --help` and `validate` start
 without loading torch. `app` holds the shared options; the commands live in `stages` (the workflow's
 stages), `jobs` (infer, render, bench), `models` (fetch, check) and `serve` (the server behind
-`infer --server`), registered on app by importing them.
+`infer`, `render` and `encode-prompt --server`), registered on app by importing them.
 """
 
 from __future__ import annotations

@@ -19,8 +19,8 @@ from cosmos_t2.cli.app import (
     not_negative,
     positive,
 )
-from cosmos_t2.cli.infer_job import infer_here
-from cosmos_t2.cli.serve import DEFAULT_IDLE_S, infer_on_server
+from cosmos_t2.cli.infer_job import infer_here, print_event
+from cosmos_t2.cli.serve import DEFAULT_IDLE_S, ServerIdle, ServerOption, infer_on_server, render_on_server
 from cosmos_t2.destination import check_destination, check_output_file
 from cosmos_t2.distributed.launch import first_rank, under_torchrun
 from cosmos_t2.errors import CosmosError
@@ -285,23 +285,8 @@ def infer(
             "kind and software (CPU: always).",
         ),
     ] = None,
-    server: Annotated[
-        bool,
-        typer.Option(
-            "--server/--no-server",
-            is_eager=True,  # before --device, whose check it skips (app._device_option)
-            help="Hand the job to this GPU's cosmos-t2 server (started if none answers), which keeps models "
-            "loaded and compiled between jobs; one-GPU jobs only.",
-        ),
-    ] = False,
-    server_idle: Annotated[
-        float,
-        typer.Option(
-            "--server-idle",
-            help="Seconds a server this starts waits for a job before it exits.",
-            callback=positive,
-        ),
-    ] = DEFAULT_IDLE_S,
+    server: ServerOption = False,
+    server_idle: ServerIdle = DEFAULT_IDLE_S,
 ) -> None:
     """Run jobs: spec -> controls, masks, embeddings -> diffusion -> <name>.mp4 + <name>.json each.
 
@@ -343,18 +328,16 @@ def render(
     guardrails: Annotated[
         bool, typer.Option("--guardrails", help="NVIDIA's cosmos-guardrail on the video (if installed).")
     ] = False,
+    server: ServerOption = False,
+    server_idle: ServerIdle = DEFAULT_IDLE_S,
 ) -> None:
     """Decode latents with the VAE into an mp4 (and its sidecar JSON)."""
-    from cosmos_t2.job.guardrails import load_guardrails
-    from cosmos_t2.job.output import render_latents
+    from cosmos_t2.service.render import RenderArgs, run_render
 
-    check_destination(out.parent, [out.name, out.with_suffix(".json").name])
-    if out.is_dir():
-        raise CosmosError("the output path is a folder; give an .mp4 file name", file=out)
-    device = default_device(device)
-    check = load_guardrails(device).check_video if guardrails else None
-    render_latents(latents, out, tiny=tiny, model_dir=model_dir, device=device, check_video=check)
-    typer.echo(str(out))
+    args = RenderArgs(latents, out, tiny=tiny, model_dir=model_dir, device=device, guardrails=guardrails)
+    if server:
+        raise typer.Exit(render_on_server(args, idle_timeout=server_idle))
+    run_render(args, events=print_event)
 
 
 @app.command()

@@ -1,9 +1,9 @@
-"""`cosmos-t2 serve`: the per-GPU server behind `infer --server`, and the client side of `infer --server`.
+"""`cosmos-t2 serve`: the per-GPU server behind `infer`, `render` and `encode-prompt --server`; their client side.
 
-The server's side of a job is `service.request.InferService`. The client resolves every path of the job
-in its own folder before it sends it (the server never changes folder) and sends its command line for the
-sidecar; the job's events come back and are printed by `infer`'s printer, with the paths shown as the
-user wrote them (`AsGiven`), so a Snakemake log reads as if `infer` had run there.
+The server's side of a request is `service.request.InferService`. The client resolves every path of the
+request in its own folder before it sends it (the server never changes folder), and an infer job sends its
+command line for the sidecar; the request's events come back and are printed by `infer`'s printer, with the
+paths shown as the user wrote them (`AsGiven`), so a Snakemake log reads as if the command had run there.
 """
 
 from __future__ import annotations
@@ -29,9 +29,30 @@ from cosmos_t2.service.serve import serve as serve_requests
 
 if TYPE_CHECKING:
     from cosmos_t2.service.infer import InferArgs
+    from cosmos_t2.service.prompt import PromptArgs
+    from cosmos_t2.service.render import RenderArgs
     from cosmos_t2.service.request import InferService
 
 DEFAULT_IDLE_S = 600.0
+
+# A served command's two options (infer, render, encode-prompt).
+ServerOption = Annotated[
+    bool,
+    typer.Option(
+        "--server/--no-server",
+        is_eager=True,  # before --device, whose check it skips (app._device_option)
+        help="Hand the job to this GPU's cosmos-t2 server (started if none answers), which keeps models "
+        "loaded (and compiled) between jobs; one-GPU jobs only.",
+    ),
+]
+ServerIdle = Annotated[
+    float,
+    typer.Option(
+        "--server-idle",
+        help="Seconds a server this starts waits for a job before it exits.",
+        callback=positive,
+    ),
+]
 
 
 @dataclass(frozen=True)
@@ -47,13 +68,15 @@ class AsGiven:
     def of(cls, given: InferArgs, sent: InferArgs, cwd: Path) -> AsGiven:
         from cosmos_t2.service.infer import PATH_FIELDS
 
-        pairs = {(s, g) for g, s in zip(given.jobs, sent.jobs, strict=True) if not g.is_absolute()}
-        for g, s in [(getattr(given, name), getattr(sent, name)) for name in PATH_FIELDS] + [
-            (given.run.compile_cache, sent.run.compile_cache)
-        ]:
-            if g is not None and not g.is_absolute():
-                pairs.add((s, g))
-        return cls(tuple(sorted(pairs, key=lambda pair: -len(str(pair[0])))), cwd)
+        fields = [(getattr(given, name), getattr(sent, name)) for name in PATH_FIELDS]
+        compile_cache = [(given.run.compile_cache, sent.run.compile_cache)]
+        return cls.of_pairs([*zip(given.jobs, sent.jobs, strict=True), *fields, *compile_cache], cwd)
+
+    @classmethod
+    def of_pairs(cls, pairs: list[tuple[Path | None, Path | None]], cwd: Path) -> AsGiven:
+        """From (as given, as sent) pairs: the relative ones are shown as given."""
+        shown = {(s, g) for g, s in pairs if g is not None and s is not None and not g.is_absolute()}
+        return cls(tuple(sorted(shown, key=lambda pair: -len(str(pair[0])))), cwd)
 
     def path(self, text: str) -> str:
         """An output path as `infer` prints it: under a folder given relative, relative again."""
@@ -85,6 +108,35 @@ def infer_on_server(args: InferArgs, *, idle_timeout: float) -> int:
     sent = args.resolved(cwd)
     shown = AsGiven.of(args, sent, cwd)
     payload = InferRequest(args=sent, argv=list(sys.argv), debug=_state["debug"])
+    return _submit(payload, shown, idle_timeout)
+
+
+def render_on_server(args: RenderArgs, *, idle_timeout: float) -> int:
+    """Render `args` on this environment's server (started if none answers); the render's exit code."""
+    from cosmos_t2.service.request import RenderRequest
+
+    cwd = Path.cwd()
+    sent = args.resolved(cwd)
+    pairs = [(args.latents, sent.latents), (args.out, sent.out), (args.model_dir, sent.model_dir)]
+    return _submit(
+        RenderRequest(args=sent, debug=_state["debug"]), AsGiven.of_pairs(pairs, cwd), idle_timeout
+    )
+
+
+def prompt_on_server(args: PromptArgs, *, idle_timeout: float) -> int:
+    """Encode `args`' prompts on this environment's server (started if none answers); the exit code."""
+    from cosmos_t2.service.request import PromptRequest
+
+    cwd = Path.cwd()
+    sent = args.resolved(cwd)
+    pairs = [(args.job, sent.job), (args.out, sent.out), (args.text_encoder_dir, sent.text_encoder_dir),
+             (args.cache_dir, sent.cache_dir)]  # fmt: skip
+    return _submit(
+        PromptRequest(args=sent, debug=_state["debug"]), AsGiven.of_pairs(pairs, cwd), idle_timeout
+    )
+
+
+def _submit(payload: Any, shown: AsGiven, idle_timeout: float) -> int:
     return submit(server_address(), payload, server_args=["--idle-timeout", str(idle_timeout)],
                   on_event=lambda event: print_event(shown.event(event)))  # fmt: skip
 
@@ -106,7 +158,7 @@ def serve(
     ] = False,
     stop: Annotated[bool, typer.Option("--stop", help="Ask this environment's server to exit.")] = False,
 ) -> None:
-    """Keep models loaded for `infer --server` jobs; `infer --server` starts it, so you rarely run this.
+    """Keep models loaded for `infer`, `render` and `encode-prompt --server`, which start it: rarely run by hand.
 
     One server per user, host, visible GPUs, SLURM allocation, Python and cosmos-t2 source: a code change
     gets a new one. It runs one job at a time and exits after --idle-timeout seconds without a job. Its

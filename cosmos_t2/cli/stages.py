@@ -21,6 +21,8 @@ from cosmos_t2.cli.app import (
     not_negative,
     positive,
 )
+from cosmos_t2.cli.infer_job import print_event
+from cosmos_t2.cli.serve import DEFAULT_IDLE_S, ServerIdle, ServerOption, prompt_on_server
 from cosmos_t2.destination import check_destination, check_output_file
 from cosmos_t2.errors import CosmosError
 
@@ -160,19 +162,17 @@ def encode_prompt(
     ] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Neither read nor write the cache.")] = False,
     device: MaybeDevice = None,
+    server: ServerOption = False,
+    server_idle: ServerIdle = DEFAULT_IDLE_S,
 ) -> None:
     """Encode the job's prompt and negative prompt into one .safetensors file (cached per prompt)."""
-    from cosmos_t2.jobspec.load import load_job
-    from cosmos_t2.model.text import EmbeddingCache, default_cache_dir, write_prompt_embeddings
-    from cosmos_t2.model.text_folder import deferred_encoder_for
+    from cosmos_t2.service.prompt import PromptArgs, run_encode_prompt
 
-    spec = load_job(job, name=name)
-    check_output_file(out)
-    # the 7B model is loaded only for a prompt the cache misses
-    encoder = deferred_encoder_for(tiny=tiny, text_encoder_dir=text_encoder_dir, device=device)
-    cache = None if no_cache else EmbeddingCache(cache_dir or default_cache_dir())
-    meta = write_prompt_embeddings(out, encoder, spec.prompt, spec.negative_prompt, cache)
-    typer.echo(f"{out} ({meta['encoder_label']}, {meta['max_length']} tokens x {meta['dim']} channels)")
+    args = PromptArgs(job, out, tiny=tiny, text_encoder_dir=text_encoder_dir, name=name, cache_dir=cache_dir,
+                      no_cache=no_cache, device=device)  # fmt: skip
+    if server:
+        raise typer.Exit(prompt_on_server(args, idle_timeout=server_idle))
+    run_encode_prompt(args, events=print_event)  # the 7B model is loaded only for a prompt the cache misses
 
 
 _DEPTH_DIR_HELP = "Depth Anything V2 folder (else $COSMOS_T2_DEPTH_MODEL_DIR)."

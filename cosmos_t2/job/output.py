@@ -31,7 +31,7 @@ from cosmos_t2.job.inputs import JobInputs, to_uint8_frames
 from cosmos_t2.job.record import LATENTS_SUFFIX, load_latents, read_json, save_latents, versions, write_json
 from cosmos_t2.job.sidecar import JobRecord
 from cosmos_t2.jobspec.job import Spec
-from cosmos_t2.runtime.build import build_tokenizer
+from cosmos_t2.runtime.pool import ModelPool
 from cosmos_t2.video import resize_back, write_video
 from cosmos_t2.weights.locate import ModelFiles, _first_file
 
@@ -173,10 +173,15 @@ def render_latents(
     model_dir: Path | None = None,
     device: str = "cpu",
     check_video: Callable[[np.ndarray], np.ndarray] | None = None,
+    pool: ModelPool | None = None,
+    recorded_as: str | None = None,
 ) -> dict[str, Any]:
     """Decode a `--latents-only` result into OUT.mp4 and write OUT.json (the job's sidecar, if found
     beside the latents, with a `render` section added). `check_video` (the guardrail) sees the (T, H, W, 3)
-    uint8 frames first and returns those to write, or raises to write nothing."""
+    uint8 frames first and returns those to write, or raises to write nothing. `pool`: where the VAE is
+    kept (a server's, shared with its diffuse jobs; None: built for this render alone, the same way);
+    `recorded_as`: the latents path as the sidecar records it (default `latents_path`; a server is given
+    absolute paths, and records its client's)."""
     started = time.perf_counter()
     chunks_latent, meta = load_latents(Path(latents_path))
     plan = LatentPlan.from_dict(meta)
@@ -195,7 +200,9 @@ def render_latents(
         raise CosmosError("rendering needs the VAE: pass --model-dir DIR (or --tiny for tiny latents)")
     dev = torch.device(device)
     dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
-    vae = build_tokenizer(ModelFiles({}, vae_file, None, None, False), tiny=tiny, device=dev, dtype=dtype)
+    vae = (pool or ModelPool()).vae(
+        ModelFiles({}, vae_file, None, None, False), tiny=tiny, device=dev, dtype=dtype
+    )
     frames = [to_uint8_frames(vae.decode(c.to(dev, dtype)).float().cpu()) for c in chunks_latent]
     video = stitch(frames, plan.chunk_plan(), plan.num_frames, dim=0)
     if check_video is not None:
@@ -207,7 +214,7 @@ def render_latents(
         else JobRecord(plan.name, label=plan.label)
     )
     render = {
-        "latents": str(latents_path),
+        "latents": recorded_as or str(latents_path),
         "video": out_path.name,
         "seconds": round(time.perf_counter() - started, 4),
         "device": str(dev),

@@ -1,8 +1,8 @@
 """A long-lived process that runs one job at a time for short-lived clients, over a Unix socket.
 
 A GPU job started as its own process pays the imports, the model load and the compile before its first
-step (about half of a distilled job on an H200). `infer --server` hands its job to a server instead,
-which keeps one model pool for every job it runs; what the job does is the handler's
+step (about half of a distilled job on an H200). `infer --server` (and `render --server`) hands its job to
+a server instead, which keeps one model pool for every job it runs; what the job does is the handler's
 (`service.request.InferService`), this module only moves requests and the job's events.
 
 Where it listens and who may connect is `service.address`; the client's side is `service.client`. A
@@ -163,4 +163,5 @@ def _run(conn: Connection, payload: Any, handle: Handler, log: Callable[[str], N
     except (ClientGone, OSError):
         log("the client hung up: job abandoned")
         return
-    log(f"job done in {time.perf_counter() - started:.1f} s, exit code {code}")
+    kind = getattr(payload, "kind", "")  # infer, render: which stage the log's line is of
+    log(f"{kind} job done in {time.perf_counter() - started:.1f} s, exit code {code}".lstrip())

@@ -136,7 +136,7 @@ def test_each_profile_dry_runs(sweep_dir: Path, profile: str) -> None:
             )
         assert ", gpu=0," in decode and "gpu_model=," in decode and "mem_mb=3000" in diffuse  # tiny's needs
     # CPU, two GPUs a job, and a cluster's allocations: each diffuse job in its own processes
-    assert re.search(r" infer .* --latents-only ", out) and "--server" not in out
+    assert re.search(r" infer .* --latents-only ", out) and not re.search(r" infer .*--server", out)
     if profile == "local-gpu":
         assert re.search(
             r"torchrun --standalone --nproc_per_node=2 -m cosmos_t2.worker infer .* --gpus 2 ",
@@ -151,11 +151,13 @@ def test_each_profile_dry_runs(sweep_dir: Path, profile: str) -> None:
 def test_one_gpu_diffuse_jobs_use_the_server_unless_config_says_no(sweep_dir: Path) -> None:
     """serve: auto hands one-GPU CUDA jobs to `cosmos-t2 serve`; serve=False keeps each in its own process."""
     profile = str(REPO / "profiles" / "local-gpu")
-    infer = re.findall(r"cosmos-t2 infer .*", snakemake(sweep_dir, "--profile", profile, "-n", "-p"))
-    assert len(infer) == 4 and all("--server --server-idle 600 " in line for line in infer)
+    out = snakemake(sweep_dir, "--profile", profile, "-n", "-p")
+    for command in ("infer", "render"):  # the same server: the renders use the diffuse jobs' VAE
+        lines = re.findall(rf"cosmos-t2 {command} .*", out)
+        assert len(lines) == 4 and all("--server --server-idle 600 " in line for line in lines), command
     out = snakemake(sweep_dir, "--profile", profile, "--config", "serve=False", "serve_idle_s=5", "-n", "-p")
-    infer = re.findall(r"cosmos-t2 infer .*", out)
-    assert len(infer) == 4 and not any("--server" in line for line in infer)
+    lines = re.findall(r"cosmos-t2 (?:infer|render) .*", out)
+    assert len(lines) == 8 and not any("--server" in line for line in lines)
 
 
 @pytest.fixture

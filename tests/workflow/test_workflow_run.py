@@ -126,10 +126,11 @@ def test_default_sweep_runs_reports_and_reruns_only_what_changed(tmp_path: Path)
 
 
 def test_a_sweep_through_the_server_writes_the_same_latents_and_stops_it(tmp_path: Path) -> None:
-    """`serve: true` hands every diffuse job to one `cosmos-t2 serve` process (on CPU here; auto does so on a
-    local GPU): the latents are the bytes a process per job writes, each job's log still holds its lines,
-    and the server is gone when the sweep ends. A sweep whose server, client and Snakemake were killed while
-    the second diffuse job ran redoes only that job (issue 31: resuming through the server)."""
+    """`serve: true` hands every prompt, diffuse and render job to one `cosmos-t2 serve` process (on CPU here;
+    auto does so on a local GPU): the latents and videos are the bytes a process per job writes, each job's
+    log still holds its lines, the renders use the VAE the diffuse job built, and the server is gone when the
+    sweep ends. A sweep whose server, client and Snakemake were killed while the second diffuse job ran
+    redoes only what is missing (issue 31: resuming through the server)."""
     import tempfile
 
     from cosmos_t2.service.address import SERVE_DIR_ENV
@@ -140,6 +141,7 @@ def test_a_sweep_through_the_server_writes_the_same_latents_and_stops_it(tmp_pat
     serve_dir = Path(tempfile.mkdtemp(prefix="ct2-", dir="/tmp"))  # short: a socket path stays < 100 chars
     env = {**os.environ, SERVE_DIR_ENV: str(serve_dir)}
     latents: dict[str, dict[str, bytes]] = {}
+    videos: dict[str, dict[str, bytes]] = {}
     try:
         for serve in ("True", "False"):
             folder = tmp_path / serve
@@ -147,10 +149,11 @@ def test_a_sweep_through_the_server_writes_the_same_latents_and_stops_it(tmp_pat
             (folder / "config").mkdir()
             (folder / "config" / "config.yaml").write_text(config)
             cmd = [*snakemake_command(),
-                   "--config", f"serve={serve}", "--until", "diffuse"]  # fmt: skip
+                   "--config", f"serve={serve}", "--until", "encode"]  # fmt: skip
             run_dir = folder / "results" / "cpu-local"
+            rendered_before = 0
             if serve == "True":
-                kill_while_the_second_diffuse_job_runs(
+                rendered_before = kill_while_the_second_diffuse_job_runs(
                     [*cmd, "--cores", "1"], folder, env, serve_dir, run_dir
                 )
                 subprocess.run(
@@ -162,6 +165,9 @@ def test_a_sweep_through_the_server_writes_the_same_latents_and_stops_it(tmp_pat
             assert ("stopped the diffusion server" in out) == (serve == "True")
             if serve == "True":  # the profile's rerun-incomplete: the killed job alone, the first one kept
                 assert job_counts(out)["diffuse"] == 1, out[-4000:]
+                assert job_counts(out)["encode"] == 2 - rendered_before, out[-4000:]
+            videos[serve] = {p.parent.name: p.read_bytes() for p in run_dir.glob("videos/*/*.mp4")}
+            assert len(videos[serve]) == 2
             found = sorted(run_dir.glob("diffuse/*/*.latents.safetensors"))
             assert len(found) == 2
             latents[serve] = {p.parent.name: p.read_bytes() for p in found}
@@ -174,10 +180,14 @@ def test_a_sweep_through_the_server_writes_the_same_latents_and_stops_it(tmp_pat
                     / path.name.replace(".latents.safetensors", ".log")
                 )
                 assert re.search(r"^done \S+: \S+\.latents\.safetensors in ", log.read_text(), flags=re.M)
-        assert latents["True"] == latents["False"]
+        assert latents["True"] == latents["False"] and videos["True"] == videos["False"]
         assert not list(serve_dir.glob("*.pid")) and not list(serve_dir.glob("*.sock"))  # it stopped
+        # one log for both servers: the killed one's lines, then its successor's
         server_log = next(serve_dir.glob("*.log")).read_text()
-        assert server_log.count("job done in") == 2 and "(built: net 1, vae 1" in server_log.splitlines()[-1]
+        assert server_log.count("infer job done in") == 2 and server_log.count("render job done in") == 2
+        assert server_log.count("encode-prompt job done in") == 1  # one prompt for both jobs
+        # the successor built the network and the VAE for the redone diffuse job, and rendered with that VAE
+        assert "(built: net 1, vae 1" in server_log.splitlines()[-1]
     finally:
         for pid_file in serve_dir.glob("*.pid"):
             os.kill(int(pid_file.read_text()), 15)
@@ -186,9 +196,10 @@ def test_a_sweep_through_the_server_writes_the_same_latents_and_stops_it(tmp_pat
 
 def kill_while_the_second_diffuse_job_runs(
     cmd: list[str], folder: Path, env: dict[str, str], serve_dir: Path, run_dir: Path
-) -> None:
-    """Run the sweep on one core (one diffuse job after the other) and SIGKILL Snakemake, the diffuse client
-    and the server once the second job's log is opened (the first job is then finished and recorded)."""
+) -> int:
+    """Run the sweep on one core (one job after the other) and SIGKILL Snakemake, the diffuse client and
+    the server once the second diffuse job's log is opened (the first job is then finished and recorded);
+    the number of videos rendered by then (Snakemake may have rendered the first job's already)."""
     proc = subprocess.Popen(cmd, cwd=folder, env=env, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     try:
@@ -203,6 +214,7 @@ def kill_while_the_second_diffuse_job_runs(
         os.killpg(proc.pid, signal.SIGKILL)  # a crash: Snakemake gets no chance to clean up
         proc.wait()
     assert len(list(run_dir.glob("diffuse/*/*.latents.safetensors"))) == 1
+    return len(list(run_dir.glob("videos/*/*.mp4")))
 
 
 AWKWARD_NAMES = ["run.v2", "a", "a_1", "a_1_edge", "x-y", "with space", "it's"]

@@ -84,9 +84,16 @@ def infer_args(wildcards, input, resources):
     if config["deterministic"] != "auto":  # the same bits in every process on CUDA (CPU: always)
         args += ["--deterministic" if config["deterministic"] else "--no-deterministic"]
     args += ["--memory-cap", str(config["memory_cap"])] if config["memory_cap"] else []
+    return args + serve_args(wildcards, resources) + model_args("model_dir")
+
+
+def serve_args(wildcards, resources):
+    """`--server --server-idle S` where use_server: the stage (prompt, diffuse, render) is a request to the
+    GPU's one server, which keeps the text encoder, the network and the VAE between them. A function of
+    resources, so turning the server on or off reruns nothing (Snakemake's params trigger ignores it)."""
     if use_server(resources.gpu):
-        args += ["--server", "--server-idle", str(config["serve_idle_s"])]
-    return args + model_args("model_dir")
+        return ["--server", "--server-idle", str(config["serve_idle_s"])]
+    return []
 
 
 # Jobs sent to a cluster (SLURM) run one per allocation, each in its own job step, which ends every
@@ -119,9 +126,9 @@ def gpu_command(wildcards, resources):
 
 
 def use_server(gpus):
-    """Whether diffuse jobs go to a per-GPU `cosmos-t2 serve` process (config key serve): auto on one
-    CUDA GPU of this machine, where a job's imports, load and compile cost as much as a distilled job's
-    steps; never on CPU, whose jobs are short and where the demo leaves no process behind, nor on a
+    """Whether prompt, diffuse and render jobs go to a per-GPU `cosmos-t2 serve` process (key serve): auto
+    on one CUDA GPU of this machine, where a job's imports, load and compile cost as much as a distilled
+    job's steps; never on CPU, whose jobs are short and where the demo leaves no process behind, nor on a
     cluster executor."""
     if config["serve"] == "auto":
         return GPU_DEVICE and gpus == 1 and not ON_CLUSTER

@@ -1,4 +1,5 @@
-# VAE decode of the latents and the mp4 (with a JSON sidecar beside it).
+# VAE decode of the latents and the mp4 (with a JSON sidecar beside it); where use_server, a request
+# to the GPU's server, whose VAE the diffuse jobs built.
 
 
 rule encode:
@@ -26,6 +27,7 @@ rule encode:
         cli=gpu_command,
         model=model_args("model_dir"),
         device=config["device"],
+        server=serve_args,
     shell:
         "{params.cli} render {input.latents:q} -o {output.video:q} {params.model:q} --device {params.device}"
-        " > {log:q} 2>&1"
+        " {params.server:q} > {log:q} 2>&1"

@@ -1,5 +1,6 @@
 # Prompt and negative-prompt embeddings. The text encoder runs here alone, so the diffusion jobs
-# never hold it in memory and every job with the same prompt reuses one file.
+# never hold it in memory and every job with the same prompt reuses one file. Where use_server, a
+# request to the GPU's server, which keeps the encoder for the next prompt (until a diffuse job).
 
 
 rule prompt:
@@ -19,6 +20,7 @@ rule prompt:
         cli=gpu_command,
         model=model_args("text_encoder_dir"),
         device=config["device"],
+        server=serve_args,
     shell:
         "{params.cli} encode-prompt {input.spec:q} -o {output.embeddings:q} {params.model:q}"
-        " --device {params.device} > {log:q} 2>&1"
+        " --device {params.device} {params.server:q} > {log:q} 2>&1"
