@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -45,3 +48,14 @@ def stop_server(pid: int, grace_s: float = 10.0) -> None:
             return
         time.sleep(0.1)
     os.kill(pid, signal.SIGKILL)
+
+
+def cli(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    """`cosmos-t2 ARGS` as its own process in `cwd`, output captured."""
+    command = [sys.executable, "-m", "cosmos_t2.cli", *args]
+    return subprocess.run(command, env=env, cwd=cwd, capture_output=True, text=True, timeout=180)
+
+
+def status(env: dict[str, str], cwd: Path) -> dict:
+    """The answer of `cosmos-t2 serve --status` for the server of `env`."""
+    return json.loads(cli(["serve", "--status"], env, cwd).stdout)

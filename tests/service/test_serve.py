@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from _serve_env import private_serve_env
+from _serve_env import cli, private_serve_env, status
 
 from cosmos_t2.errors import CosmosError
 from cosmos_t2.service.address import SERVE_DIR_ENV, Address, authkey, locked, server_key
@@ -54,15 +54,6 @@ def jobs(tmp_path_factory: pytest.TempPathFactory) -> Path:
         spec = {"name": name, "prompt": "a grey ramp", "video_path": video, "seed": seed, "edge": {}}
         (folder / f"{name}.json").write_text(json.dumps(spec))
     return folder
-
-
-def cli(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-m", "cosmos_t2.cli", *args]
-    return subprocess.run(command, env=env, cwd=cwd, capture_output=True, text=True, timeout=180)
-
-
-def status(env: dict[str, str], cwd: Path) -> dict:
-    return json.loads(cli(["serve", "--status"], env, cwd).stdout)
 
 
 def test_two_clients_share_one_network_and_write_what_plain_infer_writes(

@@ -4,14 +4,12 @@ request of the module, and a served stage writes what the command writes in its 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
-from _serve_env import private_serve_env
+from _serve_env import cli, private_serve_env, status
 
 from cosmos_t2.video import write_video
 
@@ -40,15 +38,6 @@ def folder(tmp_path_factory: pytest.TempPathFactory, serve_env: dict[str, str]) 
     assert cli(job, serve_env, folder).returncode == 0
     (folder / "corrupt.latents.safetensors").write_bytes(b"not a safetensors file")
     return folder
-
-
-def cli(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-m", "cosmos_t2.cli", *args]
-    return subprocess.run(command, env=env, cwd=cwd, capture_output=True, text=True, timeout=180)
-
-
-def status(env: dict[str, str], cwd: Path) -> dict:
-    return json.loads(cli(["serve", "--status"], env, cwd).stdout)
 
 
 def test_a_served_render_writes_the_bytes_of_a_render_of_its_own(
