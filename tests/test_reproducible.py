@@ -2,7 +2,7 @@
 
 `make test` runs this file twice, with OMP_NUM_THREADS=1 (conftest's default) and 2: the in-process parts
 must not depend on the thread count either. The golden digests were recorded on a 2-core AVX-512 Xeon
-(2026-12-06); they are keyed by the library versions that decide the bytes, so another CPU or core count
+(2026-12-06, av 18.1.0) and a 2-core AVX-512 AMD EPYC (2026-12-08, av 18.1.1); they are keyed by the library versions that decide the bytes, so another CPU or core count
 with the same wheels must give them (x86-64 with SSE4.2 for the encoder, AVX2 for the job), and a test is
 skipped, saying why, only where the wheels differ.
 """
@@ -45,7 +45,10 @@ from encode_check import encode_sha256, moving_gradient  # noqa: E402
 pytestmark = pytest.mark.determinism
 
 # sha256 of the 24-frame 64x112 moving gradient (scripts/encode_check.py), by `av` version.
-GRADIENT_SHA256 = {"18.1.0": "4d5f4f91d1e777d7e0f3702123e73972b2e202aaea5f875e9d626b8b5ed752f8"}
+GRADIENT_SHA256 = {
+    "18.1.0": "4d5f4f91d1e777d7e0f3702123e73972b2e202aaea5f875e9d626b8b5ed752f8",
+    "18.1.1": "567b9d56f8cf1152aec526f241145af696d18c1b099b887cb4304ccdad07a5b2",  # 2026-12-08, Zen 4 AVX-512
+}
 # The tiny robot job below (examples/robot/edge.json, 2 steps): its sidecar's identities, by (torch, av),
 # recorded on an AMD EPYC (AVX2, 2 cores); the MKL COMPATIBLE path makes them the CPU vendor's too.
 ROBOT_IDENTITY = {
@@ -53,7 +56,14 @@ ROBOT_IDENTITY = {
         "latents_sha256": "43501d04ab9e6e92738ba97caa61d3cc25433b44fec4439b9a57f3abe788eec8",
         "video_sha256": "e7a533463d3e15eb44effc3b39d4f8e3983be072de96b44904b3518db81fce8f",
         "yuv_sha256": "23753bdd38bf1c5b74002b95f7a1460b2169a72e426d696102a9d7794eecc1fe",
-    }
+    },
+    # 2026-12-08, a 2-core AMD EPYC with AVX-512 (Zen 4): the latents and the decoded frames are 18.1.0's on
+    # AVX2; only the container's bytes follow the av wheel
+    ("2.13.0+cpu", "18.1.1"): {
+        "latents_sha256": "43501d04ab9e6e92738ba97caa61d3cc25433b44fec4439b9a57f3abe788eec8",
+        "video_sha256": "155ea80d29c4ab0ff6c493f15420ec4a8e7f2f28f6fe77ccbb1385c6985974e1",
+        "yuv_sha256": "23753bdd38bf1c5b74002b95f7a1460b2169a72e426d696102a9d7794eecc1fe",
+    },
 }
 ROBOT_JOB = ["infer", str(REPO / "examples/robot/edge.json"), "--tiny", "--device", "cpu", "--quiet",
              "--set", "num_steps=2"]  # fmt: skip
