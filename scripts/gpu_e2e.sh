@@ -328,17 +328,17 @@ PY
 18)
   # 2026-12-07 (issue 31): the full-size sweep through the real workflow (`bench --sweep`: 2 specs x 4 control
   # weights, the distilled edge model, the per-GPU server, every rule, Snakemake's scheduling included). A fresh
-  # machine; carry .whl (PyAV) and .smk (Snakemake: scripts/gpu_snakemake_wheels.sh). The rules call
-  # `cosmos-t2`, which the image does not install: a shim on PATH runs this tree's CLI.
+  # machine; carry .whl (PyAV) and .smk (Snakemake and plotly: scripts/gpu_snakemake_wheels.sh). The rules
+  # call `cosmos-t2`, which the image does not install: a shim on PATH runs this tree's CLI.
   install_av || exit 1
-  [[ -d /tmp/site/snakemake ]] ||
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .smk/*.whl ||
-    exit 1
+  [[ -d /tmp/site/snakemake ]] || xz -dc .smk/site.tar.xz | tar xf - -C /tmp/site || exit 1
   mkdir -p /tmp/bin && printf '#!/bin/sh\nexec python3 -m cosmos_t2.cli "$@"\n' >/tmp/bin/cosmos-t2 &&
     chmod +x /tmp/bin/cosmos-t2 && export PATH=/tmp/bin:$PATH
   gpu_info
-  bench sweep_distilled 560 bench --sweep --distilled --work-dir $W/s --json-out $R/sweep_distilled.json
+  # shellcheck disable=SC2086  # SWEEP_ARGS: e.g. "--control-weights 0.5,1.0" for the 4-job grid
+  bench sweep_distilled 560 bench --sweep --distilled ${SWEEP_ARGS:-} --work-dir $W/s --json-out $R/sweep_distilled.json
   cp $W/s/snakemake.log "$R/" 2>/dev/null
+  cp -r $W/s/results/local-gpu/logs $W/s/results/local-gpu/benchmarks "$R/" 2>/dev/null
   ;;
 unpack-only)
   unpack || exit 1

@@ -87,9 +87,13 @@ class Spec:
     num_steps_given: bool = field(default=False, compare=False, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-able, absolute paths; `load_specs` on this data gives back an equal Spec."""
+        """JSON-able, absolute paths; `load_specs` on this data gives back an equal Spec, `num_steps_given`
+        included: a num_steps the spec left at its default is left out, so that the job spec a sweep writes
+        still lets a distilled model run its own count (written out, it would run 35 steps)."""
         out: dict[str, Any] = {}
         for key in _TOP_KEYS:
+            if key == "num_steps" and not self.num_steps_given and self.num_steps == DEFAULT_NUM_STEPS:
+                continue
             if key != "prompt_path":
                 out[key] = jsonable(getattr(self, key))
         for modality in MODALITIES:

@@ -244,6 +244,22 @@ def test_job_spec_round_trip(ws: Path) -> None:
     assert all(Path(v).is_absolute() for k, v in spec.to_dict().items() if k.endswith("_path") and v)
 
 
+
+def test_a_job_spec_keeps_whether_num_steps_was_given(ws: Path) -> None:
+    """A sweep's job spec is a spec written by `write_job_spec`: one that left num_steps to the default must
+    still leave it there, or the distilled model would run 35 steps in every sweep (measured 2026-12-08 on an
+    H100: 140 s a job instead of 18 s). One that asked for 35 keeps asking."""
+    from cosmos_t2.job.settings import distilled_settings, effective_spec
+    from cosmos_t2.sampling.distilled import DISTILLED_NUM_STEPS
+
+    for extra, steps in (({}, DISTILLED_NUM_STEPS), ({"num_steps": 35}, 35), ({"num_steps": 6}, 6)):
+        (spec,) = load_specs(write(ws, "steps.json", minimal(**extra)))
+        (again,) = load_specs(write_job_spec(spec, ws / "jobs" / "steps.job.json"))
+        assert again.num_steps_given == spec.num_steps_given == bool(extra)
+        assert ("num_steps" in again.to_dict()) == bool(extra)
+        distilled = distilled_settings(effective_spec(again, tiny=False)).spec
+        assert distilled.num_steps == steps, extra
+
 def test_normalized_control_weights_follow_upstream() -> None:
     def spec(mask: bool = False, **weights: float) -> Spec:
         controls = {
