@@ -244,7 +244,6 @@ def test_job_spec_round_trip(ws: Path) -> None:
     assert all(Path(v).is_absolute() for k, v in spec.to_dict().items() if k.endswith("_path") and v)
 
 
-
 def test_a_job_spec_keeps_whether_num_steps_was_given(ws: Path) -> None:
     """A sweep's job spec is a spec written by `write_job_spec`: one that left num_steps to the default must
     still leave it there, or the distilled model would run 35 steps in every sweep (measured 2026-12-08 on an
@@ -259,6 +258,7 @@ def test_a_job_spec_keeps_whether_num_steps_was_given(ws: Path) -> None:
         assert ("num_steps" in again.to_dict()) == bool(extra)
         distilled = distilled_settings(effective_spec(again, tiny=False)).spec
         assert distilled.num_steps == steps, extra
+
 
 def test_normalized_control_weights_follow_upstream() -> None:
     def spec(mask: bool = False, **weights: float) -> Spec:
