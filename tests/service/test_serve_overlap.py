@@ -5,8 +5,8 @@ all of it, a render for its decode only. The first test runs the real server loo
 handler (`InferService`) in this process, on the tiny model, on CPU, so that a spy on the mp4 write can
 wait for the other job: the infer job is sent once the render is in its write, and the write cannot end
 until the infer job holds the GPU, which proves the render let go of it before writing (with one job at
-a time, or the GPU held through the write, the test fails). The others use a stand-in handler: status and stop while jobs run, the bound
-on running jobs and their order.
+a time, or the GPU held through the write, the test fails). The others use a stand-in handler: status and
+stop while jobs run, the bound on running jobs and their order, a client hanging up beside another job.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
+from multiprocessing.connection import Client
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ from _serve_env import cli, private_serve_env
 from cosmos_t2.job import output
 from cosmos_t2.job.options import RunSettings
 from cosmos_t2.service import infer as infer_module
-from cosmos_t2.service.address import Address
+from cosmos_t2.service.address import Address, authkey
 from cosmos_t2.service.client import request, submit
 from cosmos_t2.service.infer import InferArgs
 from cosmos_t2.service.render import RenderArgs
@@ -141,7 +142,8 @@ def test_a_renders_write_runs_beside_the_next_jobs_steps_and_both_write_their_ow
 
 
 class Gated:
-    """A stand-in handler: each job reports that it started, then waits until the test lets it end."""
+    """A stand-in handler: each job reports that it started, waits until the test lets it end, then sends
+    its client one event."""
 
     def __init__(self) -> None:
         self.started: list[str] = []
@@ -152,7 +154,10 @@ class Gated:
         with self._lock:
             self.started.append(payload)
             gate = self.release.setdefault(payload, threading.Event())
-        return 0 if gate.wait(WAIT_S) else 1
+        if not gate.wait(WAIT_S):
+            return 1
+        emit(f"{payload} done")  # to a client that hung up: ClientGone, the job abandoned
+        return 0
 
     def let(self, name: str) -> None:
         with self._lock:
@@ -207,3 +212,26 @@ def test_stop_and_the_idle_timeout_wait_for_the_running_job(address: Address) ->
     server.join(10)
     assert not server.is_alive() and not address.socket.exists()
     assert any("exiting when its 1 running job(s) end" in line for line in log), log
+
+
+def test_a_client_that_hangs_up_abandons_its_own_job_only(address: Address) -> None:
+    handler, log = Gated(), []
+    server = _serve_in_thread(address, handler, dict, log)
+    gone = Client(str(address.socket), family="AF_UNIX", authkey=authkey(address))
+    gone.send(("job", "gone"))
+    assert gone.recv()[0] == "accepted"
+    codes: dict[str, int] = {}
+    stays = _client(address, "stays", codes, "stays")
+    assert handler.wait_started(2) == ["gone", "stays"]
+    gone.close()  # killed, or its Snakemake job cancelled, while both jobs run
+    handler.let("gone")
+    deadline = time.monotonic() + WAIT_S
+    while "the client hung up: job abandoned" not in log and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert "the client hung up: job abandoned" in log and "stays" not in codes  # the other job runs on
+    handler.let("stays")
+    stays.join(WAIT_S)
+    assert codes == {"stays": 0}
+    assert request(address, "stop") is not None
+    server.join(10)
+    assert not server.is_alive()
