@@ -12,9 +12,11 @@ then published with the sidecar last, so a finished sidecar always means a finis
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -175,13 +177,16 @@ def render_latents(
     check_video: Callable[[np.ndarray], np.ndarray] | None = None,
     pool: ModelPool | None = None,
     recorded_as: str | None = None,
+    gpu: AbstractContextManager[object] | None = None,
 ) -> dict[str, Any]:
     """Decode a `--latents-only` result into OUT.mp4 and write OUT.json (the job's sidecar, if found
     beside the latents, with a `render` section added). `check_video` (the guardrail) sees the (T, H, W, 3)
     uint8 frames first and returns those to write, or raises to write nothing. `pool`: where the VAE is
     kept (a server's, shared with its diffuse jobs; None: built for this render alone, the same way);
     `recorded_as`: the latents path as the sidecar records it (default `latents_path`; a server is given
-    absolute paths, and records its client's)."""
+    absolute paths, and records its client's); `gpu`: held around the work on the device (the VAE, the
+    decode, the check) and released before the mp4 is written, which needs none (a server's GPU lock: its
+    next job's steps run during the write)."""
     started = time.perf_counter()
     chunks_latent, meta = load_latents(Path(latents_path))
     plan = LatentPlan.from_dict(meta)
@@ -200,13 +205,15 @@ def render_latents(
         raise CosmosError("rendering needs the VAE: pass --model-dir DIR (or --tiny for tiny latents)")
     dev = torch.device(device)
     dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
-    vae = (pool or ModelPool()).vae(
-        ModelFiles({}, vae_file, None, None, False), tiny=tiny, device=dev, dtype=dtype
-    )
-    frames = [to_uint8_frames(vae.decode(c.to(dev, dtype)).float().cpu()) for c in chunks_latent]
-    video = stitch(frames, plan.chunk_plan(), plan.num_frames, dim=0)
-    if check_video is not None:
-        video = torch.from_numpy(check_video(video.numpy()))
+    with gpu if gpu is not None else contextlib.nullcontext():
+        vae = (pool or ModelPool()).vae(
+            ModelFiles({}, vae_file, None, None, False), tiny=tiny, device=dev, dtype=dtype
+        )
+        frames = [to_uint8_frames(vae.decode(c.to(dev, dtype)).float().cpu()) for c in chunks_latent]
+        video = stitch(frames, plan.chunk_plan(), plan.num_frames, dim=0)
+        if check_video is not None:
+            video = torch.from_numpy(check_video(video.numpy()))
+    del frames  # stitched into `video`: not held through the write
     sidecar_in = Path(str(latents_path).removesuffix(LATENTS_SUFFIX) + ".json")
     job = (
         JobRecord.from_json(read_json(sidecar_in))

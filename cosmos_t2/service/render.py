@@ -4,12 +4,15 @@
 VAE and writes the mp4 and its sidecar (`job.output.render_latents`), and reports the written path as a
 `JobEvent`. The CLI prints it; the server behind `render --server` streams it to its client. Both call this
 function, the server with its long-lived model pool, whose VAE its diffuse jobs built (one VAE per GPU, kept
-between renders), so a served render takes the same path and writes the same bytes.
+between renders), so a served render takes the same path and writes the same bytes. On the server the
+render holds the GPU lock for its decode only: its mp4 write runs while the next job's steps do.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -46,9 +49,16 @@ class RenderArgs:
         )
 
 
-def run_render(args: RenderArgs, *, events: EventSink, pool: ModelPool | None = None) -> None:
+def run_render(
+    args: RenderArgs,
+    *,
+    events: EventSink,
+    pool: ModelPool | None = None,
+    gpu: AbstractContextManager[object] | None = None,
+) -> None:
     """Render `args`' latents into its mp4 (its error is raised); `pool`: the server's (None: this render's
-    own VAE)."""
+    own VAE); `gpu`: the server's GPU lock, held for the render's work on the device only, not for the mp4
+    write (`render_latents`)."""
     from cosmos_t2.job.guardrails import load_guardrails  # here: torch loads where it runs
     from cosmos_t2.job.output import render_latents  # here: torch loads where it runs
     from cosmos_t2.model.device import resolve_device  # here: torch loads where it runs
@@ -58,7 +68,10 @@ def run_render(args: RenderArgs, *, events: EventSink, pool: ModelPool | None = 
     if out.is_dir():
         raise CosmosError("the output path is a folder; give an .mp4 file name", file=out)
     device = args.device if args.device is not None else resolve_device(None).type
-    check = load_guardrails(device).check_video if args.guardrails else None
+    check = None
+    if args.guardrails:
+        with gpu if gpu is not None else contextlib.nullcontext():  # the checker's models load on the device
+            check = load_guardrails(device).check_video
     render_latents(args.latents, out, tiny=args.tiny, model_dir=args.model_dir, device=device, check_video=check,
-                   pool=pool, recorded_as=args.recorded_latents)  # fmt: skip
+                   pool=pool, recorded_as=args.recorded_latents, gpu=gpu)  # fmt: skip
     events(JobEvent("output", str(out)))

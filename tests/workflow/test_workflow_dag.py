@@ -148,16 +148,29 @@ def test_each_profile_dry_runs(sweep_dir: Path, profile: str) -> None:
         assert re.search(r"infer .* --offload auto", out) and "--memory-cap" not in out  # config defaults
 
 
+def rule_resources(output: str, rule: str) -> list[str]:
+    """The `resources:` line of each job of `rule` in a dry run's output."""
+    blocks = output.split(f"rule {rule}:")[1:]
+    return [block.split("resources: ", 1)[1].split("\n", 1)[0] for block in blocks]
+
+
 def test_one_gpu_diffuse_jobs_use_the_server_unless_config_says_no(sweep_dir: Path) -> None:
-    """serve: auto hands one-GPU CUDA jobs to `cosmos-t2 serve`; serve=False keeps each in its own process."""
+    """serve: auto hands one-GPU CUDA jobs to `cosmos-t2 serve`; serve=False keeps each in its own process.
+    Served, a render takes no `gpu` (the server runs its decode under its GPU lock), so Snakemake runs it
+    beside the next diffuse job; in its own process it takes the GPU as before."""
     profile = str(REPO / "profiles" / "local-gpu")
     out = snakemake(sweep_dir, "--profile", profile, "-n", "-p")
     for command in ("infer", "render"):  # the same server: the renders use the diffuse jobs' VAE
         lines = re.findall(rf"cosmos-t2 {command} .*", out)
         assert len(lines) == 4 and all("--server --server-idle 600 " in line for line in lines), command
+    encode, diffuse = rule_resources(out, "encode"), rule_resources(out, "diffuse")
+    assert len(encode) == 4 and all(", gpu=0," in r and "served_gpu=1" in r for r in encode), encode
+    assert len(diffuse) == 4 and all(", gpu=1," in r and "served_gpu" not in r for r in diffuse), diffuse
     out = snakemake(sweep_dir, "--profile", profile, "--config", "serve=False", "serve_idle_s=5", "-n", "-p")
     lines = re.findall(r"cosmos-t2 (?:infer|render) .*", out)
     assert len(lines) == 8 and not any("--server" in line for line in lines)
+    encode = rule_resources(out, "encode")
+    assert len(encode) == 4 and all(", gpu=1," in r and "served_gpu" not in r for r in encode), encode
 
 
 @pytest.fixture

@@ -90,8 +90,9 @@ def infer_args(wildcards, input, resources):
 def serve_args(wildcards, resources):
     """`--server --server-idle S` where use_server: the stage (prompt, diffuse, render) is a request to the
     GPU's one server, which keeps the text encoder, the network and the VAE between them. A function of
-    resources, so turning the server on or off reruns nothing (Snakemake's params trigger ignores it)."""
-    if use_server(resources.gpu):
+    resources, so turning the server on or off reruns nothing (Snakemake's params trigger ignores it). A
+    render beside the diffuse jobs asks no `gpu` but is still the GPU's (`served_gpu`, see needs())."""
+    if use_server(resources.gpu or getattr(resources, "served_gpu", 0)):
         return ["--server", "--server-idle", str(config["serve_idle_s"])]
     return []
 
@@ -133,6 +134,13 @@ def use_server(gpus):
     if config["serve"] == "auto":
         return GPU_DEVICE and gpus == 1 and not ON_CLUSTER
     return bool(config["serve"])
+
+
+# Served on this machine's one GPU, a render's GPU part (the VAE decode) waits for the server's GPU lock
+# and its mp4 write does not, so the encode rule takes no `gpu`: Snakemake runs render N while diffuse N+1
+# runs, whose steps hide render N's write. Not with GPU slots, where a render's client would take a GPU's
+# slot for its whole life (and the server is found by the slot's device), nor without a server.
+RENDER_BESIDE_DIFFUSE = GPU_DEVICE and not ON_CLUSTER and not GPU_SLOTS and use_server(1)
 
 
 def stop_server():
@@ -205,6 +213,8 @@ def needs(stage):
     resources = stage_resources(
         stage, gpu_device=GPU_DEVICE, tiny=config["tiny"], gpu_model=HARDWARE.gpu_model
     )
+    if stage == "encode" and RENDER_BESIDE_DIFFUSE:  # its GPU part is serialized by the server
+        resources.update(gpu=0, gpu_model="", served_gpu=1)
     if stage in SHAPED_STAGES and not config["tiny"]:
         resources["mem_mb"] = lambda wildcards: memory_mb(
             stage, spec_footprint(stage_job(stage, wildcards).spec)
