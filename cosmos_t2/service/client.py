@@ -12,13 +12,16 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from multiprocessing.connection import AuthenticationError, Client, Connection
 from pathlib import Path
 from typing import Any
 
 from cosmos_t2.errors import CosmosError
 from cosmos_t2.service.address import Address, authkey, locked
+from cosmos_t2.service.allocation import allocation_id, srun_path, step_command, step_environment
+
+VISIBLE_DEVICES = "CUDA_VISIBLE_DEVICES"
 
 START_TIMEOUT_S = 180.0  # a cold start on a GPU node: imports and CUDA init, before the first job
 LOG_ROTATE_BYTES = 1 << 20
@@ -60,14 +63,34 @@ def _log_tail(address: Address, lines: int = 15) -> str:
     return " | ".join(line for line in text.splitlines()[-lines:] if line.strip())
 
 
+def server_command(
+    address: Address, server_args: list[str], env: Mapping[str, str] | None = None
+) -> tuple[list[str], dict[str, str] | None]:
+    """The command that starts `address`'s server, and its environment (None: this process's).
+
+    Inside a SLURM allocation it is a job step of its own (`service.allocation`), since the job step this
+    client runs in ends every process it started; elsewhere a child process in a session of its own."""
+    env = os.environ if env is None else env
+    serve = [sys.executable, "-m", "cosmos_t2.cli", "serve", "--socket", str(address.socket), *server_args]
+    job_id = allocation_id(env)
+    srun = srun_path() if job_id else None
+    if job_id is None or srun is None:
+        return serve, None
+    # SLURM sets a step's CUDA_VISIBLE_DEVICES to the GPUs it gives the step (all of the allocation's); the
+    # server is for the client's (a GPU slot's, `--gpu-slots`), so it sets the client's again in the step
+    devices = env.get(VISIBLE_DEVICES)
+    pin = ["env", f"{VISIBLE_DEVICES}={devices}"] if devices is not None else []
+    return [*step_command(job_id, str(address.log), srun), *pin, *serve], step_environment(env)
+
+
 def start_server(address: Address, server_args: list[str]) -> subprocess.Popen[bytes]:
-    """`python -m cosmos_t2.cli serve` for `address`, in a session of its own (it outlives this job)."""
+    """Start `address`'s server (`server_command`), in a session of its own: it outlives this job."""
     if address.log.exists() and address.log.stat().st_size > LOG_ROTATE_BYTES:
         address.log.replace(address.log.with_suffix(".log.1"))
-    command = [sys.executable, "-m", "cosmos_t2.cli", "serve", "--socket", str(address.socket), *server_args]
-    with open(address.log, "ab") as log:
+    command, env = server_command(address, server_args)
+    with open(address.log, "ab") as log:  # a SLURM step's srun writes here only its own errors
         return subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                cwd=address.socket.parent, start_new_session=True)  # fmt: skip
+                                cwd=address.socket.parent, env=env, start_new_session=True)  # fmt: skip
 
 
 def connect_or_start(

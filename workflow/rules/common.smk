@@ -96,9 +96,8 @@ def serve_args(wildcards, resources):
     return []
 
 
-# Jobs sent to a cluster (SLURM) run one per allocation, each in its own job step, which ends every
-# process it started: a server there would die with the job that started it. A dry run has no cluster
-# executor to ask, so the profile's resources say it too (a GPU model asked of the scheduler).
+# Jobs sent to a cluster run in allocations of their own, each job in a job step. A dry run has no cluster
+# executor to ask, so the profile's resources say it too (a SLURM partition or a GPU model).
 ON_CLUSTER = workflow.remote_exec or not workflow.local_exec or HARDWARE.cluster
 
 
@@ -127,18 +126,21 @@ def gpu_command(wildcards, resources):
 
 def use_server(gpus):
     """Whether prompt, diffuse and render jobs go to a per-GPU `cosmos-t2 serve` process (key serve): auto
-    on one CUDA GPU of this machine, where a job's imports, load and compile cost as much as a distilled
-    job's steps; never on CPU, whose jobs are short and where the demo leaves no process behind, nor on a
-    cluster executor."""
+    on one CUDA GPU, here or in a SLURM allocation, where a job's imports, load and compile cost as much as
+    a distilled job's steps; never on CPU, whose jobs are short and where the demo leaves no process behind.
+    On SLURM the GPU stages of a group share an allocation (the profiles' `accelerator` group), and its
+    first served job starts the server as a job step of that allocation (cosmos_t2.service.allocation),
+    which the allocation's end ends."""
     if config["serve"] == "auto":
-        return GPU_DEVICE and gpus == 1 and not ON_CLUSTER
+        return GPU_DEVICE and gpus == 1
     return bool(config["serve"])
 
 
 def stop_server():
     """A sweep that handed its diffuse jobs to a server stops it when it ends, so the GPU is free at once
     rather than after serve_idle_s (a server busy with another sweep's job stops after that job). Logged,
-    never raised: the sweep's own outcome stands."""
+    never raised: the sweep's own outcome stands. Not on a cluster: there each server is a job step of an
+    allocation, which ended with the allocation's last job."""
     if not use_server(1) or ON_CLUSTER:
         return
     from cosmos_t2.service.address import server_address
