@@ -1,19 +1,20 @@
-"""A server inside a SLURM allocation: its own job step, started by the first job that finds none.
+"""A server inside a SLURM allocation: a job step of its own, beside the job steps of the allocation's jobs.
 
 Every job of a Snakemake group runs in a job step of the group's allocation (the executor plugin's `srun`),
 and SLURM ends every process a step started when the step ends: a server forked by the first job would die
-with it. So inside an allocation (SLURM_JOB_ID set) the client starts the server through `srun --overlap`
-as a step of its own: a step shares the allocation's GPU and memory with the job steps beside it instead of
-making them pend (--overlap; it asks for one CPU and no memory of its own), sees the allocation's GPUs (a
-step given no --gres gets all of the job's), outlives the job that started it, and ends with the
-allocation (the batch script's end cancels it: SIGTERM, which the server's cleanup handles).
+with it. So inside an allocation (SLURM_JOB_ID set) the server is started through `srun --overlap` as a
+step of its own: it shares the allocation's GPU and memory with the job steps beside it instead of making
+them pend (--overlap; it asks for one CPU and no memory of its own), sees the allocation's GPUs (a step
+given no --gres gets all of the job's), and ends with the allocation (the batch script's end cancels it:
+SIGTERM, which the server's cleanup handles).
 
-SLURM cancels a step whose `srun` dies (measured: SIGKILL of that srun cancels the step at once), so the
-srun runs detached from the job, in a session of its own, and writes nothing itself: the step's output goes
-straight to the server's log (`--output`, opened on the node by slurmstepd). On a cluster whose process
-tracking is cgroup-based (proctrack/cgroup) a step's end kills every process in its cgroup, that srun too;
-there the server ends with the job that started it, and the next job starts another (measured only on
-proctrack/linuxproc, the test cluster's).
+SLURM cancels a step whose `srun` dies (measured: SIGKILL of that srun cancels the step at once), so that
+srun must outlive the jobs: the workflow starts it from the allocation's batch step, which lasts as long as
+the allocation (`start_allocation_server` in workflow/rules/common.smk), before the first job. A client
+that finds no server starts one the same way from its own job step, detached, in a session of its own; the
+step's output goes straight to the server's log (`--output`, opened on the node by slurmstepd). On the test
+cluster (proctrack/linuxproc) that srun outlives the job step too; with proctrack/cgroup the step's end
+kills every process in its cgroup, that srun as well, and the next job starts another server.
 """
 
 from __future__ import annotations

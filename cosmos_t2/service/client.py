@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Mapping
 from multiprocessing.connection import AuthenticationError, Client, Connection
@@ -116,6 +117,25 @@ def connect_or_start(
             time.sleep(0.1)
         process.kill()  # ours, and never answered: it must not linger with the socket half made
         raise CosmosError(f"the cosmos-t2 server did not answer within {timeout:.0f} s", file=address.log)
+
+
+def start_ahead(address: Address, server_args: list[str]) -> threading.Thread:
+    """Start `address`'s server now, on a thread, unless one answers: what its first client would do, ahead
+    of it and under the same lock (a client that comes meanwhile waits for this server, never starts a
+    second). Errors go to stderr: the client that comes next starts one itself."""
+
+    def run() -> None:
+        try:
+            conn = connect_or_start(address, server_args)
+            with conn:
+                conn.send(("status", None))  # a request, so its log shows no dropped connection
+                conn.recv()
+        except (CosmosError, EOFError, OSError) as exc:
+            print(f"cosmos-t2: could not start the server ahead of the jobs: {exc}", file=sys.stderr)
+
+    thread = threading.Thread(target=run, name="cosmos-t2-start-server", daemon=True)
+    thread.start()
+    return thread
 
 
 def submit(address: Address, payload: Any, *, server_args: list[str], on_event: Callable[[Any], None]) -> int:

@@ -126,6 +126,12 @@ def served(serve_dir: Path) -> dict[str, tuple[list[str], str]]:
     return found
 
 
+def server_steps(serve_dir: Path) -> list[str]:
+    """The job steps the servers ran as, from SLURM's line in their logs when it cancelled them."""
+    logs = "\n".join(log.read_text() for log in serve_dir.glob("slurm*.log"))
+    return re.findall(r"\*\*\* STEP (\S+) ON \S+ CANCELLED", logs)
+
+
 def steps_of(job_ids: list[str]) -> list[str]:
     """The job steps (`squeue -s`) still running in these allocations."""
     out = subprocess.run(["squeue", "-h", "-s", "-o", "%i|%j"], capture_output=True, text=True, timeout=20)
@@ -141,7 +147,7 @@ def test_the_sweep_through_slurm_writes_the_local_bytes_retries_and_redoes_only_
     log = (tmp_path / "snakemake.log").open("w")
     start = time.perf_counter()
     # with the server (auto is off on CPU): each allocation's prompt, diffuse and encode jobs go to one
-    # server, a job step of that allocation started by the first of them
+    # server, a job step of that allocation that its batch step starts (none for decode's allocation)
     proc = subprocess.Popen(command("slurm-cpu", "--retries", "1", "--config", "serve=True"), cwd=tmp_path,
                             stdout=log, stderr=subprocess.STDOUT, env={**os.environ, SERVE_DIR_ENV: str(serve_dir)})  # fmt: skip
     try:
@@ -162,6 +168,9 @@ def test_the_sweep_through_slurm_writes_the_local_bytes_retries_and_redoes_only_
     done, built = servers[retry]
     assert sorted(done) == ["encode-prompt", "infer", "infer", "render", "render"], servers
     assert "net 1" in built and "vae 1" in built, servers
+    # the allocation's first step, started by its batch step before any job's (common.smk), and cancelled
+    # with the allocation; nothing of it left running
+    assert f"{retry}.0" in server_steps(serve_dir), server_steps(serve_dir)
     assert steps_of(list(servers)) == []
     out = (tmp_path / "snakemake.log").read_text()
     assert "hardware label slurm-cpu" in out

@@ -165,6 +165,48 @@ def stop_server():
                         f"{answer['jobs']['done']} jobs done, built {answer['builds']})")  # fmt: skip
 
 
+SERVED_RULES = {"prompt", "diffuse", "encode"}  # the rules whose command takes serve_args
+
+
+def target_rules():
+    """The rules of the jobs this Snakemake was spawned to run (`--target-jobs rule:wildcards ...`, which the
+    executor plugin passes to an allocation's Snakemake); empty for the main process."""
+    args = sys.argv
+    if "--target-jobs" not in args:
+        return set()
+    rules = set()
+    for arg in args[args.index("--target-jobs") + 1 :]:
+        if arg.startswith("-"):
+            break
+        rules.add(arg.split(":", 1)[0])
+    return rules
+
+
+def start_allocation_server():
+    """In the batch step of a SLURM allocation (the executor plugin's Snakemake that runs a group's jobs, each
+    in a job step of its own), start the allocation's server now, as a job step of the allocation, rather
+    than from its first served job: the srun that keeps that step alive then lives in the batch step, which
+    lasts as long as the allocation, not in a job's step, which a cgroup-tracking cluster (proctrack/cgroup)
+    ends with every process in it. The jobs' own clients find it (the same address: the same host, Python,
+    code, allocation and GPUs), or start one themselves where this could not."""
+    batch_step = workflow.remote_exec and "SLURM_JOB_ID" in os.environ and "SLURM_STEP_ID" not in os.environ
+    # only for an allocation that runs a served stage (not decode's, a CPU one)
+    if not batch_step or not use_server(1) or not target_rules() & SERVED_RULES:
+        return
+    from cosmos_t2.service.address import server_address
+    from cosmos_t2.service.client import start_ahead
+
+    try:
+        address = server_address()
+    except CosmosError as exc:
+        logger.warning(f"cosmos-t2: no server started ahead of the jobs: {exc}")
+        return
+    start_ahead(address, ["--idle-timeout", str(config["serve_idle_s"])])
+
+
+start_allocation_server()
+
+
 def launcher(wildcards, resources):
     # One process per GPU, started here so SLURM sees one task; `infer --gpus N` inside torchrun
     # runs as one rank instead of relaunching itself. Such a job takes no GPU slot: its ranks open
