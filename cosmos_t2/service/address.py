@@ -3,7 +3,8 @@
 Reuse is safe only where everything that shapes a job's process matches, so the socket's name is a
 hash of it (`server_key`): user, host, the visible GPUs, the SLURM allocation, the Python executable,
 the `COSMOS_T2_*` environment and a fingerprint of the installed cosmos_t2 source; a code change or
-another GPU gets another server. Sockets live in a per-user 0700 folder, and every connection proves it
+another GPU gets another server. Inside a SLURM allocation the name starts `slurm<job id>-gpu<devices>-`:
+two allocations on one node never share a server. Sockets live in a per-user 0700 folder, and every connection proves it
 holds the folder's 0600 key (`multiprocessing.connection`'s challenge), since requests are pickles.
 Clients start a server under the socket's lock (`locked`), and a server removes its socket under it.
 """
@@ -15,6 +16,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import secrets
 import socket
 import stat
@@ -60,13 +62,24 @@ def runtime_folder(env: Mapping[str, str] | None = None) -> Path:
     env = os.environ if env is None else env
     if env.get(SERVE_DIR_ENV):
         folder = Path(env[SERVE_DIR_ENV])
-    elif env.get("XDG_RUNTIME_DIR"):
+    elif _own_folder(env.get("XDG_RUNTIME_DIR")):
         folder = Path(env["XDG_RUNTIME_DIR"]) / "cosmos-t2"
-    else:
+    else:  # also where a batch job was handed the XDG_RUNTIME_DIR of the login node, absent on its node
         folder = Path(tempfile.gettempdir()) / f"cosmos-t2-{os.getuid()}"
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     check_private_folder(folder)
     return folder
+
+
+def _own_folder(path: str | None) -> bool:
+    """Whether `path` names an existing folder of ours (as systemd makes /run/user/<uid>)."""
+    if not path:
+        return False
+    try:
+        info = Path(path).lstat()
+    except OSError:
+        return False
+    return stat.S_ISDIR(info.st_mode) and info.st_uid == os.getuid()
 
 
 def check_private_folder(folder: Path) -> None:
@@ -111,6 +124,18 @@ def server_key(*, uid: int, host: str, executable: str, fingerprint: str, env: M
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:20]
 
 
+def socket_prefix(env: Mapping[str, str]) -> str:
+    """`slurm<job id>-[gpu<devices>-]` inside a SLURM allocation, else nothing: the key already tells
+    allocations and GPUs apart, the name says it to a person, who can also clean up after an allocation."""
+    job_id = env.get("SLURM_JOB_ID")
+    if not job_id:
+        return ""
+    prefix = f"slurm{job_id}-"
+    if env.get("CUDA_VISIBLE_DEVICES"):
+        prefix += f"gpu{env['CUDA_VISIBLE_DEVICES']}-"
+    return re.sub(r"[^A-Za-z0-9._-]", "_", prefix)[:40]  # a GPU's UUID or MIG name: cut, the key is whole
+
+
 def server_address(env: Mapping[str, str] | None = None) -> Address:
     """This process's server: the address every job of this environment, GPU and code computes alike."""
     env = os.environ if env is None else env
@@ -121,7 +146,7 @@ def server_address(env: Mapping[str, str] | None = None) -> Address:
         fingerprint=code_fingerprint(),
         env=env,
     )
-    path = runtime_folder(env) / f"{key}.sock"
+    path = runtime_folder(env) / f"{socket_prefix(env)}{key}.sock"
     if len(str(path)) >= MAX_SOCKET_PATH:
         raise CosmosError(f"the server socket path is over {MAX_SOCKET_PATH} characters; set {SERVE_DIR_ENV} to a "
                           "shorter folder", file=path)  # fmt: skip

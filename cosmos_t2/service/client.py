@@ -11,14 +11,18 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from multiprocessing.connection import AuthenticationError, Client, Connection
 from pathlib import Path
 from typing import Any
 
 from cosmos_t2.errors import CosmosError
 from cosmos_t2.service.address import Address, authkey, locked
+from cosmos_t2.service.allocation import allocation_id, srun_path, step_command, step_environment
+
+VISIBLE_DEVICES = "CUDA_VISIBLE_DEVICES"
 
 START_TIMEOUT_S = 180.0  # a cold start on a GPU node: imports and CUDA init, before the first job
 LOG_ROTATE_BYTES = 1 << 20
@@ -60,14 +64,34 @@ def _log_tail(address: Address, lines: int = 15) -> str:
     return " | ".join(line for line in text.splitlines()[-lines:] if line.strip())
 
 
+def server_command(
+    address: Address, server_args: list[str], env: Mapping[str, str] | None = None
+) -> tuple[list[str], dict[str, str] | None]:
+    """The command that starts `address`'s server, and its environment (None: this process's).
+
+    Inside a SLURM allocation it is a job step of its own (`service.allocation`), since the job step this
+    client runs in ends every process it started; elsewhere a child process in a session of its own."""
+    env = os.environ if env is None else env
+    serve = [sys.executable, "-m", "cosmos_t2.cli", "serve", "--socket", str(address.socket), *server_args]
+    job_id = allocation_id(env)
+    srun = srun_path() if job_id else None
+    if job_id is None or srun is None:
+        return serve, None
+    # SLURM sets a step's CUDA_VISIBLE_DEVICES to the GPUs it gives the step (all of the allocation's); the
+    # server is for the client's (a GPU slot's, `--gpu-slots`), so it sets the client's again in the step
+    devices = env.get(VISIBLE_DEVICES)
+    pin = ["env", f"{VISIBLE_DEVICES}={devices}"] if devices is not None else []
+    return [*step_command(job_id, str(address.log), srun), *pin, *serve], step_environment(env)
+
+
 def start_server(address: Address, server_args: list[str]) -> subprocess.Popen[bytes]:
-    """`python -m cosmos_t2.cli serve` for `address`, in a session of its own (it outlives this job)."""
+    """Start `address`'s server (`server_command`), in a session of its own: it outlives this job."""
     if address.log.exists() and address.log.stat().st_size > LOG_ROTATE_BYTES:
         address.log.replace(address.log.with_suffix(".log.1"))
-    command = [sys.executable, "-m", "cosmos_t2.cli", "serve", "--socket", str(address.socket), *server_args]
-    with open(address.log, "ab") as log:
+    command, env = server_command(address, server_args)
+    with open(address.log, "ab") as log:  # a SLURM step's srun writes here only its own errors
         return subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                cwd=address.socket.parent, start_new_session=True)  # fmt: skip
+                                cwd=address.socket.parent, env=env, start_new_session=True)  # fmt: skip
 
 
 def connect_or_start(
@@ -93,6 +117,25 @@ def connect_or_start(
             time.sleep(0.1)
         process.kill()  # ours, and never answered: it must not linger with the socket half made
         raise CosmosError(f"the cosmos-t2 server did not answer within {timeout:.0f} s", file=address.log)
+
+
+def start_ahead(address: Address, server_args: list[str]) -> threading.Thread:
+    """Start `address`'s server now, on a thread, unless one answers: what its first client would do, ahead
+    of it and under the same lock (a client that comes meanwhile waits for this server, never starts a
+    second). Errors go to stderr: the client that comes next starts one itself."""
+
+    def run() -> None:
+        try:
+            conn = connect_or_start(address, server_args)
+            with conn:
+                conn.send(("status", None))  # a request, so its log shows no dropped connection
+                conn.recv()
+        except (CosmosError, EOFError, OSError) as exc:
+            print(f"cosmos-t2: could not start the server ahead of the jobs: {exc}", file=sys.stderr)
+
+    thread = threading.Thread(target=run, name="cosmos-t2-start-server", daemon=True)
+    thread.start()
+    return thread
 
 
 def submit(address: Address, payload: Any, *, server_args: list[str], on_event: Callable[[Any], None]) -> int:

@@ -3,8 +3,10 @@ before `make test`. Where `sinfo` does not answer these tests skip and say why; 
 (.ci/run) they fail instead, so a CI without its cluster never passes them silently.
 
 A small sweep (tiny model, 5 frames at 64x96, 1 step; 1 spec x 2 control weights = 2 jobs) through
-`profiles/slurm-cpu` writes the same bytes as `profiles/local`, in its own run folder, with one allocation
-for each sample's diffuse and encode, and a scancel'd allocation in it is retried; a failed job is the only one redone on rerun; Ctrl-C leaves nothing in squeue; a request
+`profiles/slurm-cpu` with the server writes the same bytes as `profiles/local`, in its own run folder, with
+one allocation for its GPU stages, whose server (a job step of it) builds the network once for both diffuse
+jobs, and a scancel'd allocation in it is retried with a new server; a failed job is the only one redone on
+rerun; Ctrl-C leaves nothing in squeue; a request
 no node can meet is refused before anything is submitted. The pre-flight and the profile mapping are
 checked without a cluster too.
 """
@@ -17,13 +19,16 @@ import re
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 from _snakemake import snakemake_command
 
+from cosmos_t2.service.address import SERVE_DIR_ENV
 from cosmos_t2.video import write_video
 from cosmos_t2.workflow.hardware import resolve_hardware
 from cosmos_t2.workflow.slurm import Node, parse_gres, parse_sinfo, unmet
@@ -102,17 +107,49 @@ def outputs(run_dir: Path) -> dict[str, bytes]:
     return {str(f.relative_to(run_dir)): f.read_bytes() for f in files}
 
 
+@pytest.fixture
+def serve_dir() -> Iterator[Path]:
+    """A private folder for the servers of the sweep's allocations (short: a socket path is < 100 chars)."""
+    folder = Path(tempfile.mkdtemp(prefix="ct2-", dir="/tmp"))
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def served(serve_dir: Path) -> dict[str, tuple[list[str], str]]:
+    """Per allocation (SLURM job id): the kinds of the jobs its server finished, and what it had built."""
+    found = {}
+    for log in sorted(serve_dir.glob("slurm*.log")):
+        lines = log.read_text().splitlines()
+        done = [m[1] for line in lines if (m := re.search(r" (\S+) job done in .* exit code 0 ", line))]
+        built = re.findall(r"\(built: ([^)]*)\)", "\n".join(lines))
+        found[re.match(r"slurm(\d+)-", log.name)[1]] = (done, built[-1] if built else "")
+    return found
+
+
+def server_steps(serve_dir: Path) -> list[str]:
+    """The job steps the servers ran as, from SLURM's line in their logs when it cancelled them."""
+    logs = "\n".join(log.read_text() for log in serve_dir.glob("slurm*.log"))
+    return re.findall(r"\*\*\* STEP (\S+) ON \S+ CANCELLED", logs)
+
+
+def steps_of(job_ids: list[str]) -> list[str]:
+    """The job steps (`squeue -s`) still running in these allocations."""
+    out = subprocess.run(["squeue", "-h", "-s", "-o", "%i|%j"], capture_output=True, text=True, timeout=20)
+    return [line for line in out.stdout.splitlines() if line.split(".", 1)[0] in job_ids]
+
+
 @pytest.mark.slurm
 def test_the_sweep_through_slurm_writes_the_local_bytes_retries_and_redoes_only_a_failed_job(
-    tmp_path: Path, cluster
+    tmp_path: Path, cluster, serve_dir: Path
 ) -> None:
     small_sweep(tmp_path)
     _, local_wall = snakemake(tmp_path, "local")
     log = (tmp_path / "snakemake.log").open("w")
     start = time.perf_counter()
-    proc = subprocess.Popen(
-        command("slurm-cpu", "--retries", "1"), cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT
-    )
+    # with the server (auto is off on CPU): each allocation's prompt, diffuse and encode jobs go to one
+    # server, a job step of that allocation that its batch step starts (none for decode's allocation)
+    proc = subprocess.Popen(command("slurm-cpu", "--retries", "1", "--config", "serve=True"), cwd=tmp_path,
+                            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, SERVE_DIR_ENV: str(serve_dir)})  # fmt: skip
     try:
         job_id = wait_for(tmp_path, "accelerator", "RUNNING", proc)  # the sweep's GPU stages
         subprocess.run(["scancel", job_id], check=True, timeout=20)  # a pre-emption, a node lost: retried
@@ -122,6 +159,19 @@ def test_the_sweep_through_slurm_writes_the_local_bytes_retries_and_redoes_only_
             proc.send_signal(signal.SIGINT)
             proc.wait(timeout=60)
     slurm_wall = time.perf_counter() - start
+    # The retried allocation's server ran its served jobs (1 prompt, 2 diffuse, 2 encode; the cancelled one's
+    # server, if it got so far, ended with it) and built the network once for both diffuse jobs, though
+    # each job ran in a job step of its own; the allocation's end ended it: no step of it is left.
+    servers = served(serve_dir)
+    assert job_id not in servers or servers[job_id][0] == [], servers
+    (retry,) = (k for k in servers if k != job_id)
+    done, built = servers[retry]
+    assert sorted(done) == ["encode-prompt", "infer", "infer", "render", "render"], servers
+    assert "net 1" in built and "vae 1" in built, servers
+    # the allocation's first step, started by its batch step before any job's (common.smk), and cancelled
+    # with the allocation; nothing of it left running
+    assert f"{retry}.0" in server_steps(serve_dir), server_steps(serve_dir)
+    assert steps_of(list(servers)) == []
     out = (tmp_path / "snakemake.log").read_text()
     assert "hardware label slurm-cpu" in out
     # a grouped job's failure names the group and shows its SLURM log, which says it was cancelled
@@ -140,7 +190,8 @@ def test_the_sweep_through_slurm_writes_the_local_bytes_retries_and_redoes_only_
     assert len(list(group_logs.glob("*.log"))) == 2, logs
     assert jobs_of(tmp_path) == []
     print(
-        f"small sweep: local {local_wall:.1f} s, SLURM {slurm_wall:.1f} s with a retry, {len(logs)} allocations"
+        f"small sweep: local {local_wall:.1f} s, SLURM {slurm_wall:.1f} s with a retry and the server, "
+        f"{len(logs)} allocations, servers {servers}"
     )
 
     # a second sample whose control is one frame short fails in infer; once fixed, the rerun redoes that job

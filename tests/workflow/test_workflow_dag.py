@@ -135,8 +135,17 @@ def test_each_profile_dry_runs(sweep_dir: Path, profile: str) -> None:
                 f"gpu_model={gpu}," in diffuse and ", gpu=1," in diffuse and "slurm_partition=gpu" in diffuse
             )
         assert ", gpu=0," in decode and "gpu_model=," in decode and "mem_mb=3000" in diffuse  # tiny's needs
-    # CPU, two GPUs a job, and a cluster's allocations: each diffuse job in its own processes
-    assert re.search(r" infer .* --latents-only ", out) and not re.search(r" infer .*--server", out)
+    # one-GPU CUDA jobs in a SLURM allocation go to its server (a job step of the allocation that keeps the
+    # models for the others: prompt, diffuse, render); CPU jobs and two GPUs a job: each in its own processes
+    assert re.search(r" infer .* --latents-only ", out)
+    if profile in ("slurm-h100", "slurm-h200"):
+        for command in ("encode-prompt", "infer", "render"):
+            lines = re.findall(rf"cosmos-t2 {command} .*", out)
+            assert lines and all("--server --server-idle 600" in line for line in lines), command
+    else:
+        assert not re.search(r" infer .*--server", out)
+        if profile != "local-gpu":  # whose one-GPU prompt and render jobs are served, as on a GPU here
+            assert not re.search(r"cosmos-t2 (encode-prompt|render) .*--server", out)
     if profile == "local-gpu":
         assert re.search(
             r"torchrun --standalone --nproc_per_node=2 -m cosmos_t2.worker infer .* --gpus 2 ",

@@ -97,9 +97,8 @@ def serve_args(wildcards, resources):
     return []
 
 
-# Jobs sent to a cluster (SLURM) run one per allocation, each in its own job step, which ends every
-# process it started: a server there would die with the job that started it. A dry run has no cluster
-# executor to ask, so the profile's resources say it too (a GPU model asked of the scheduler).
+# Jobs sent to a cluster run in allocations of their own, each job in a job step. A dry run has no cluster
+# executor to ask, so the profile's resources say it too (a SLURM partition or a GPU model).
 ON_CLUSTER = workflow.remote_exec or not workflow.local_exec or HARDWARE.cluster
 
 
@@ -128,11 +127,13 @@ def gpu_command(wildcards, resources):
 
 def use_server(gpus):
     """Whether prompt, diffuse and render jobs go to a per-GPU `cosmos-t2 serve` process (key serve): auto
-    on one CUDA GPU of this machine, where a job's imports, load and compile cost as much as a distilled
-    job's steps; never on CPU, whose jobs are short and where the demo leaves no process behind, nor on a
-    cluster executor."""
+    on one CUDA GPU, here or in a SLURM allocation, where a job's imports, load and compile cost as much as
+    a distilled job's steps; never on CPU, whose jobs are short and where the demo leaves no process behind.
+    On SLURM the GPU stages of a group share an allocation (the profiles' `accelerator` group), and its
+    first served job starts the server as a job step of that allocation (cosmos_t2.service.allocation),
+    which the allocation's end ends."""
     if config["serve"] == "auto":
-        return GPU_DEVICE and gpus == 1 and not ON_CLUSTER
+        return GPU_DEVICE and gpus == 1
     return bool(config["serve"])
 
 
@@ -146,7 +147,8 @@ RENDER_BESIDE_DIFFUSE = GPU_DEVICE and not ON_CLUSTER and not GPU_SLOTS and use_
 def stop_server():
     """A sweep that handed its diffuse jobs to a server stops it when it ends, so the GPU is free at once
     rather than after serve_idle_s (a server busy with another sweep's job stops after that job). Logged,
-    never raised: the sweep's own outcome stands."""
+    never raised: the sweep's own outcome stands. Not on a cluster: there each server is a job step of an
+    allocation, which ended with the allocation's last job."""
     if not use_server(1) or ON_CLUSTER:
         return
     from cosmos_t2.service.address import server_address
@@ -169,6 +171,48 @@ def stop_server():
         if answer is not None:
             logger.info(f"cosmos-t2: stopped the diffusion server{on} (pid {answer['pid']}, "
                         f"{answer['jobs']['done']} jobs done, built {answer['builds']})")  # fmt: skip
+
+
+SERVED_RULES = {"prompt", "diffuse", "encode"}  # the rules whose command takes serve_args
+
+
+def target_rules():
+    """The rules of the jobs this Snakemake was spawned to run (`--target-jobs rule:wildcards ...`, which the
+    executor plugin passes to an allocation's Snakemake); empty for the main process."""
+    args = sys.argv
+    if "--target-jobs" not in args:
+        return set()
+    rules = set()
+    for arg in args[args.index("--target-jobs") + 1 :]:
+        if arg.startswith("-"):
+            break
+        rules.add(arg.split(":", 1)[0])
+    return rules
+
+
+def start_allocation_server():
+    """In the batch step of a SLURM allocation (the executor plugin's Snakemake that runs a group's jobs, each
+    in a job step of its own), start the allocation's server now, as a job step of the allocation, rather
+    than from its first served job: the srun that keeps that step alive then lives in the batch step, which
+    lasts as long as the allocation, not in a job's step, which a cgroup-tracking cluster (proctrack/cgroup)
+    ends with every process in it. The jobs' own clients find it (the same address: the same host, Python,
+    code, allocation and GPUs), or start one themselves where this could not."""
+    batch_step = workflow.remote_exec and "SLURM_JOB_ID" in os.environ and "SLURM_STEP_ID" not in os.environ
+    # only for an allocation that runs a served stage (not decode's, a CPU one)
+    if not batch_step or not use_server(1) or not target_rules() & SERVED_RULES:
+        return
+    from cosmos_t2.service.address import server_address
+    from cosmos_t2.service.client import start_ahead
+
+    try:
+        address = server_address()
+    except CosmosError as exc:
+        logger.warning(f"cosmos-t2: no server started ahead of the jobs: {exc}")
+        return
+    start_ahead(address, ["--idle-timeout", str(config["serve_idle_s"])])
+
+
+start_allocation_server()
 
 
 def launcher(wildcards, resources):
