@@ -138,7 +138,7 @@ def use_server(gpus):
 
 
 # Served on this machine's one GPU, a render's GPU part (the VAE decode) waits for the server's GPU lock
-# and its mp4 write does not, so the encode rule takes no `gpu`: Snakemake runs render N while diffuse N+1
+# and its mp4 write does not, so encode jobs take no `gpu`, and Snakemake runs render N while diffuse N+1
 # runs, whose steps hide render N's write. Not with GPU slots, where a render's client would take a GPU's
 # slot for its whole life (and the server is found by the slot's device), nor without a server.
 RENDER_BESIDE_DIFFUSE = GPU_DEVICE and not ON_CLUSTER and not GPU_SLOTS and use_server(1)
