@@ -171,22 +171,38 @@ class Job:
     spec: Spec | None = field(default=None, compare=False, repr=False)  # resolved: what its resources follow
 
 
+READ_STAGES = ("decode", "controls", "masks", "prompt")  # the shared stages a job reads, by Job attribute
+
+
 @dataclass
 class Sweep:
     jobs: dict[str, Job] = field(default_factory=dict)
     stage_specs: dict[tuple[str, str], StageSpec] = field(default_factory=dict)
     decode_of: dict[str, str] = field(default_factory=dict)  # controls/masks key -> its decode key
+    _readers: dict[tuple[str, str | None], Job] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+    _readers_of_jobs: int = field(
+        default=-1, init=False, repr=False, compare=False
+    )  # len(jobs) _readers was built for
 
     def keys(self, stage: str) -> list[str]:
         return sorted({key for st, key in self.stage_specs if st == stage})
 
     def job_of(self, stage: str, key: str) -> Job:
-        """A job that reads the output of `stage`'s `key` (decode, controls, masks, prompt): what its
-        input's shape is."""
-        for job in self.jobs.values():
-            if getattr(job, stage) == key:
-                return job
-        raise KeyError(f"no job of this sweep reads {stage} {key}")
+        """The first job that reads the output of `stage`'s `key` (decode, controls, masks, prompt): what
+        its input's shape is. Snakemake asks it for every such job while it builds the DAG, so the readers
+        are indexed once per set of jobs rather than scanned per call."""
+        if self._readers_of_jobs != len(self.jobs):  # jobs are only added, while the sweep is planned
+            self._readers = {}
+            for job in self.jobs.values():
+                for st in READ_STAGES:
+                    self._readers.setdefault((st, getattr(job, st)), job)
+            self._readers_of_jobs = len(self.jobs)
+        try:
+            return self._readers[(stage, key)]
+        except KeyError:
+            raise KeyError(f"no job of this sweep reads {stage} {key}") from None
 
     def stage_spec(self, stage: str, key: str) -> StageSpec:
         try:

@@ -99,6 +99,13 @@ def test_two_specs_by_two_weights_share_decode_controls_and_prompt(tmp_path: Pat
         for j in sweep.jobs.values()
     )
     assert weights == [0.5, 0.5, 1.0, 1.0]
+    # the job a shared stage's resources follow: the sweep's first job that reads it
+    for stage in ("decode", "controls", "prompt"):
+        for key in sweep.keys(stage):
+            first = next(j for j in sweep.jobs.values() if getattr(j, stage) == key)
+            assert sweep.job_of(stage, key) is first
+    with pytest.raises(KeyError, match="no job of this sweep reads controls nope"):
+        sweep.job_of("controls", "nope")
 
 
 def test_changing_one_weight_changes_only_the_jobs_that_use_it(tmp_path: Path) -> None:
