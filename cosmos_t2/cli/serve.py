@@ -162,8 +162,7 @@ def serve(
 
     One server per user, host, visible GPUs, SLURM allocation, Python and cosmos-t2 source: a code change
     gets a new one. It runs two jobs at a time at most (one on the GPU, one writing its mp4) and exits after
-    --idle-timeout seconds without a job. Its
-    log is beside its socket (--status prints both)."""
+    --idle-timeout seconds without a job. Its log is beside its socket (--status prints both)."""
     address = Address(socket) if socket is not None else server_address()
     if status or stop:
         answer = request(address, "stop" if stop else "status")

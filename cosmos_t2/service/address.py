@@ -4,8 +4,9 @@ Reuse is safe only where everything that shapes a job's process matches, so the 
 hash of it (`server_key`): user, host, the visible GPUs, the SLURM allocation, the Python executable,
 the `COSMOS_T2_*` environment and a fingerprint of the installed cosmos_t2 source; a code change or
 another GPU gets another server. Inside a SLURM allocation the name starts `slurm<job id>-gpu<devices>-`:
-two allocations on one node never share a server. Sockets live in a per-user 0700 folder, and every connection proves it
-holds the folder's 0600 key (`multiprocessing.connection`'s challenge), since requests are pickles.
+two allocations on one node never share a server. Sockets live in a per-user 0700 folder, and every
+connection proves it holds the folder's 0600 key (`multiprocessing.connection`'s challenge), since requests
+are pickles.
 Clients start a server under the socket's lock (`locked`), and a server removes its socket under it.
 """
 

@@ -9,9 +9,9 @@ Each job runs on a thread of its own, two at most (`MAX_RUNNING`), so that a ren
 needs no GPU, runs while the next job's steps do; the handler keeps the GPU's work to one job at a time.
 
 Where it listens and who may connect is `service.address`; the client's side is `service.client`. A
-server exits after `idle_timeout` seconds without a request, never under a running job. It closes its socket before it removes the
-file, and removes it under the start lock only if it is still its own, so a client never talks to a
-server that is going away without seeing the connection fail first.
+server exits after `idle_timeout` seconds without a request, never under a running job. It closes its
+socket before it removes the file, and removes it under the start lock only if it is still its own, so a
+client never talks to a server that is going away without seeing the connection fail first.
 """
 
 from __future__ import annotations

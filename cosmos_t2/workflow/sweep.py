@@ -182,9 +182,8 @@ class Sweep:
     _readers: dict[tuple[str, str | None], Job] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
-    _readers_of_jobs: int = field(
-        default=-1, init=False, repr=False, compare=False
-    )  # len(jobs) _readers was built for
+    # len(jobs) when _readers was built
+    _readers_of_jobs: int = field(default=-1, init=False, repr=False, compare=False)
 
     def keys(self, stage: str) -> list[str]:
         return sorted({key for st, key in self.stage_specs if st == stage})

@@ -129,9 +129,10 @@ def use_server(gpus):
     """Whether prompt, diffuse and render jobs go to a per-GPU `cosmos-t2 serve` process (key serve): auto
     on one CUDA GPU, here or in a SLURM allocation, where a job's imports, load and compile cost as much as
     a distilled job's steps; never on CPU, whose jobs are short and where the demo leaves no process behind.
-    On SLURM the GPU stages of a group share an allocation (the profiles' `accelerator` group), and its
-    first served job starts the server as a job step of that allocation (cosmos_t2.service.allocation),
-    which the allocation's end ends."""
+    On SLURM the GPU stages of a group share an allocation (the profiles' `accelerator` group), whose batch
+    step starts the server as a job step of that allocation before the first job (start_allocation_server;
+    a served job that finds none starts it the same way: cosmos_t2.service.allocation), and the
+    allocation's end ends it."""
     if config["serve"] == "auto":
         return GPU_DEVICE and gpus == 1
     return bool(config["serve"])
